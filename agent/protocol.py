@@ -301,6 +301,11 @@ class JobSpec:
     threads: int | None
     meter: MeterSpec
     max_duration_s: float
+    #: first seq number of this job's events: a retried trial continues its numbering so
+    #: that (trial, seq) stays unique across attempts
+    seq_start: int = 1
+    #: whether the agent keeps every power sample in the job directory (samples.csv)
+    record_samples: bool = True
     spec_version: int = JOB_SPEC_VERSION
 
     @classmethod
@@ -327,6 +332,8 @@ class JobSpec:
             "threads": self.threads,
             "meter": self.meter.to_dict(),
             "limits": {"max_duration_s": self.max_duration_s},
+            "seq_start": self.seq_start,
+            "record_samples": self.record_samples,
         }
 
     def to_json(self) -> str:
@@ -336,7 +343,7 @@ class JobSpec:
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _JOB_KEYS = {"spec_version", "job_id", "run_id", "model", "artifact", "variant",
              "embedding_mode", "tasks", "repetitions", "warmup", "idle_seconds", "window",
-             "threads", "meter", "limits"}
+             "threads", "meter", "limits", "seq_start", "record_samples"}
 
 
 def _need(obj: dict, key: str, types: tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -417,8 +424,12 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     max_duration = float(_need(limits, "max_duration_s", _NUM, f"{where}.limits", default=3600.0))
     if max_duration <= 0:
         raise JobSpecError(f"{where}.limits.max_duration_s: must be > 0")
+    seq_start = _need(obj, "seq_start", (int,), where, default=1)
+    if seq_start < 1:
+        raise JobSpecError(f"{where}.seq_start: must be >= 1")
+    record_samples = _need(obj, "record_samples", (bool,), where, default=True)
     return JobSpec(job_id=job_id, run_id=run_id, model=model, model_name=model_name,
                    artifact=artifact, variant=variant, embedding_mode=mode, tasks=tuple(tasks),
                    repetitions=repetitions, warmup=warmup, idle_seconds=idle_seconds,
                    window=window, threads=threads, meter=meter, max_duration_s=max_duration,
-                   spec_version=version)
+                   seq_start=seq_start, record_samples=record_samples, spec_version=version)

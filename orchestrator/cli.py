@@ -76,7 +76,6 @@ def build_app() -> typer.Typer:
 def print_error(exc: TslmError) -> None:
     """Print a user-facing error (and its hint) to stderr."""
     from rich.console import Console
-
     from rich.text import Text
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
