@@ -1,0 +1,146 @@
+"""Live state of a run, fed by the per-device workers and read by the dashboard.
+
+The scheduler's device threads call :meth:`RunProgress.set_state` and
+:meth:`RunProgress.apply_event`; the dashboard (rich Live or plain log lines) reads a
+consistent :meth:`RunProgress.snapshot` under the same lock. Nothing here talks to the
+network or the database.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+#: device states in the order a trial goes through them
+DEVICE_STATES = ("pending", "connecting", "deploying", "starting", "loading", "warmup",
+                 "idle baseline", "running", "reconnecting", "done", "failed", "interrupted")
+TERMINAL_STATES = frozenset({"done", "failed", "interrupted"})
+POWER_HISTORY = 40
+
+
+@dataclass
+class DeviceProgress:
+    """What the dashboard shows for one device."""
+
+    name: str
+    state: str = "pending"
+    trial: str | None = None
+    trials_done: int = 0
+    trials_total: int = 0
+    queries_done: int = 0
+    queries_total: int = 0
+    power_w: float | None = None
+    power_history_w: deque = field(default_factory=lambda: deque(maxlen=POWER_HISTORY))
+    last_latency_s: float | None = None
+    energy_j_per_query: float | None = None
+    temp_c: float | None = None
+    throttled: bool = False
+    last_message: str | None = None
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+#: event phase name -> device state shown
+_PHASE_STATE = {"loading": "loading", "warmup": "warmup", "idle": "idle baseline",
+                "running": "running", "stopping": "running"}
+
+
+class RunProgress:
+    """Thread-safe progress of one run across its devices."""
+
+    def __init__(self, run_id: str, devices: list[str], *,
+                 listener: Callable[[str, str, str], None] | None = None) -> None:
+        self.run_id = run_id
+        self.started_monotonic = time.monotonic()
+        self._lock = threading.Lock()
+        self._devices = {name: DeviceProgress(name=name) for name in devices}
+        #: called as listener(device, kind, text) for state changes, warnings and errors
+        self._listener = listener
+
+    # ---- writers (device threads)
+    def plan(self, device: str, *, trials_total: int, queries_total: int) -> None:
+        with self._lock:
+            d = self._devices[device]
+            d.trials_total, d.queries_total = trials_total, queries_total
+
+    def set_state(self, device: str, state: str, *, trial: str | None = None,
+                  message: str | None = None) -> None:
+        if state not in DEVICE_STATES:
+            raise ValueError(f"unknown device state {state!r}")
+        with self._lock:
+            d = self._devices[device]
+            changed = d.state != state or (trial is not None and trial != d.trial)
+            d.state = state
+            if trial is not None:
+                d.trial = trial
+            if d.started_at is None and state not in ("pending",):
+                d.started_at = time.monotonic()
+            if state in TERMINAL_STATES:
+                d.finished_at = time.monotonic()
+            if state == "failed" and message:
+                d.error = message
+            if message:
+                d.last_message = message
+        if changed and self._listener:
+            label = f"{state} {trial}" if trial else state
+            self._listener(device, "state", label + (f": {message}" if message else ""))
+
+    def trial_finished(self, device: str) -> None:
+        with self._lock:
+            self._devices[device].trials_done += 1
+
+    def apply_event(self, device: str, event: Any) -> None:
+        """Update the view from one agent event (an ``agent.protocol.Event``)."""
+        note: tuple[str, str] | None = None
+        with self._lock:
+            d = self._devices[device]
+            kind = event.type
+            if kind == "phase":
+                d.state = _PHASE_STATE.get(event.get("phase"), d.state)
+            elif kind == "power":
+                watts = event.get("watts")
+                d.power_w = watts
+                if watts is not None:
+                    d.power_history_w.append(watts)
+            elif kind == "query":
+                d.queries_done += 1
+                d.last_latency_s = event.get("latency_s")
+                if event.get("temp_c") is not None:
+                    d.temp_c = event.get("temp_c")
+                d.throttled = d.throttled or bool(event.get("throttled"))
+            elif kind == "window" and event.get("kind") == "queries":
+                if event.get("energy_j_per_query") is not None:
+                    d.energy_j_per_query = event.get("energy_j_per_query")
+                if event.get("temp_c_after") is not None:
+                    d.temp_c = event.get("temp_c_after")
+                d.throttled = d.throttled or bool(event.get("throttled"))
+            elif kind in ("warning", "error"):
+                d.last_message = event.get("message")
+                note = (kind, event.get("message", ""))
+        if note and self._listener:
+            self._listener(device, note[0], note[1])
+
+    # ---- readers (dashboard)
+    def snapshot(self) -> list[DeviceProgress]:
+        """Copies of every device's progress, in inventory order."""
+        with self._lock:
+            return [replace(d, power_history_w=deque(d.power_history_w, maxlen=POWER_HISTORY))
+                    for d in self._devices.values()]
+
+    def elapsed_s(self) -> float:
+        return time.monotonic() - self.started_monotonic
+
+    def eta_s(self) -> float | None:
+        """Remaining time estimated from the query rate so far (None until measurable)."""
+        snap = self.snapshot()
+        done = sum(d.queries_done for d in snap)
+        total = sum(d.queries_total for d in snap)
+        elapsed = self.elapsed_s()
+        if done == 0 or total == 0 or elapsed <= 0:
+            return None
+        return max(0.0, elapsed * (total - done) / done)
