@@ -59,8 +59,32 @@ class RunProgress:
         self.started_monotonic = time.monotonic()
         self._lock = threading.Lock()
         self._devices = {name: DeviceProgress(name=name) for name in devices}
-        #: called as listener(device, kind, text) for state changes, warnings and errors
-        self._listener = listener
+        #: each called as listener(device, kind, text) for state changes, warnings and
+        #: errors, outside the lock, from the thread that made the change
+        self._listeners: list[Callable[[str, str, str], None]] = []
+        if listener is not None:
+            self._listeners.append(listener)
+
+    # ---- listeners (dashboard, log lines)
+    def add_listener(self, listener: Callable[[str, str, str], None]) -> None:
+        """Call ``listener(device, kind, text)`` on every state change, warning and error.
+
+        ``kind`` is ``"state"``, ``"warning"`` or ``"error"``.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str, str, str], None]) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def _notify(self, device: str, kind: str, text: str) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(device, kind, text)
 
     # ---- writers (device threads)
     def plan(self, device: str, *, trials_total: int, queries_total: int) -> None:
@@ -86,9 +110,9 @@ class RunProgress:
                 d.error = message
             if message:
                 d.last_message = message
-        if changed and self._listener:
+        if changed:
             label = f"{state} {trial}" if trial else state
-            self._listener(device, "state", label + (f": {message}" if message else ""))
+            self._notify(device, "state", label + (f": {message}" if message else ""))
 
     def trial_finished(self, device: str) -> None:
         with self._lock:
@@ -101,7 +125,10 @@ class RunProgress:
             d = self._devices[device]
             kind = event.type
             if kind == "phase":
-                d.state = _PHASE_STATE.get(event.get("phase"), d.state)
+                state = _PHASE_STATE.get(event.get("phase"), d.state)
+                if state != d.state:
+                    d.state = state
+                    note = ("state", f"{state} {d.trial}" if d.trial else state)
             elif kind == "power":
                 watts = event.get("watts")
                 d.power_w = watts
@@ -122,8 +149,8 @@ class RunProgress:
             elif kind in ("warning", "error"):
                 d.last_message = event.get("message")
                 note = (kind, event.get("message", ""))
-        if note and self._listener:
-            self._listener(device, note[0], note[1])
+        if note:
+            self._notify(device, note[0], note[1])
 
     # ---- readers (dashboard)
     def snapshot(self) -> list[DeviceProgress]:

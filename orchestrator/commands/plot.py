@@ -1,0 +1,46 @@
+"""``tslm-fleet plot``: PNG figures of one run's results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``plot`` command to ``app``."""
+    app.command("plot")(plot)
+
+
+def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]]:
+    """The id of the run (``run_id``, else the latest) and its aggregated results rows."""
+    from db.engine import display_url, open_store
+    from db.queries import ResultFilter, latest_run_id, results
+    from tasks.errors import ConfigError
+
+    with open_store(db_url, read_only=True) as store:
+        if run_id is None:
+            run_id = latest_run_id(store.engine)
+            if run_id is None:
+                raise ConfigError(f"no runs in {display_url(store.url)}",
+                                  hint="run an experiment first (tslm-fleet run)")
+        return run_id, results(store.engine, ResultFilter(run_id=run_id))
+
+
+def plot(
+    run: str | None = typer.Option(None, "--run", metavar="ID",
+                                   help="Run to plot (default: the latest run)."),
+    db: str | None = typer.Option(None, "--db", metavar="URL",
+                                  help="Results database URL (default: $TSLM_DB, else "
+                                       "sqlite:///results.db)."),
+    out: Path = typer.Option(..., "--out", "-o", metavar="DIR",
+                             help="Directory for the PNG files (created if missing)."),
+) -> None:
+    """Write PNG figures of a run: energy per query and perplexity against compression
+    ratio, latency per device and variant."""
+    from orchestrator.plots import write_plots
+
+    run_id, rows = load_results(db, run)
+    for path in write_plots(rows, out, run_id=run_id):
+        typer.echo(str(path))
