@@ -1,0 +1,506 @@
+"""The measurement method: one job from ``hello`` to ``done``.
+
+hello -> verifying (sha256 of model and artifact) -> loading (timed, its own ``load``
+window) -> preparing the tasks -> warm-up queries (not recorded) -> idle baseline (the
+median power with the model loaded, an ``idle`` window) -> per task and repetition, the
+queries back to back, grouped into ``queries`` windows -> ``score`` events -> done.
+
+The sampler polls the meter in its own thread and knows nothing of queries; energies are
+integrated afterwards over each query's and each window's [t_start, t_end] on the same
+monotonic clock. A query window closes once it holds ``min_fresh_samples`` fresh samples
+and lasts ``min_seconds`` (this is how a 2 Hz meter measures 300 ms queries); the last
+window of a repetition may be short and is then flagged under-resolved. The events of a
+closed window are written once the sampler has a reading past its end (or after a short
+grace period), so the edge of the window is interpolated, not extrapolated, while the
+next window's queries already run.
+
+With the ``none`` meter every energy field is null and ``under_resolved`` is False
+(nothing to resolve); a warning says so once.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import platform
+import signal
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from agent import sysinfo
+from agent.jobs import JobLocks, JobPaths, Workdir
+from agent.journal import EventEmitter, Journal
+from agent.protocol import PROTOCOL_VERSION, JobSpec
+from tasks import __version__
+from tasks.errors import ArtifactError, ModelError, TslmError
+from tasks.hashing import sha256_file, sha256_path
+
+POWER_EVENT_PERIOD_S = 1.0
+#: how long a closed window waits for the meter's first reading past its end
+MIN_CATCH_UP_S = 0.5
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class _Stopped(Exception):
+    """Raised inside the runner when a stop was requested between two steps."""
+
+
+@dataclass
+class _Window:
+    """A group of back-to-back queries of one task repetition."""
+
+    task: str
+    rep: int
+    index: int
+    before: sysinfo.ThermalState
+    queries: list[tuple[Any, float | None]] = field(default_factory=list)
+    after: sysinfo.ThermalState | None = None
+    last_of_rep: bool = False
+
+    @property
+    def t_start(self) -> float:
+        return self.queries[0][0].t_start
+
+    @property
+    def t_end(self) -> float:
+        return self.queries[-1][0].t_end
+
+
+class JobRunner:
+    """Runs one validated job and writes its events through ``emit``."""
+
+    def __init__(self, spec: JobSpec, workdir: Workdir, paths: JobPaths,
+                 emitter: EventEmitter, sys_root: Path = sysinfo.ROOT) -> None:
+        self.spec = spec
+        self.workdir = workdir
+        self.paths = paths
+        self.emitter = emitter
+        self.sys_root = sys_root
+        self.stop_requested = threading.Event()
+        self.stop_reason: str | None = None
+        self.queries_done = 0
+        self.phase = "starting"
+        self.idle_power_w: float | None = None
+        self._t_job = time.monotonic()
+        self._window_index = 0
+        self._pending: list[_Window] = []
+        self._open: _Window | None = None
+        self._last_thermal: sysinfo.ThermalState | None = None
+        self._meter: Any = None
+        self._sampler: Any = None
+        self._power_stop = threading.Event()
+
+    # ------------------------------------------------------------------ control
+
+    def request_stop(self, reason: str) -> None:
+        """Finish the current query, then end with ``done`` status ``stopped``."""
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    def _check_stop(self) -> None:
+        elapsed = time.monotonic() - self._t_job
+        if not self.stop_requested.is_set() and elapsed > self.spec.max_duration_s:
+            self.emitter.emit("warning", code="max_duration",
+                              message=f"job {self.spec.job_id}: stopped after {elapsed:.0f} s, "
+                              f"the limit is {self.spec.max_duration_s:.0f} s (limits."
+                              "max_duration_s)")
+            self.request_stop("max_duration")
+        if self.stop_requested.is_set():
+            raise _Stopped
+
+    def _set_phase(self, phase: str, **extra: Any) -> None:
+        self.phase = phase
+        self.emitter.emit("phase", phase=phase, **extra)
+
+    @property
+    def _measures(self) -> bool:
+        return self._meter is not None and self._meter.nominal_period_s is not None
+
+    # ------------------------------------------------------------------ main
+
+    def run(self) -> str:
+        """Run the job; returns the done status (ok, stopped or failed). Never raises."""
+        status = "failed"
+        try:
+            self._run()
+            status = "ok"
+        except _Stopped:
+            status = "stopped"
+        except TslmError as exc:
+            self._error(exc.message, type(exc).__name__, hint=exc.hint)
+        except Exception as exc:
+            text = traceback.format_exc()
+            print(text, flush=True)
+            self._error(f"{type(exc).__name__}: {exc}", type(exc).__name__,
+                        traceback=text[-4000:])
+        finally:
+            status = self._finish(status)
+        return status
+
+    def _error(self, message: str, error_type: str, **extra: Any) -> None:
+        extra = {k: v for k, v in extra.items() if v is not None}
+        self.emitter.emit("error", message=f"job {self.spec.job_id}: {self.phase} failed: "
+                          f"{message}", error_type=error_type, phase=self.phase, **extra)
+
+    def _run(self) -> None:
+        from agent.meters import create_meter
+
+        spec = self.spec
+        self._meter = create_meter(spec.meter.kind, **spec.meter.options)
+        threads = _set_threads(spec.threads)
+        self._hello(threads)
+        if not self._measures:
+            self.emitter.emit("warning", code="no_meter", message=(
+                f"energy is not measured in job {spec.job_id}: meter "
+                f"'{spec.meter.kind}' gives no power readings ({self._meter.description}); "
+                "energy fields are null"))
+        self._set_phase("verifying")
+        model_path, artifact = self._verify()
+        self._check_stop()
+        self._start_sampler()
+        model, tokenizer = self._load(model_path, artifact)
+        self._check_stop()
+        self._set_phase("preparing")
+        prepared = self._prepare(model, tokenizer)
+        self._warmup(prepared)
+        self._idle()
+        for name, task in prepared:
+            for rep in range(spec.repetitions):
+                self._repetition(name, task, rep)
+
+    def _hello(self, threads: int) -> None:
+        meter = self._meter
+        total_ram, _ = sysinfo.memory_bytes(self.sys_root)
+        self.emitter.emit(
+            "hello", protocol=PROTOCOL_VERSION, job_id=self.spec.job_id,
+            agent_version=__version__, bundle_sha256=sysinfo.bundle_sha256(),
+            host=socket.gethostname(), board=sysinfo.board_model(self.sys_root),
+            python=platform.python_version(), torch=sysinfo.package_version("torch"),
+            transformers=sysinfo.package_version("transformers"), threads=threads,
+            meter_kind=self.spec.meter.kind, meter_description=meter.description,
+            meter_period_s=meter.nominal_period_s, run_id=self.spec.run_id,
+            variant=self.spec.variant, model_name=self.spec.model_name,
+            cpu_model=sysinfo.cpu_model(self.sys_root), ram_total_bytes=total_ram,
+            os=sysinfo.os_name(self.sys_root), pid=os.getpid())
+
+    def _verify(self) -> tuple[Path, Any]:
+        spec = self.spec
+        model_path = self.workdir.resolve_inside(spec.model.path, "job.json model.path")
+        if not model_path.exists():
+            raise ModelError(f"model {spec.model.path} is not in {self.workdir.root}",
+                             hint="push the model to the device (tslm-fleet deploy)")
+        actual = sha256_path(model_path)
+        if actual != spec.model.sha256:
+            raise ModelError(f"model {spec.model.path}: sha256 {actual} does not match the "
+                             f"job's {spec.model.sha256} (corrupted or incomplete copy)",
+                             hint="push the model again (tslm-fleet deploy)")
+        if spec.artifact is None:
+            return model_path, None
+        art_path = self.workdir.resolve_inside(spec.artifact.path, "job.json artifact.path")
+        manifest = art_path / "manifest.json"
+        if not manifest.is_file():
+            raise ArtifactError(f"artifact {spec.artifact.path}: no manifest.json in "
+                                f"{art_path}", hint="push the artifact again")
+        actual = sha256_file(manifest)
+        if actual != spec.artifact.sha256:
+            raise ArtifactError(f"artifact {spec.artifact.path}/manifest.json: sha256 {actual} "
+                                f"does not match the job's {spec.artifact.sha256}",
+                                hint="push the artifact again (tslm-fleet deploy)")
+        from tasks.artifacts import load_artifact
+
+        return model_path, load_artifact(art_path, spec.artifact.sha256)
+
+    def _start_sampler(self) -> None:
+        from agent.sampler import Sampler
+
+        self._sampler = Sampler(self._meter, on_event=self._on_meter_event)
+        self._sampler.start()
+        threading.Thread(target=self._power_loop, name="power-events", daemon=True).start()
+
+    def _on_meter_event(self, level: str, message: str) -> None:
+        self.emitter.emit("warning", code=f"meter_{level}", message=message)
+
+    def _power_loop(self) -> None:
+        while not self._power_stop.wait(POWER_EVENT_PERIOD_S):
+            latest = self._sampler.latest()
+            stats = self._sampler.stats()
+            self.emitter.emit(
+                "power", watts=None if latest is None else latest.watts,
+                samples=stats.total, fresh_samples=stats.fresh, in_gap=stats.in_gap,
+                age_s=None if latest is None else round(time.monotonic() - latest.t, 3))
+
+    def _load(self, model_path: Path, artifact: Any) -> tuple[Any, Any]:
+        from tasks.models import ModelRef, load_model
+
+        # the sha256 is verified already: a ModelRef keeps load_model from hashing again
+        # inside the timed load window
+        ref = ModelRef(name=self.spec.model_name, path=model_path, sha256=self.spec.model.sha256,
+                       kind="dir" if model_path.is_dir() else "gguf")
+        self._set_phase("loading")
+        before = self._thermal()
+        t0 = time.monotonic()
+        model, tokenizer = load_model(ref)
+        if artifact is not None:
+            from tasks.artifacts import apply_artifact
+
+            model = apply_artifact(model, artifact, mode=self.spec.embedding_mode)
+        t1 = time.monotonic()
+        self._emit_window("load", None, None, t0, t1, 0, before, self._thermal())
+        return model, tokenizer
+
+    def _prepare(self, model: Any, tokenizer: Any) -> list[tuple[str, Any]]:
+        from tasks.workloads import get_task
+
+        prepared = []
+        for task_spec in self.spec.tasks:
+            task = get_task(task_spec.name)
+            params = task.parse_params(task_spec.params)
+            prepared.append((task_spec.name, task.prepare(model, tokenizer, params)))
+        return prepared
+
+    def _warmup(self, prepared: list[tuple[str, Any]]) -> None:
+        if self.spec.warmup <= 0:
+            return
+        self._set_phase("warmup", queries=self.spec.warmup)
+        for _, task in prepared:
+            count = task.num_queries()
+            for i in range(self.spec.warmup if count else 0):
+                self._check_stop()
+                task.run_query(i % count)
+
+    def _idle(self) -> None:
+        self._set_phase("idle", seconds=self.spec.idle_seconds)
+        if self.spec.idle_seconds <= 0:
+            return
+        before = self._thermal()
+        t0 = time.monotonic()
+        deadline = t0 + self.spec.idle_seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.stop_requested.wait(min(left, 0.5))
+            self._check_stop()
+        t1 = time.monotonic()
+        self._wait_for_reading_after(t1)
+        energy = self._emit_window("idle", None, None, t0, t1, 0, before, self._thermal())
+        self.idle_power_w = None if energy is None else energy.median_power_w
+        if self._measures and self.idle_power_w is None:
+            self.emitter.emit("warning", code="no_idle_baseline", message=(
+                f"job {self.spec.job_id}: no power readings during the {t1 - t0:.1f} s idle "
+                "period; net energies are null"))
+
+    # ------------------------------------------------------------------ queries
+
+    def _repetition(self, name: str, task: Any, rep: int) -> None:
+        self._set_phase("running", task=name, rep=rep)
+        results = []
+        self._last_thermal = None
+        stopped = False
+        for i in range(task.num_queries()):
+            try:
+                self._check_stop()
+            except _Stopped:
+                stopped = True
+                break
+            if self._open is None:
+                self._open = _Window(name, rep, self._next_window_index(),
+                                     self._last_thermal or self._thermal())
+            result = task.run_query(i)
+            results.append(result)
+            self._open.queries.append((result, sysinfo.cpu_temp_c(self.sys_root)))
+            self.queries_done += 1
+            if self._window_full(self._open):
+                self._close()
+            self._flush(force=False)
+        self._close(last_of_rep=True)
+        self._flush(force=True)
+        if stopped:
+            raise _Stopped
+        for score in task.scores(results):
+            self.emitter.emit("score", task=name, metric=score.metric, value=score.value,
+                              rep=rep, details=dict(score.details))
+        self.emitter.sync()
+
+    def _next_window_index(self) -> int:
+        self._window_index += 1
+        return self._window_index - 1
+
+    def _window_full(self, window: _Window) -> bool:
+        policy = self.spec.window
+        duration = window.t_end - window.t_start
+        if duration < policy.min_seconds:
+            return False
+        if not self._measures:  # latency only: one window per repetition unless timed
+            return policy.min_seconds > 0
+        return self._energy(window.t_start, window.t_end).fresh_samples \
+            >= policy.min_fresh_samples
+
+    def _close(self, last_of_rep: bool = False) -> None:
+        """Close the open window (if it holds queries) and queue its events."""
+        window, self._open = self._open, None
+        if window is None or not window.queries:
+            return
+        window.after = self._last_thermal = self._thermal()
+        window.last_of_rep = last_of_rep
+        self._pending.append(window)
+
+    def _catch_up_s(self) -> float:
+        period = self._meter.nominal_period_s if self._measures else None
+        return max(MIN_CATCH_UP_S, 2.5 * (period or 0.0))
+
+    def _has_reading_after(self, t: float) -> bool:
+        return not self._measures or self._sampler.wait_for(t, 0.0)
+
+    def _wait_for_reading_after(self, t: float) -> None:
+        if self._measures:
+            self._sampler.wait_for(t, max(0.0, t + self._catch_up_s() - time.monotonic()))
+
+    def _flush(self, force: bool) -> None:
+        """Write the events of closed windows whose end the meter has caught up with."""
+        while self._pending:
+            window = self._pending[0]
+            if force:
+                self._wait_for_reading_after(window.t_end)
+            elif not (self._has_reading_after(window.t_end)
+                      or time.monotonic() > window.t_end + self._catch_up_s()):
+                return
+            self._pending.pop(0)
+            self._emit_query_window(window)
+
+    def _emit_query_window(self, window: _Window) -> None:
+        throttled = sysinfo.any_throttled(window.before, window.after)
+        for result, temp_c in window.queries:
+            energy = self._energy(result.t_start, result.t_end)
+            self.emitter.emit(
+                "query", task=window.task, rep=window.rep, index=result.index,
+                t_start=result.t_start, t_end=result.t_end, latency_s=result.latency_s,
+                ttft_s=result.ttft_s, prompt_tokens=result.prompt_tokens,
+                output_tokens=result.output_tokens, tokens_per_s=result.tokens_per_s,
+                output_sha256=result.output_sha256, throttled=throttled, temp_c=temp_c,
+                window_index=window.index, extra=dict(result.extra),
+                **self._energy_fields(energy, result.latency_s))
+        self._emit_window("queries", window.task, window.rep, window.t_start, window.t_end,
+                          len(window.queries), window.before, window.after, window.index,
+                          query_first=window.queries[0][0].index,
+                          query_last=window.queries[-1][0].index,
+                          last_of_rep=window.last_of_rep)
+
+    def _energy(self, t0: float, t1: float) -> Any:
+        if not self._measures:
+            return None
+        return self._sampler.window(t0, t1,
+                                    min_fresh_samples=self.spec.window.min_fresh_samples)
+
+    def _energy_fields(self, energy: Any, duration_s: float) -> dict[str, Any]:
+        if energy is None:
+            return {"energy_j": None, "net_energy_j": None, "samples": 0,
+                    "fresh_samples": 0, "under_resolved": False, "gap": False,
+                    "extrapolated_s": None}
+        net = None
+        if energy.energy_j is not None and self.idle_power_w is not None:
+            net = energy.energy_j - self.idle_power_w * duration_s
+        return {"energy_j": energy.energy_j, "net_energy_j": net,
+                "samples": energy.samples, "fresh_samples": energy.fresh_samples,
+                "under_resolved": energy.under_resolved, "gap": energy.gap,
+                "extrapolated_s": energy.extrapolated_s}
+
+    def _emit_window(self, kind: str, task: str | None, rep: int | None, t0: float,
+                     t1: float, queries: int, before: sysinfo.ThermalState,
+                     after: sysinfo.ThermalState | None, index: int | None = None,
+                     **extra: Any) -> Any:
+        energy = self._energy(t0, t1)
+        fields = self._energy_fields(energy, t1 - t0)
+        per_query = {"energy_j_per_query": None, "net_energy_j_per_query": None}
+        if queries:
+            per_query = {
+                "energy_j_per_query": None if fields["energy_j"] is None
+                else fields["energy_j"] / queries,
+                "net_energy_j_per_query": None if fields["net_energy_j"] is None
+                else fields["net_energy_j"] / queries}
+        after = after or before
+        self.emitter.emit(
+            "window", kind=kind, task=task, rep=rep,
+            index=self._next_window_index() if index is None else index,
+            t_start=t0, t_end=t1, duration_s=t1 - t0, queries=queries,
+            mean_power_w=None if energy is None else energy.mean_power_w,
+            median_power_w=None if energy is None else energy.median_power_w,
+            throttled=sysinfo.any_throttled(before, after),
+            temp_c_before=before.temp_c, temp_c_after=after.temp_c,
+            freq_mhz_before=before.freq_mhz, freq_mhz_after=after.freq_mhz,
+            throttled_flags_before=before.throttled_flags,
+            throttled_flags_after=after.throttled_flags, **fields, **per_query, **extra)
+        self.emitter.sync()
+        return energy
+
+    def _thermal(self) -> sysinfo.ThermalState:
+        return sysinfo.thermal_state(self.sys_root)
+
+    # ------------------------------------------------------------------ end
+
+    def _finish(self, status: str) -> str:
+        self._close(last_of_rep=True)
+        if self._pending:
+            try:
+                self._flush(force=True)
+            except Exception as exc:  # the done event must still be written
+                self._error(f"could not write the last window: {exc}", type(exc).__name__)
+                status = "failed"
+        self._power_stop.set()
+        if self._sampler is not None:
+            try:
+                self._sampler.stop()
+                if self.spec.record_samples and self._measures:
+                    self._write_samples()
+            except Exception as exc:
+                self.emitter.emit("warning", code="samples_not_saved",
+                                  message=f"job {self.spec.job_id}: power samples not "
+                                  f"saved: {exc}")
+        elif self._meter is not None:
+            self._meter.close()
+        extra = {"reason": self.stop_reason} if status == "stopped" else {}
+        self.emitter.emit("done", status=status, queries=self.queries_done,
+                          duration_s=time.monotonic() - self._t_job, **extra)
+        self.emitter.sync()
+        return status
+
+    def _write_samples(self) -> None:
+        tmp = self.paths.samples.with_name(".samples.csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["t", "watts", "volts", "amps", "fresh"])
+            for s in self._sampler.samples(self._t_job, time.monotonic()):
+                writer.writerow([f"{s.t:.6f}", s.watts, s.volts, s.amps, int(s.fresh)])
+        tmp.replace(self.paths.samples)
+
+
+def _set_threads(threads: int | None) -> int:
+    from tasks.workloads import set_threads
+
+    return set_threads(threads)
+
+
+def run_job(spec: JobSpec, workdir: Workdir, paths: JobPaths, locks: JobLocks,
+            echo: TextIO | None) -> str:
+    """Run a claimed job in this process; SIGTERM/SIGINT stop it gracefully.
+
+    Returns the done status. The locks are released when the job has ended.
+    """
+    journal = Journal(paths.journal)
+    emitter = EventEmitter(journal, seq_start=spec.seq_start, echo=echo)
+    runner = JobRunner(spec, workdir, paths, emitter)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(
+                sig, lambda signum, _frame: runner.request_stop(signal.Signals(signum).name))
+    try:
+        return runner.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        journal.close()
+        locks.release()
