@@ -1,0 +1,158 @@
+"""The paper-style comparison table of one run.
+
+By default variants are rows and devices are column groups, each group holding the
+compression ratio, perplexity, latency, energy per query and net energy per query
+(``by="device"`` swaps rows and groups). A run with several tasks gets one row per
+(variant, task); the perplexity of a (variant, device) is taken from whichever of its
+trials reported one, so a generation row shows the perplexity measured by the perplexity
+task of the same variant on the same device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from db.formatting import TextTable, format_sig, format_spread, round_record
+from db.queries import ResultFilter, ResultRow, latest_run_id, results
+from tasks.errors import ConfigError, DatabaseError
+
+#: the two layouts: name -> (row key, group key) of a result row
+LAYOUTS: dict[str, tuple[Callable[[ResultRow], str], Callable[[ResultRow], str]]] = {
+    "variant": (lambda r: r.variant, lambda r: r.device),
+    "device": (lambda r: r.device, lambda r: r.variant),
+}
+CELL_HEADERS = ["ratio", "ppl", "latency_s", "energy_j/query", "net_energy_j/query"]
+#: flags worth a note under the table (the energy source is in the JSON only)
+NOTE_FLAGS = ("failed", "incomplete", "no-meter", "under-resolved", "throttled", "few-queries")
+
+
+@dataclass(frozen=True)
+class CompareCell:
+    """One (row, group) of the table; ``*_half_iqr`` is the spread printed after ±."""
+
+    compression_ratio: float | None
+    perplexity: float | None
+    latency_s_median: float | None
+    latency_s_half_iqr: float | None
+    energy_j_per_query_median: float | None
+    energy_j_per_query_half_iqr: float | None
+    net_energy_j_per_query_median: float | None
+    net_energy_j_per_query_half_iqr: float | None
+    n_queries: int
+    flags: list[str]
+    status: str
+
+
+@dataclass(frozen=True)
+class CompareRow:
+    """One row: a variant (or device) and task, with one cell per group."""
+
+    key: str
+    task: str
+    cells: dict[str, CompareCell] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CompareTable:
+    """The comparison of one run."""
+
+    run_id: str
+    by: str
+    groups: list[str]
+    rows: list[CompareRow]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """JSON-ready rows: ``{by, task, <group>: {cell fields}}``, floats rounded."""
+        return [
+            {
+                self.by: row.key,
+                "task": row.task,
+                **{g: round_record(asdict(c)) for g, c in row.cells.items()},
+            }
+            for row in self.rows
+        ]
+
+    def to_text_table(self) -> TextTable:
+        """Formatted cells (median ± half-IQR) with the flags as notes."""
+        several_tasks = len({row.task for row in self.rows}) > 1
+        lead = [self.by] + (["task"] if several_tasks else [])
+        headers = lead + CELL_HEADERS * len(self.groups)
+        body, notes = [], []
+        for row in self.rows:
+            cells = [row.key] + ([row.task] if several_tasks else [])
+            for group in self.groups:
+                cell = row.cells.get(group)
+                cells += _format_cell(cell)
+                flagged = [f for f in (cell.flags if cell else []) if f in NOTE_FLAGS]
+                if flagged:
+                    notes.append(f"{row.key} / {row.task} on {group}: {', '.join(flagged)}")
+            body.append(cells)
+        groups = [("", len(lead))] + [(g, len(CELL_HEADERS)) for g in self.groups]
+        notes.append("values: median ± half the interquartile range")
+        return TextTable(
+            headers=headers, rows=body, groups=groups, notes=notes, title=f"run {self.run_id}"
+        )
+
+
+def _format_cell(cell: CompareCell | None) -> list[str]:
+    if cell is None:
+        return [format_sig(None)] * len(CELL_HEADERS)
+    return [
+        format_sig(cell.compression_ratio),
+        format_sig(cell.perplexity),
+        format_spread(cell.latency_s_median, cell.latency_s_half_iqr),
+        format_spread(cell.energy_j_per_query_median, cell.energy_j_per_query_half_iqr),
+        format_spread(cell.net_energy_j_per_query_median, cell.net_energy_j_per_query_half_iqr),
+    ]
+
+
+def _half(iqr: float | None) -> float | None:
+    return None if iqr is None else iqr / 2
+
+
+def compare(
+    engine: Engine, run_id: str | None = None, by: str = "variant", task: str | None = None
+) -> CompareTable:
+    """The comparison table of ``run_id`` (default: the latest run)."""
+    if by not in LAYOUTS:
+        raise ConfigError(f"--by {by!r} is not one of {', '.join(LAYOUTS)}")
+    run_id = run_id or latest_run_id(engine)
+    if run_id is None:
+        raise DatabaseError(
+            "the results database holds no runs yet",
+            hint="run an experiment first (tslm-fleet run)",
+        )
+    rows = results(engine, ResultFilter(run_id=run_id, task=task))
+    if not rows:
+        raise DatabaseError(
+            f"no results for run '{run_id}'" + (f" and task '{task}'" if task else ""),
+            hint="list the runs with: tslm-fleet runs",
+        )
+    perplexity: dict[tuple[str, str], float] = {}
+    for r in rows:
+        if r.perplexity is not None:
+            perplexity.setdefault((r.variant, r.device), r.perplexity)
+    row_key, group_key = LAYOUTS[by]
+    ordered = sorted(rows, key=lambda r: (r.compression_ratio or 0.0, r.variant, r.device))
+    groups = list(dict.fromkeys(group_key(r) for r in ordered))
+    table: dict[tuple[str, str], CompareRow] = {}
+    for r in ordered:
+        row = table.setdefault((row_key(r), r.task), CompareRow(key=row_key(r), task=r.task))
+        row.cells[group_key(r)] = CompareCell(
+            compression_ratio=r.compression_ratio,
+            perplexity=r.perplexity or perplexity.get((r.variant, r.device)),
+            latency_s_median=r.latency_s_median,
+            latency_s_half_iqr=_half(r.latency_s_iqr),
+            energy_j_per_query_median=r.energy_j_per_query_median,
+            energy_j_per_query_half_iqr=_half(r.energy_j_per_query_iqr),
+            net_energy_j_per_query_median=r.net_energy_j_per_query_median,
+            net_energy_j_per_query_half_iqr=_half(r.net_energy_j_per_query_iqr),
+            n_queries=r.n_queries,
+            flags=list(r.flags),
+            status=r.status,
+        )
+    return CompareTable(run_id=run_id, by=by, groups=groups, rows=list(table.values()))

@@ -1,0 +1,69 @@
+"""``tslm-fleet db``: where the results database is and which schema revision it has.
+
+``db upgrade`` applies the migrations shipped with this version (they also run by
+themselves the first time a run writes to a database); ``db current`` prints the
+database's revision; ``db path`` prints the resolved URL (and the SQLite file).
+"""
+
+from __future__ import annotations
+
+import typer
+
+DB_HELP = "Database URL (default: $TSLM_DB, else sqlite:///results.db in this directory)."
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``db`` command group to the CLI."""
+    group = typer.Typer(
+        help="The results database: schema upgrades, revision, location.", no_args_is_help=True
+    )
+    app.add_typer(group, name="db")
+
+    @group.command("upgrade")
+    def upgrade_cmd(
+        revision: str = typer.Option("head", "--revision", help="Target revision."),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Create or migrate the results database schema."""
+        from db.engine import display_url, make_engine, resolve_url, upgrade
+
+        url = resolve_url(db)
+        engine = make_engine(url)
+        try:
+            before, after = upgrade(engine, revision, announce=lambda m: typer.echo(m, err=True))
+        finally:
+            engine.dispose()
+        if before == after:
+            typer.echo(f"{display_url(url)} is already at revision {after}")
+        else:
+            typer.echo(f"{display_url(url)}: revision {before or '(empty)'} -> {after}")
+
+    @group.command("current")
+    def current_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
+        """Print the schema revision of the database (and whether it is the newest)."""
+        from db.engine import current_revision, head_revision, make_engine, resolve_url
+
+        url = resolve_url(db)
+        engine = make_engine(url, read_only=True)
+        try:
+            current = current_revision(engine)
+        finally:
+            engine.dispose()
+        head = head_revision()
+        if current is None:
+            typer.echo(f"(empty) — run `tslm-fleet db upgrade` to create revision {head}")
+        elif current == head:
+            typer.echo(f"{current} (head)")
+        else:
+            typer.echo(f"{current} (this tslm-fleet needs {head}: run `tslm-fleet db upgrade`)")
+
+    @group.command("path")
+    def path_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
+        """Print the resolved database URL (password hidden) and the SQLite file."""
+        from db.engine import display_url, resolve_url, sqlite_path
+
+        url = resolve_url(db)
+        typer.echo(display_url(url))
+        path = sqlite_path(url)
+        if path is not None:
+            typer.echo(f"file: {path}" + ("" if path.exists() else " (not created yet)"))

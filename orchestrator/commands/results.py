@@ -1,0 +1,299 @@
+"""``tslm-fleet results``, ``compare``, ``query``, ``runs`` and ``export``: reading the
+results database.
+
+Every command takes ``--db URL`` (else ``TSLM_DB``, else ``./results.db``) and opens the
+database read-only; ``--format`` is one of table (rich), json, csv or markdown. Tables
+print medians with no more digits than their spread supports.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from tasks.errors import ConfigError
+
+if TYPE_CHECKING:
+    from db.formatting import TextTable
+
+FORMATS = ("table", "json", "csv", "markdown")
+DB_HELP = "Database URL (default: $TSLM_DB, else sqlite:///results.db in this directory)."
+FORMAT_HELP = f"Output format: {', '.join(FORMATS)}."
+PIPE_WIDTH = 400
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _parse_since(since: str | None) -> datetime | None:
+    if since is None:
+        return None
+    try:
+        value = datetime.fromisoformat(since.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            f"--since {since!r} is not an ISO date or time",
+            hint="e.g. --since 2025-05-01 or --since 2025-05-01T12:00",
+        ) from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _open(db: str | None) -> Any:
+    from db.engine import open_store
+
+    return open_store(db, read_only=True)
+
+
+def _emit_table(table: TextTable, fmt: str) -> None:
+    if fmt == "markdown":
+        typer.echo(table.to_markdown(), nl=False)
+    elif fmt == "csv":
+        typer.echo(table.to_csv(), nl=False)
+    else:
+        _print_rich(table)
+
+
+def print_compare(store: Any, *, run_id: str | None = None, by: str = "variant",
+                  task: str | None = None) -> None:
+    """Print the comparison table of a run (used at the end of `tslm-fleet run`)."""
+    _print_rich(store.compare(run_id, by=by, task=task).to_text_table())
+
+
+def _print_rich(table: TextTable) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rich_table = Table(title=table.title, header_style="bold", show_lines=False)
+    labels: list[str] = []
+    for label, span in table.groups or [("", len(table.headers))]:
+        labels += [label] * span
+    for i, header in enumerate(table.headers):
+        label = labels[i] if i < len(labels) else ""
+        numeric = all(_looks_numeric(row[i]) for row in table.rows if i < len(row))
+        rich_table.add_column(
+            f"{label}\n{header}" if label else header,
+            no_wrap=True,
+            justify="right" if numeric and table.rows else "left",
+        )
+    for row in table.rows:
+        rich_table.add_row(*row)
+    # piped output is not cut to 80 columns: the reader did not choose that width
+    console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
+    console.print(rich_table)
+    for note in table.notes:
+        console.print(f"  {note}", style="dim", highlight=False)
+
+
+def _looks_numeric(cell: str) -> bool:
+    head = cell.split(" ± ")[0].lstrip("-")
+    return head in ("", "—") or head.replace(".", "", 1).replace("e", "", 1).isdigit()
+
+
+def results_text_table(rows: list[Any]) -> TextTable:
+    """The results view: one line per (run, device, variant, task)."""
+    from db.formatting import TextTable, format_sig, format_spread
+
+    def half(iqr: float | None) -> float | None:
+        return None if iqr is None else iqr / 2
+
+    headers = [
+        "run",
+        "device",
+        "variant",
+        "method",
+        "ratio",
+        "task",
+        "n",
+        "latency_s",
+        "p90_s",
+        "ttft_s",
+        "tok/s",
+        "energy_j/q",
+        "net_j/q",
+        "idle_w",
+        "ppl",
+        "status",
+        "flags",
+    ]
+    body = [
+        [
+            r.run_id,
+            r.device,
+            r.variant,
+            r.method or "—",
+            format_sig(r.compression_ratio),
+            r.task,
+            str(r.n_queries),
+            format_spread(r.latency_s_median, half(r.latency_s_iqr)),
+            format_sig(r.latency_s_p90),
+            format_sig(r.ttft_s_median),
+            format_sig(r.tokens_per_s_median),
+            format_spread(r.energy_j_per_query_median, half(r.energy_j_per_query_iqr)),
+            format_spread(r.net_energy_j_per_query_median, half(r.net_energy_j_per_query_iqr)),
+            format_sig(r.idle_power_w),
+            format_sig(r.perplexity),
+            r.status,
+            ", ".join(f for f in r.flags if not f.startswith("energy-from-")),
+        ]
+        for r in rows
+    ]
+    return TextTable(
+        headers=headers,
+        rows=body,
+        notes=["values: median ± half the interquartile range"] if rows else [],
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the result commands to the CLI."""
+
+    @app.command("results")
+    def results_cmd(
+        run: str | None = typer.Option(None, "--run", help="Only this run id."),
+        device: str | None = typer.Option(None, "--device", help="Only this device."),
+        variant: str | None = typer.Option(None, "--variant", help="Only this variant."),
+        task: str | None = typer.Option(None, "--task", help="Only this task."),
+        model: str | None = typer.Option(None, "--model", help="Only this model."),
+        since: str | None = typer.Option(
+            None, "--since", help="Runs started at or after this ISO date/time (UTC unless given)."
+        ),
+        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Aggregated results per (run, device, variant, task): median, p90, spread, CI."""
+        from db.formatting import records_to_csv, round_record, to_json
+        from db.queries import ResultFilter
+
+        fmt = _check_format(fmt)
+        filters = ResultFilter(
+            run_id=run,
+            device=device,
+            variant=variant,
+            task=task,
+            model=model,
+            since=_parse_since(since),
+        )
+        with _open(db) as store:
+            rows = store.results(filters)
+        records = [round_record(r.to_dict()) for r in rows]
+        if fmt == "json":
+            typer.echo(to_json(records), nl=False)
+        elif fmt == "csv":
+            typer.echo(records_to_csv(records), nl=False)
+        else:
+            _emit_table(results_text_table(rows), fmt)
+
+    @app.command("compare")
+    def compare_cmd(
+        run: str | None = typer.Option(None, "--run", help="Run id (default: the latest)."),
+        by: str = typer.Option(
+            "variant",
+            "--by",
+            help="Rows: variant (devices as column groups) or device (variants as column groups).",
+        ),
+        task: str | None = typer.Option(None, "--task", help="Only this task."),
+        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """The paper-style table: ratio, perplexity, latency and energy per query."""
+        from db.formatting import to_json
+
+        fmt = _check_format(fmt)
+        with _open(db) as store:
+            table = store.compare(run, by=by, task=task)
+        if fmt == "json":
+            typer.echo(to_json(table.to_records()), nl=False)
+        else:
+            _emit_table(table.to_text_table(), fmt)
+
+    @app.command("query")
+    def query_cmd(
+        sql: str = typer.Argument(..., help="One SQL statement (read-only)."),
+        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+        max_rows: int | None = typer.Option(None, "--max-rows", help="Print at most N rows."),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Run one SQL statement on the results database; writes are refused by the
+        database itself (read-only connection)."""
+        from db.formatting import TextTable, records_to_csv, round_sig, to_json
+
+        fmt = _check_format(fmt)
+        with _open(db) as store:
+            result = store.query(sql, max_rows)
+        records = [{k: round_sig(v) for k, v in rec.items()} for rec in result.records()]
+        if fmt == "json":
+            typer.echo(to_json(records), nl=False)
+        elif fmt == "csv":
+            typer.echo(records_to_csv(records, result.columns), nl=False)
+        else:
+            cells = [["" if v is None else str(v) for v in rec.values()] for rec in records]
+            _emit_table(TextTable(headers=result.columns, rows=cells), fmt)
+
+    @app.command("runs")
+    def runs_cmd(
+        limit: int | None = typer.Option(None, "--limit", help="Only the N newest runs."),
+        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """List runs, newest first, with their status and trial counts."""
+        from db.formatting import TextTable, records_to_csv, to_json
+
+        fmt = _check_format(fmt)
+        with _open(db) as store:
+            rows = store.runs(limit)
+        records = [r.to_dict() for r in rows]
+        if fmt == "json":
+            typer.echo(to_json(records), nl=False)
+        elif fmt == "csv":
+            typer.echo(records_to_csv(records), nl=False)
+        else:
+            headers = [
+                "run",
+                "status",
+                "started",
+                "finished",
+                "model",
+                "devices",
+                "trials",
+                "ok",
+                "failed",
+            ]
+            cells = [
+                [
+                    r.run_id,
+                    r.status,
+                    r.started_at or "",
+                    r.finished_at or "",
+                    r.model or "",
+                    str(r.devices),
+                    str(r.trials),
+                    str(r.trials_ok),
+                    str(r.trials_failed),
+                ]
+                for r in rows
+            ]
+            _emit_table(TextTable(headers=headers, rows=cells), fmt)
+
+    @app.command("export")
+    def export_cmd(
+        run: str = typer.Option(..., "--run", help="The run to export."),
+        out: str = typer.Option(
+            ...,
+            "--out",
+            help="Output file: .csv (one line per query) "
+            "or .json (run, results, trials with all their rows).",
+        ),
+        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+    ) -> None:
+        """Export one run to CSV or JSON."""
+        from db.export import export_run
+
+        with _open(db) as store:
+            path = export_run(store.engine, run, out)
+        typer.echo(f"wrote {path}")
