@@ -1,0 +1,96 @@
+"""``tslm-fleet compress``: build (or find in the cache) the artifact of one variant."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from tasks.errors import ConfigError
+
+
+def _summary(info: Any, elapsed_s: float) -> Any:
+    from rich.table import Table
+
+    m = info.manifest
+    params = m["params"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{m['model']} ({m['model_kind']}, sha256 {m['model_sha256'][:12]})")
+    table.add_row("variant", m["variant"])
+    if "shape" in params:
+        shape = "x".join(map(str, params["shape"]))
+        auto = params.get("shape_choice", {}).get("auto")
+        table.add_row("tensor shape", f"{shape}{' (chosen automatically)' if auto else ''}")
+        stats = params.get("rank_stats", {})
+        if stats:
+            means = ", ".join(f"{v:g}" for v in stats["mean"])
+            table.add_row("ranks", f"mean [{means}], max {stats['max']}, "
+                                   f"{stats['patterns']} rank pattern(s)")
+    table.add_row("table", f"{m['vocab_size']} x {m['hidden_size']}")
+    table.add_row("compression", f"{m['compression_ratio']:.3f}x "
+                                 f"({m['embedding_params']:,} -> {m['compressed_params']:,} "
+                                 "parameters)")
+    err = m["error"]["relative_reconstruction"]
+    table.add_row("rel. error", f"mean {err['mean']:.4f}, median {err['median']:.4f}, "
+                                f"max {err['max']:.4f}")
+    table.add_row("model params", f"{m['total_params_before']:,} -> {m['total_params']:,} "
+                                  f"(head {m['head_policy']})")
+    table.add_row("on disk", f"{m['size_bytes'] / 1e6:.2f} MB")
+    took = "reused from the cache" if info.reused else f"{m['compress_time_s']:.2f} s"
+    table.add_row("compress time", f"{took} (command {elapsed_s:.1f} s)")
+    table.add_row("artifact", str(info.path))
+    table.add_row("sha256", info.sha256)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``compress`` command to ``app``."""
+
+    @app.command("compress")
+    def compress(
+        model: str = typer.Option("default", "--model", "-m",
+                                  help="default/smollm2, a .gguf file, a model directory or "
+                                       "a hub id in the local cache"),
+        variant: str = typer.Option(..., "--variant", "-v",
+                                    help="METHOD[:key=value...], e.g. tt:rank=8:shape=8x8x9, "
+                                         "tt:eps=0.4, tt:ratio=2, svd:ratio=2, int8"),
+        out: Path | None = typer.Option(None, "--out", "-o",
+                                        help="artifact cache directory "
+                                             "(default: $TSLM_CACHE_DIR/artifacts or "
+                                             ".tslm/artifacts)"),
+        as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
+    ) -> None:
+        """Compress a model's token embedding into a deployable artifact (cached by content)."""
+        import time
+
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+
+        from tasks.artifacts import build_artifact, default_cache_dir
+        from tasks.compression import parse_variant
+        from tasks.models import resolve_model
+
+        spec = parse_variant(variant)
+        if not spec.needs_artifact:
+            raise ConfigError("variant 'dense' is the unmodified model and has no artifact",
+                              hint="compress one of tt, svd, int8")
+        ref = resolve_model(model)
+        started = time.perf_counter()
+        console = Console(stderr=True)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      TaskProgressColumn(), TimeElapsedColumn(), console=console,
+                      transient=True) as bar:
+            task = bar.add_task(f"loading {ref.name}", total=None)
+
+            def progress(description: str, done: int, total: int) -> None:
+                bar.update(task, description=description, completed=done, total=total)
+
+            info = build_artifact(ref, spec, out or default_cache_dir(), progress=progress)
+        if as_json:
+            typer.echo(json.dumps(info.manifest, indent=2, sort_keys=True))
+            return
+        Console().print(_summary(info, time.perf_counter() - started))

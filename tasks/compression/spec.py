@@ -1,0 +1,251 @@
+"""Variant specs: ``METHOD[:key=value...]`` strings parsed into :class:`VariantSpec`.
+
+The table of methods and their keys lives here (standard library only), so the controller
+can validate a spec without importing torch; the compute for each method lives in its own
+module, imported lazily through :func:`tasks.compression.get_method`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tasks.errors import ConfigError
+
+HEAD_POLICIES = ("keep-dense", "tied")
+TT_IMPLS = ("batched", "tensorly")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be >= 1")
+    return value
+
+
+def _rank(text: str) -> tuple[int, ...]:
+    """A rank cap: one integer for every bond, or a comma-separated list per bond."""
+    ranks = tuple(_positive_int(part) for part in text.split(","))
+    if len(ranks) >= 3 and ranks[0] == 1 and ranks[-1] == 1:
+        ranks = ranks[1:-1]  # tensorly style, boundary ranks included: 1,4,4,1
+    if len(set(ranks)) == 1:
+        ranks = ranks[:1]
+    return ranks
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    dims = tuple(_positive_int(part) for part in text.lower().split("x"))
+    if len(dims) < 2 or any(d < 2 for d in dims):
+        raise ValueError("needs at least two factors, each >= 2 (e.g. 8x8x9)")
+    return dims
+
+
+def _unit_float(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise ValueError("must be in [0, 1)")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0.0 or value != value or value == float("inf"):
+        raise ValueError("must be a positive number")
+    return value
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in options:
+            raise ValueError(f"must be one of {'/'.join(options)}")
+        return text
+
+    return parse
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    if isinstance(value, float):
+        return format(value, ".10g")
+    return str(value)
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One ``key=value`` option of a method: parser, default (None: unset) and help."""
+
+    parse: Callable[[str], Any]
+    help: str
+    default: Any = None
+    format: Callable[[Any], str] = _format
+
+
+def _format_shape(value: tuple[int, ...]) -> str:
+    return "x".join(str(v) for v in value)
+
+
+_HEAD = KeySpec(_choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it",
+                default="keep-dense")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """A registered compression method: the module that implements it and its keys."""
+
+    name: str
+    module: str
+    summary: str
+    keys: dict[str, KeySpec]
+    #: keys of which at most one may be given
+    exclusive: tuple[frozenset[str], ...] = ()
+
+
+#: The registry: user-facing method name -> method, in the order help lists them.
+METHODS: dict[str, MethodInfo] = {
+    "dense": MethodInfo("dense", "tasks.compression.dense",
+                        "the original embedding table (identity; no artifact)", {}),
+    "tt": MethodInfo(
+        "tt", "tasks.compression.tt",
+        "per-token tensor train (TT-SVD of every row reshaped to a tensor)",
+        {
+            "rank": KeySpec(_rank, "TT rank cap: one value or one per bond (8 or 4,8)"),
+            "eps": KeySpec(_unit_float, "relative error bound per row, Oseledets' delta"),
+            "ratio": KeySpec(_positive_float, "target compression ratio of the table"),
+            "shape": KeySpec(_shape, "tensor shape of a row, product = hidden size (8x8x9)",
+                             format=_format_shape),
+            "head": _HEAD,
+            "impl": KeySpec(_choice(TT_IMPLS), "batched (ours) or tensorly (per-row loop)",
+                            default="batched"),
+        },
+        exclusive=(frozenset({"ratio", "rank"}), frozenset({"ratio", "eps"})),
+    ),
+    "svd": MethodInfo(
+        "svd", "tasks.compression.svd",
+        "whole-table truncated SVD (rank from the parameter budget)",
+        {
+            "rank": KeySpec(_positive_int, "rank of the factorisation"),
+            "ratio": KeySpec(_positive_float, "target compression ratio of the table"),
+            "head": _HEAD,
+        },
+        exclusive=(frozenset({"ratio", "rank"}),),
+    ),
+    "int8": MethodInfo("int8", "tasks.compression.int8",
+                       "per-row affine 8-bit quantisation", {"head": _HEAD}),
+}
+
+_SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """A parsed, validated variant. ``params`` holds the keys set to non-default values."""
+
+    method: str
+    params: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Value of ``key``, else the method's default for it, else ``default``."""
+        for name, value in self.params:
+            if name == key:
+                return value
+        spec = METHODS[self.method].keys.get(key)
+        if spec is not None and spec.default is not None:
+            return spec.default
+        return default
+
+    @property
+    def info(self) -> MethodInfo:
+        return METHODS[self.method]
+
+    @property
+    def canonical(self) -> str:
+        """Normalised spec: keys in table order, defaults and formatting normalised away."""
+        keys = self.info.keys
+        parts = [self.method]
+        for name, value in self.params:
+            if value == keys[name].default:
+                continue
+            parts.append(f"{name}={keys[name].format(value)}")
+        return ":".join(parts)
+
+    @property
+    def slug(self) -> str:
+        """File-system and job-id safe form of :attr:`canonical` (letters, digits, . _ -)."""
+        text = self.canonical.replace(":", "_").replace("=", "-").replace(",", ".")
+        return _SLUG_BAD.sub("-", text)
+
+    @property
+    def needs_artifact(self) -> bool:
+        """False for the identity variant ``dense``: it runs the unmodified model."""
+        return self.method != "dense"
+
+    @property
+    def head(self) -> str:
+        return self.get("head", "keep-dense")
+
+    def __str__(self) -> str:
+        return self.canonical
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def parse_variant(spec: str) -> VariantSpec:
+    """Parse ``METHOD[:key=value...]`` (e.g. ``tt:rank=8:shape=8x8x9``) into a VariantSpec.
+
+    Raises :class:`ConfigError` naming the unknown method or key, with the valid ones.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise ConfigError("empty variant spec", hint=f"write METHOD[:key=value...]; methods: "
+                          f"{', '.join(METHODS)}")
+    method, *items = spec.strip().split(":")
+    method = method.strip().lower()
+    if method not in METHODS:
+        raise ConfigError(
+            f"variant {spec!r}: unknown method '{method}'{_did_you_mean(method, list(METHODS))}",
+            hint=f"valid methods: {', '.join(METHODS)}")
+    info = METHODS[method]
+    values: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key = key.strip().lower()
+        if not sep or not key or not raw.strip():
+            raise ConfigError(f"variant {spec!r}: '{item}' is not key=value",
+                              hint=f"keys of '{method}': {', '.join(info.keys) or '(none)'}")
+        if key not in info.keys:
+            valid = ", ".join(info.keys) or "(none)"
+            raise ConfigError(
+                f"variant {spec!r}: method '{method}' has no key '{key}'"
+                f"{_did_you_mean(key, list(info.keys))}", hint=f"keys of '{method}': {valid}")
+        if key in values:
+            raise ConfigError(f"variant {spec!r}: key '{key}' given twice")
+        try:
+            values[key] = info.keys[key].parse(raw.strip())
+        except ValueError as exc:
+            raise ConfigError(f"variant {spec!r}: {key}={raw.strip()!r} is invalid: {exc}",
+                              hint=info.keys[key].help) from exc
+    for group in info.exclusive:
+        both = sorted(group & set(values))
+        if len(both) > 1:
+            raise ConfigError(f"variant {spec!r}: give only one of {' and '.join(both)}",
+                              hint="ratio picks the truncation itself from the parameter budget")
+    order = list(info.keys)
+    # a key set to its default is the same variant as the key left out
+    explicit = {k: v for k, v in values.items() if v != info.keys[k].default}
+    params = tuple(sorted(explicit.items(), key=lambda kv: order.index(kv[0])))
+    return VariantSpec(method=method, params=params)
+
+
+def describe_methods() -> str:
+    """One line per method with its keys, for help texts and error hints."""
+    lines = []
+    for info in METHODS.values():
+        keys = ", ".join(info.keys) or "no keys"
+        lines.append(f"{info.name}: {info.summary} [{keys}]")
+    return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""``svd``: whole-table truncated SVD, the low-rank baseline at the same parameter budget.
+
+``E ~ L R`` with ``L = U_k S_k`` (V x k) and ``R = V_k^T`` (k x d); ``k(V + d)`` parameters.
+The factorisation comes from the eigendecomposition of the small ``d x d`` Gram matrix in
+float64, which yields the same projection ``E V_k V_k^T`` as a full SVD.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from tasks.compression.base import CompressionResult, Progress, relative_row_errors, tensor_bytes
+from tasks.compression.spec import VariantSpec
+from tasks.errors import CompressionError
+
+
+def rank_for_ratio(rows: int, dim: int, ratio: float) -> int:
+    """Largest rank whose ``k(V + d)`` parameters fit ``V*d/ratio`` (at least 1)."""
+    return max(1, int(rows * dim / (ratio * (rows + dim))))
+
+
+def compress(table: torch.Tensor, spec: VariantSpec, *,
+             progress: Progress | None = None) -> CompressionResult:
+    """Truncated SVD of the whole table at ``rank=`` or at the rank ``ratio=`` allows."""
+    rows, dim = table.shape
+    rank, ratio = spec.get("rank"), spec.get("ratio")
+    if rank is None and ratio is None:
+        raise CompressionError(f"variant '{spec.canonical}': svd needs rank= or ratio=",
+                               hint="e.g. svd:ratio=2 or svd:rank=128")
+    k = rank if rank is not None else rank_for_ratio(rows, dim, ratio)
+    if k > min(rows, dim):
+        raise CompressionError(f"svd rank {k} exceeds min(V, d) = {min(rows, dim)}",
+                               hint="ask for a smaller rank")
+    if progress is not None:
+        progress("truncated SVD", 0, 1)
+    x = table.to(torch.float64)
+    lam, vecs = torch.linalg.eigh(x.mT @ x)
+    right = vecs.flip(-1)[:, :k].mT.contiguous()  # (k, d)
+    left = x @ right.mT  # (V, k) = U_k S_k
+    tensors = {"left": left.to(torch.float32), "right": right.to(torch.float32)}
+    approx = tensors["left"].to(torch.float64) @ tensors["right"].to(torch.float64)
+    if progress is not None:
+        progress("truncated SVD", 1, 1)
+    energy = lam.clamp_min(0).flip(-1)
+    method = {"name": "svd", "rank": k, "target_ratio": ratio,
+              "energy_kept": float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else 1.0}
+    return CompressionResult(tensors=tensors, method=method, params=k * (rows + dim),
+                             payload_bytes=tensor_bytes(tensors),
+                             row_errors=relative_row_errors(table, approx))
+
+
+def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
+                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """The :class:`~tasks.embedding.LowRankEmbedding` of an artifact."""
+    from tasks.embedding import LowRankEmbedding
+    from tasks.errors import ArtifactError
+
+    try:
+        left, right = tensors["left"], tensors["right"]
+    except KeyError as exc:
+        raise ArtifactError(f"cores.safetensors: tensor {exc} is missing") from exc
+    if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
+        raise ArtifactError(f"cores.safetensors: factors {tuple(left.shape)} and "
+                            f"{tuple(right.shape)} do not multiply")
+    return LowRankEmbedding(left, right, dtype=dtype)

@@ -1,0 +1,140 @@
+"""Compressed input-embedding modules that replace ``model.get_input_embeddings()``.
+
+Each module holds only its compressed data and produces the embeddings of a batch of
+token ids on the fly; ``materialize()`` rebuilds the dense table. Two modes:
+
+* ``on-the-fly``: only the compressed data is resident, embedding memory drops by the
+  compression ratio, every forward pays the reconstruction of the requested rows;
+* ``materialized``: the dense table is rebuilt once at load into a plain ``nn.Embedding``;
+  no runtime cost, the saving is in storage and transfer only.
+
+Device side: torch only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tasks.compression.cores import TTCores, contract
+from tasks.errors import ConfigError
+
+MODES = ("on-the-fly", "materialized")
+
+
+class TTEmbedding(nn.Module):
+    """Per-token tensor-train embedding: gathers each token's cores and contracts them.
+
+    Tokens are grouped by rank pattern at construction; a forward pass runs one batched
+    contraction per pattern present in the batch (one in total for a uniform rank cap).
+    """
+
+    def __init__(self, cores: TTCores, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.shape = cores.shape
+        self.num_embeddings = cores.num_rows
+        self.embedding_dim = cores.dim
+        self.out_dtype = dtype
+        self.stored_params = cores.num_params
+        groups = cores.groups()
+        group_of = torch.empty(cores.num_rows, dtype=torch.int64)
+        position = torch.empty(cores.num_rows, dtype=torch.int64)
+        self.rank_patterns: list[tuple[int, ...]] = []
+        for g, group in enumerate(groups):
+            group_of[group.rows] = g
+            position[group.rows] = torch.arange(len(group.rows))
+            self.rank_patterns.append(group.ranks)
+            for k, core in enumerate(group.cores):
+                self.register_buffer(f"g{g}_core{k}", core.to(torch.float32).contiguous())
+        self.register_buffer("group_of", group_of)
+        self.register_buffer("position", position)
+
+    def _cores(self, group: int, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(getattr(self, f"g{group}_core{k}")[rows] for k in range(len(self.shape)))
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        flat = input_ids.reshape(-1)
+        if len(self.rank_patterns) == 1:
+            out = contract(self._cores(0, self.position[flat]))
+        else:
+            groups = self.group_of[flat]
+            out = torch.empty(flat.numel(), self.embedding_dim, dtype=self.g0_core0.dtype,
+                              device=flat.device)
+            for g in torch.unique(groups).tolist():
+                sel = torch.nonzero(groups == g).flatten()
+                out[sel] = contract(self._cores(g, self.position[flat[sel]]))
+        return out.reshape(*input_ids.shape, self.embedding_dim).to(self.out_dtype)
+
+    @torch.no_grad()
+    def materialize(self) -> torch.Tensor:
+        """The dense ``V x d`` table, built with the same contraction as :meth:`forward`."""
+        out = torch.empty(self.num_embeddings, self.embedding_dim, dtype=self.g0_core0.dtype)
+        for g in range(len(self.rank_patterns)):
+            rows = torch.nonzero(self.group_of == g).flatten()
+            out[rows] = contract(self._cores(g, self.position[rows]))
+        return out.to(self.out_dtype)
+
+    def extra_repr(self) -> str:
+        shape = "x".join(map(str, self.shape))
+        return (f"{self.num_embeddings}, {self.embedding_dim}, shape={shape}, "
+                f"rank_patterns={len(self.rank_patterns)}, params={self.stored_params}")
+
+
+class LowRankEmbedding(nn.Module):
+    """Whole-table low-rank factorisation: ``E[ids] = left[ids] @ right``."""
+
+    def __init__(self, left: torch.Tensor, right: torch.Tensor,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("left", left.to(torch.float32).contiguous())
+        self.register_buffer("right", right.to(torch.float32).contiguous())
+        self.num_embeddings, self.embedding_dim = left.shape[0], right.shape[1]
+        self.out_dtype = dtype
+        self.stored_params = left.numel() + right.numel()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return (self.left[input_ids] @ self.right).to(self.out_dtype)
+
+    @torch.no_grad()
+    def materialize(self) -> torch.Tensor:
+        return self.forward(torch.arange(self.num_embeddings))
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, rank={self.left.shape[1]}"
+
+
+class Int8Embedding(nn.Module):
+    """Per-row affine 8-bit codes: ``E[v] = codes[v] * scale[v] + offset[v]``."""
+
+    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
+                 dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.register_buffer("codes", codes.to(torch.uint8).contiguous())
+        self.register_buffer("scale", scale.to(torch.float32).contiguous())
+        self.register_buffer("offset", offset.to(torch.float32).contiguous())
+        self.num_embeddings, self.embedding_dim = codes.shape
+        self.out_dtype = dtype
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        codes = self.codes[input_ids].to(torch.float32)
+        out = codes * self.scale[input_ids].unsqueeze(-1) + self.offset[input_ids].unsqueeze(-1)
+        return out.to(self.out_dtype)
+
+    @torch.no_grad()
+    def materialize(self) -> torch.Tensor:
+        return self.forward(torch.arange(self.num_embeddings))
+
+
+def in_mode(module: nn.Module, mode: str) -> nn.Module:
+    """The module for ``mode``: itself on the fly, or a dense ``nn.Embedding`` rebuilt once."""
+    if mode not in MODES:
+        raise ConfigError(f"embedding mode {mode!r} is not one of {'/'.join(MODES)}")
+    if mode == "on-the-fly":
+        return module
+    return nn.Embedding.from_pretrained(module.materialize(), freeze=True)
+
+
+def resident_bytes(module: nn.Module) -> int:
+    """Bytes of the tensors an embedding module keeps in memory (buffers and parameters)."""
+    tensors = list(module.buffers()) + list(module.parameters())
+    return sum(t.numel() * t.element_size() for t in tensors)
