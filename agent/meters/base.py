@@ -47,6 +47,16 @@ class Meter(abc.ABC):
     def description(self) -> str:
         """Human-readable description: model, port or path, scope."""
 
+    @property
+    def poll_period_s(self) -> float | None:
+        """Seconds between two ``read()`` calls the sampler should aim for.
+
+        Defaults to the nominal period. Slow meters that are polled for their refresh
+        (the UM series) poll faster than they refresh; meters whose ``read()`` blocks
+        until the device has data return 0.
+        """
+        return self.nominal_period_s
+
     @abc.abstractmethod
     def open(self) -> None:
         """Open the meter; raise MeterError with a clear message when it cannot be used."""
@@ -69,3 +79,36 @@ class Meter(abc.ABC):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class RepeatDetector:
+    """Tells fresh readings from repeats of a meter that refreshes every ``refresh_s``.
+
+    A reading whose raw content differs from the previous one is fresh. An identical
+    reading counts as a repeat unless the last fresh one is older than 1.5 refresh
+    periods: then the meter has refreshed with an unchanged value. The margin errs on
+    the side of counting too few fresh samples (which flags a window as under-resolved)
+    rather than too many.
+    """
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self._last_key: object = None
+        self._last_fresh_t: float | None = None
+
+    def is_fresh(self, key: object, t: float) -> bool:
+        """Record a reading (``key``: its raw content) taken at ``t``; True if fresh."""
+        fresh = (
+            self._last_fresh_t is None
+            or key != self._last_key
+            or t - self._last_fresh_t >= 1.5 * self.refresh_s
+        )
+        self._last_key = key
+        if fresh:
+            self._last_fresh_t = t
+        return fresh
+
+    def reset(self) -> None:
+        """Forget the last reading (after a reconnect)."""
+        self._last_key = None
+        self._last_fresh_t = None

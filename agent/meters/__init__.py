@@ -1,0 +1,142 @@
+"""Power-meter drivers, registered by the ``kind`` string of inventory.yaml.
+
+:data:`METERS` maps each kind to ``"module:attribute"``; the module is imported only
+when a meter of that kind is created, so importing this package pulls in neither
+pyserial nor pyusb (the controller imports it for :data:`KNOWN_METER_KINDS`).
+The attribute is a :class:`~agent.meters.base.Meter` subclass or a factory function
+with keyword-only options (``auto``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent.meters.base import Meter, Sample
+from tasks.errors import ConfigError, MeterError
+
+#: kind -> "module:attribute" (a Meter class or a factory returning a Meter)
+METERS: dict[str, str] = {
+    "um24c": "agent.meters.rdtech:UM24C",
+    "um25c": "agent.meters.rdtech:UM25C",
+    "um34c": "agent.meters.rdtech:UM34C",
+    "fnb48": "agent.meters.fnirsi:FNB48",
+    "fnb58": "agent.meters.fnirsi:FNB58",
+    "c1": "agent.meters.fnirsi:C1",
+    "hwmon": "agent.meters.hwmon:HwmonMeter",
+    "pi5-pmic": "agent.meters.pmic:Pi5PmicMeter",
+    "rapl": "agent.meters.rapl:RaplMeter",
+    "none": "agent.meters.none:NoMeter",
+    "auto": "agent.meters.none:auto_meter",
+}
+
+#: every kind inventory.yaml may name, for validators that must not import drivers
+KNOWN_METER_KINDS: tuple[str, ...] = tuple(METERS)
+
+#: constructor arguments that tests and tools pass in code, never from inventory.yaml
+_CODE_ONLY_OPTIONS = frozenset({"endpoints"})
+
+__all__ = ["KNOWN_METER_KINDS", "METERS", "Meter", "Sample", "create_meter", "meter_factory"]
+
+
+def meter_factory(kind: str) -> Callable[..., Meter]:
+    """Import and return the class (or factory) registered for ``kind``.
+
+    Unknown kinds raise :class:`ConfigError` with the closest names and the full list.
+    """
+    target = METERS.get(kind)
+    if target is None:
+        close = difflib.get_close_matches(kind, METERS, n=3)
+        guess = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ConfigError(
+            f"unknown meter kind {kind!r}{guess}",
+            hint=f"known meter kinds: {', '.join(METERS)}",
+        )
+    module_name, _, attribute = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise MeterError(
+            f"meter kind {kind!r} needs a library that is not installed: {exc}",
+            hint="install the device extra: pip install 'tslm-fleet[device]' "
+            "(pyserial for the UM series, pyusb for FNIRSI)",
+        ) from exc
+    return getattr(module, attribute)
+
+
+def meter_options(kind: str) -> dict[str, inspect.Parameter]:
+    """The user-facing options of ``kind`` (keyword parameters of its constructor)."""
+    factory = meter_factory(kind)
+    signature = inspect.signature(factory)
+    return {
+        name: param
+        for name, param in signature.parameters.items()
+        if name != "self"
+        and name not in _CODE_ONLY_OPTIONS
+        and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def _coerce(kind: str, name: str, value: Any, annotation: Any) -> Any:
+    """Convert a string option (from the CLI or a loosely typed file) to its declared type."""
+    if not isinstance(value, str):
+        return value
+    args = set(typing.get_args(annotation)) or {annotation}
+    args.discard(type(None))
+    try:
+        if bool in args:
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if int in args:
+            return int(value, 0)
+        if float in args:
+            return float(value)
+        if Path in args:
+            return Path(value)
+    except ValueError as exc:
+        wanted = " or ".join(sorted(getattr(a, "__name__", str(a)) for a in args))
+        raise ConfigError(
+            f"meter {kind!r}: option {name}={value!r} is not a valid {wanted}"
+        ) from exc
+    return value
+
+
+def create_meter(kind: str, **options: Any) -> Meter:
+    """Build the meter ``kind`` with ``options`` (as in inventory.yaml); does not open it.
+
+    Unknown kinds and unknown options raise :class:`ConfigError` naming them;
+    string values are converted to the option's declared type.
+    """
+    factory = meter_factory(kind)
+    known = meter_options(kind)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # unresolvable annotations: pass values through unconverted
+        hints = {}
+    converted: dict[str, Any] = {}
+    for name, value in options.items():
+        if name in _CODE_ONLY_OPTIONS:
+            converted[name] = value
+            continue
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=2)
+            guess = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+            listing = ", ".join(known) or "none"
+            raise ConfigError(
+                f"meter {kind!r} has no option {name!r}{guess}",
+                hint=f"options of {kind!r}: {listing}",
+            )
+        converted[name] = _coerce(kind, name, value, hints.get(name, str))
+    try:
+        return factory(**converted)
+    except TypeError as exc:
+        raise ConfigError(f"meter {kind!r}: {exc}") from exc
