@@ -66,6 +66,8 @@ class Task(Protocol):
 
     name: ClassVar[str]
     description: ClassVar[str]
+    #: the frozen dataclass :meth:`parse_params` returns (``tslm-fleet tasks`` lists its fields)
+    params_type: ClassVar[type]
 
     def parse_params(self, params: dict[str, Any]) -> Any:
         """Validate raw parameters (from the CLI or a job spec) into the params dataclass."""
