@@ -296,7 +296,8 @@ class JobRunner:
     # ------------------------------------------------------------------ queries
 
     def _repetition(self, name: str, task: Any, rep: int) -> None:
-        self._set_phase("running", task=name, rep=rep)
+        self._set_phase("running", task=name, rep=rep, queries=task.num_queries(),
+                        repetitions=self.spec.repetitions)
         results = []
         self._last_thermal = None
         stopped = False

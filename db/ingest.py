@@ -261,6 +261,12 @@ class Store:
         with self.session() as s, mapped_errors(self.url):
             return s.get(Run, run_id) is not None
 
+    def run_config(self, run_id: str) -> dict[str, Any] | None:
+        """The experiment a run was started with (None for an unknown run)."""
+        with self.session() as s, mapped_errors(self.url):
+            run = s.get(Run, run_id)
+            return None if run is None else dict(run.config or {})
+
     def trial_state(self, trial_id: int) -> TrialState:
         """Status, job id and last stored seq of a trial: where a resume continues."""
         with self.session() as s, mapped_errors(self.url):

@@ -59,6 +59,7 @@ class RunProgress:
         self.started_monotonic = time.monotonic()
         self._lock = threading.Lock()
         self._devices = {name: DeviceProgress(name=name) for name in devices}
+        self._trial_estimate: dict[str, int] = {}
         #: each called as listener(device, kind, text) for state changes, warnings and
         #: errors, outside the lock, from the thread that made the change
         self._listeners: list[Callable[[str, str, str], None]] = []
@@ -125,6 +126,7 @@ class RunProgress:
             d = self._devices[device]
             kind = event.type
             if kind == "phase":
+                self._correct_total(d, event)
                 state = _PHASE_STATE.get(event.get("phase"), d.state)
                 if state != d.state:
                     d.state = state
@@ -151,6 +153,23 @@ class RunProgress:
                 note = (kind, event.get("message", ""))
         if note:
             self._notify(device, note[0], note[1])
+
+    def start_trial(self, device: str, label: str, *, estimated_queries: int) -> None:
+        """A trial begins: its query count is estimated until the agent reports it."""
+        with self._lock:
+            self._trial_estimate[device] = estimated_queries
+        self.set_state(device, "starting", trial=label)
+
+    def _correct_total(self, d: DeviceProgress, event: Any) -> None:
+        # the agent's first `running` phase of a trial says how many queries it runs
+        queries, reps = event.get("queries"), event.get("repetitions")
+        if event.get("phase") != "running" or not isinstance(queries, int):
+            return
+        actual = queries * (reps if isinstance(reps, int) else 1)
+        estimate = self._trial_estimate.get(d.name)
+        if estimate is not None and estimate != actual:
+            d.queries_total = max(d.queries_done, d.queries_total + actual - estimate)
+        self._trial_estimate[d.name] = actual
 
     # ---- readers (dashboard)
     def snapshot(self) -> list[DeviceProgress]:

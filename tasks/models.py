@@ -11,11 +11,13 @@ model is saved once as a safetensors directory keyed by the GGUF's sha256 and re
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,27 +127,36 @@ def _as_ref(ref_or_path: ModelRef | str | Path) -> ModelRef:
     return ref_or_path if isinstance(ref_or_path, ModelRef) else resolve_model(ref_or_path)
 
 
-def _from_pretrained(directory: Path, gguf_file: str | None, dtype: torch.dtype,
-                     with_tokenizer: bool = True) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own logging and progress bars (tslm-fleet shows its own)."""
     from transformers.utils import logging as hf_logging
 
-    extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **extra)
-        tokenizer = (AutoTokenizer.from_pretrained(directory, **extra) if with_tokenizer
-                     else None)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        where = directory / gguf_file if gguf_file else directory
-        raise ModelError(f"cannot load model from {where}: {exc}",
-                         hint="check that the files are complete (compare sha256)") from exc
+        yield
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def _from_pretrained(directory: Path, gguf_file: str | None, dtype: torch.dtype,
+                     with_tokenizer: bool = True) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        with quiet_transformers():
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **extra)
+            tokenizer = (AutoTokenizer.from_pretrained(directory, **extra) if with_tokenizer
+                         else None)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        where = directory / gguf_file if gguf_file else directory
+        raise ModelError(f"cannot load model from {where}: {exc}",
+                         hint="check that the files are complete (compare sha256)") from exc
     return model, tokenizer
 
 
@@ -165,8 +176,9 @@ def _converted(ref: ModelRef, cache_dir: Path, dtype: torch.dtype,
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race

@@ -1,0 +1,216 @@
+"""Experiments: which model, variants and tasks to run, and how to measure them.
+
+An experiment comes from CLI flags, from a YAML file (``--experiment FILE``), or both
+(flags override the file). Without either, the defaults make ``tslm-fleet run --devices
+pi4,pi5`` a meaningful experiment on its own: the embedded SmolLM2 model, the dense
+baseline against per-token TT at about 2x, the ``generate`` and ``perplexity`` tasks.
+
+Example file::
+
+    name: smollm2-tt-sweep
+    model: default
+    variants: [dense, "tt:ratio=2", "tt:rank=8:shape=8x8x9", "svd:ratio=2", int8]
+    tasks:
+      - generate: {num_queries: 8, max_new_tokens: 32}
+      - perplexity: {window: 512, stride: 256}
+    repetitions: 3
+    warmup: 1
+    idle_seconds: 10
+    window: {min_fresh_samples: 10, min_seconds: 2}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.errors import ConfigError
+
+DEFAULT_MODEL = "default"
+DEFAULT_VARIANTS = ("dense", "tt:ratio=2")
+DEFAULT_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("generate", {}),
+    ("perplexity", {}),
+)
+#: the demo: the same experiment, sized to finish in a few minutes on a 2-core machine
+DEMO_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("generate", {"num_queries": 4, "max_new_tokens": 16}),
+    ("perplexity", {"window": 256, "stride": 256, "max_tokens": 1024}),
+)
+
+
+class WindowModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_fresh_samples: int = Field(10, ge=1)
+    min_seconds: float = Field(0.0, ge=0)
+
+
+class ExperimentModel(BaseModel):
+    """The YAML form of an experiment, validated."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    model: str = DEFAULT_MODEL
+    variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1)
+    tasks: list[str | dict[str, dict[str, Any] | None]] = Field(
+        default_factory=lambda: [name for name, _ in DEFAULT_TASKS], min_length=1)
+    repetitions: int = Field(3, ge=1)
+    warmup: int = Field(1, ge=0)
+    idle_seconds: float = Field(10.0, ge=0)
+    window: WindowModel = Field(default_factory=WindowModel)
+    threads: int | None = Field(None, ge=1)
+    embedding_mode: str = "on-the-fly"
+    max_duration_s: float = Field(3600.0, gt=0)
+
+    @field_validator("embedding_mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in ("on-the-fly", "materialized"):
+            raise ValueError("must be 'on-the-fly' or 'materialized'")
+        return value
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A resolved experiment: model x variants x tasks plus measurement settings."""
+
+    name: str
+    model: str
+    variants: tuple[str, ...]
+    tasks: tuple[TaskRequest, ...]
+    repetitions: int
+    warmup: int
+    idle_seconds: float
+    min_fresh_samples: int
+    min_window_s: float
+    threads: int | None
+    embedding_mode: str
+    max_duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "model": self.model, "variants": list(self.variants),
+            "tasks": [{t.name: dict(t.params)} for t in self.tasks],
+            "repetitions": self.repetitions, "warmup": self.warmup,
+            "idle_seconds": self.idle_seconds,
+            "window": {"min_fresh_samples": self.min_fresh_samples,
+                       "min_seconds": self.min_window_s},
+            "threads": self.threads, "embedding_mode": self.embedding_mode,
+            "max_duration_s": self.max_duration_s,
+        }
+
+
+def parse_task_option(text: str) -> TaskRequest:
+    """``--task NAME[:key=value...]`` -> TaskRequest (values parsed as YAML scalars)."""
+    name, *pairs = text.split(":")
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--task {text!r}: expected NAME[:key=value...], got {pair!r}")
+        params[key] = yaml.safe_load(value)
+    if not name:
+        raise ConfigError(f"--task {text!r}: missing task name")
+    return TaskRequest(name=name, params=params)
+
+
+def _task_requests(items: list[Any], where: str) -> tuple[TaskRequest, ...]:
+    out = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            out.append(parse_task_option(item))
+        elif isinstance(item, dict) and len(item) == 1:
+            (name, params), = item.items()
+            out.append(TaskRequest(name=name, params=dict(params or {})))
+        else:
+            raise ConfigError(f"{where}: tasks[{i}] must be a name or a one-key mapping "
+                              "{name: {param: value}}")
+    return tuple(out)
+
+
+def load_experiment_file(path: Path) -> ExperimentModel:
+    """Read and validate an experiment YAML file (errors name the file and field)."""
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"experiment file {path} does not exist") from exc
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read experiment file: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: an experiment file is a mapping of settings")
+    try:
+        return ExperimentModel.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {loc}: {first['msg']}",
+                          hint=f"{len(exc.errors())} problem(s) in total; see the example in "
+                          "orchestrator/experiment.py's documentation") from exc
+
+
+def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
+    """Rebuild an experiment stored with a run (``Experiment.to_dict()``), for ``--resume``."""
+    try:
+        model = ExperimentModel.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: the stored experiment is not valid: {exc.errors()[0]['msg']}"
+                          ) from exc
+    return Experiment(
+        name=model.name or "experiment", model=model.model, variants=tuple(model.variants),
+        tasks=_task_requests(list(model.tasks), where), repetitions=model.repetitions,
+        warmup=model.warmup, idle_seconds=model.idle_seconds,
+        min_fresh_samples=model.window.min_fresh_samples, min_window_s=model.window.min_seconds,
+        threads=model.threads, embedding_mode=model.embedding_mode,
+        max_duration_s=model.max_duration_s)
+
+
+def build_experiment(*, file: Path | None = None, model: str | None = None,
+                     variants: list[str] | None = None, tasks: list[str] | None = None,
+                     queries: int | None = None, repetitions: int | None = None,
+                     demo: bool = False) -> Experiment:
+    """Combine an experiment file (optional), CLI overrides and the defaults."""
+    base = load_experiment_file(file) if file else ExperimentModel()
+    where = str(file) if file else "defaults"
+    task_reqs = _task_requests(list(base.tasks), where)
+    repetitions_value = base.repetitions
+    warmup, idle = base.warmup, base.idle_seconds
+    if demo and file is None:
+        task_reqs = tuple(TaskRequest(n, dict(p)) for n, p in DEMO_TASKS)
+        repetitions_value, idle = 2, 3.0
+    if tasks:
+        task_reqs = tuple(parse_task_option(t) for t in tasks)
+    if queries is not None:
+        if queries < 1:
+            raise ConfigError("--queries must be >= 1")
+        task_reqs = tuple(TaskRequest(t.name, {**t.params, "num_queries": queries})
+                          if t.name == "generate" else t for t in task_reqs)
+    if repetitions is not None:
+        if repetitions < 1:
+            raise ConfigError("--repetitions must be >= 1")
+        repetitions_value = repetitions
+    return Experiment(
+        name=base.name or ("demo" if demo else "experiment"),
+        model=model or base.model,
+        variants=tuple(dict.fromkeys(variants or base.variants)),
+        tasks=task_reqs,
+        repetitions=repetitions_value,
+        warmup=warmup,
+        idle_seconds=idle,
+        min_fresh_samples=base.window.min_fresh_samples,
+        min_window_s=base.window.min_seconds,
+        threads=base.threads,
+        embedding_mode=base.embedding_mode,
+        max_duration_s=base.max_duration_s,
+    )

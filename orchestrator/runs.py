@@ -1,0 +1,190 @@
+"""One run of an experiment across the selected devices, from compression to summary.
+
+1. compress every variant once on the controller (cached by content);
+2. record the run, devices, artifacts and trials in the database;
+3. run one :class:`~orchestrator.scheduler.DeviceWorker` per device in parallel;
+4. on Ctrl-C ask every agent to stop, store what arrived, mark the run interrupted
+   (resumable with ``--resume RUN_ID``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator.experiment import Experiment, experiment_from_dict
+from orchestrator.progress import RunProgress
+from orchestrator.scheduler import (
+    DeviceOutcome,
+    DeviceWorker,
+    ModelPayload,
+    PreparedVariant,
+    TrialPlan,
+)
+from tasks import __version__
+from tasks.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    status: str  # ok, partial, failed, interrupted
+    outcomes: tuple[DeviceOutcome, ...]
+
+    @property
+    def failed_trials(self) -> list[tuple[str, str]]:
+        return [(o.device, label) for o in self.outcomes
+                for label, status in o.trials.items() if status == "failed"]
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    base = os.environ.get("TSLM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tslm-fleet")
+    return Path(base)
+
+
+def prepare_model(model: str) -> tuple[Any, ModelPayload]:
+    """Resolve the model and describe what to push to the devices."""
+    from tasks.models import resolve_model
+
+    ref = resolve_model(model)
+    files = tuple(ref.files())
+    if ref.path is not None and Path(ref.path).is_dir():
+        root = Path(ref.path)
+        remote_dir = f"models/{ref.sha256[:16]}"
+        remote_rel = remote_dir
+    else:
+        root = files[0].parent
+        remote_dir = f"models/{ref.sha256[:16]}"
+        remote_rel = f"{remote_dir}/{files[0].name}"
+    return ref, ModelPayload(name=ref.name, local_files=files, local_root=root,
+                             remote_rel=remote_rel, remote_dir=remote_dir, sha256=ref.sha256)
+
+
+def prepare_variants(model_ref: Any, specs: tuple[str, ...], store: Any, cache_dir: Path,
+                     log: Callable[[str], None]) -> list[PreparedVariant]:
+    """Compress every variant once (cached) and register its artifact."""
+    from tasks.artifacts import build_artifact
+    from tasks.compression import parse_variant
+
+    prepared = []
+    for text in specs:
+        spec = parse_variant(text)
+        if spec.method == "dense":
+            manifest = {"method": "dense", "variant": spec.canonical, "model": model_ref.name,
+                        "model_sha256": model_ref.sha256, "compression_ratio": 1.0}
+            artifact_id = store.register_artifact(manifest, None)
+            prepared.append(PreparedVariant(spec=spec.canonical, slug=spec.slug, method="dense",
+                                            artifact_dir=None, artifact_sha256=None,
+                                            artifact_id=artifact_id))
+            continue
+        log(f"compressing {model_ref.name} with {spec.canonical} ...")
+        info = build_artifact(model_ref, spec, cache_dir / "artifacts")
+        ratio = info.manifest.get("compression_ratio")
+        log(f"  artifact {info.path.name}: ratio {ratio:.3g}x" if isinstance(ratio, float)
+            else f"  artifact {info.path.name}")
+        artifact_id = store.register_artifact(info.manifest, info.sha256)
+        prepared.append(PreparedVariant(spec=spec.canonical, slug=spec.slug, method=spec.method,
+                                        artifact_dir=Path(info.path), artifact_sha256=info.sha256,
+                                        artifact_id=artifact_id))
+    return prepared
+
+
+def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
+                progress_factory: Callable[[str, list[str]], RunProgress],
+                display_factory: Callable[[RunProgress], Any],
+                open_transport: Callable[[Any], Any], resume: str | None = None,
+                cache_dir: Path | None = None, inventory_name: str = "inventory.yaml",
+                log: Callable[[str], None] = print) -> RunSummary:
+    """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
+    from orchestrator.bundle import build_bundle
+
+    cache_dir = cache_dir or default_cache_dir()
+    if resume:
+        run_id = resume
+        stored = store.run_config(run_id)
+        if stored is None:
+            raise ConfigError(f"--resume {run_id}: no such run in the database",
+                              hint="`tslm-fleet runs` lists the runs")
+        # a resumed run measures exactly what it started with
+        experiment = experiment_from_dict(stored, f"run {run_id}")
+    else:
+        run_id = new_run_id()
+    model_ref, payload = prepare_model(experiment.model)
+    variants = prepare_variants(model_ref, experiment.variants, store, cache_dir, log)
+    bundle = build_bundle(cache_dir / "bundles")
+    store.create_run(run_id, experiment.to_dict(), inventory_name, model=model_ref.name,
+                     tool_version=__version__)
+
+    plans: dict[str, list[TrialPlan]] = {}
+    for device in devices:
+        store.upsert_device(name=device.name, host=device.host or "localhost",
+                            board=device.board, transport=device.transport,
+                            meter_kind=device.meter.kind)
+        plans[device.name] = [
+            TrialPlan(trial_id=store.create_trial(run_id, device.name, v.spec, t.name,
+                                                  v.artifact_id, dict(t.params)),
+                      variant=v, task=t.name, params=dict(t.params),
+                      estimated_queries=_estimated_queries(t, experiment.repetitions))
+            for v in variants for t in experiment.tasks]
+
+    progress = progress_factory(run_id, [d.name for d in devices])
+    for device in devices:
+        progress.plan(device.name, trials_total=len(plans[device.name]),
+                      queries_total=sum(p.estimated_queries for p in plans[device.name]))
+    stop_event = threading.Event()
+    store_lock = threading.Lock()
+    outcomes: list[DeviceOutcome] = []
+    with display_factory(progress) as display:
+        workers = [DeviceWorker(device=d, run_id=run_id, experiment=experiment,
+                                trials=plans[d.name], model=payload, bundle=bundle, store=store,
+                                store_lock=store_lock, progress=progress, stop_event=stop_event,
+                                open_transport=open_transport, log=display.log)
+                   for d in devices]
+        threads = [threading.Thread(target=w.run, name=f"device-{w.device.name}", daemon=True)
+                   for w in workers]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.25)
+        except KeyboardInterrupt:
+            display.log("interrupted: asking the agents to stop (Ctrl-C again to abandon)")
+            stop_event.set()
+            for t in threads:
+                while t.is_alive():
+                    t.join(timeout=0.25)
+        outcomes = [w.outcome for w in workers]
+    if stop_event.is_set():
+        status = "interrupted"
+    elif all(o.ok for o in outcomes):
+        status = "ok"
+    elif any(o.ok for o in outcomes) or any(s == "ok" for o in outcomes
+                                            for s in o.trials.values()):
+        status = "partial"
+    else:
+        status = "failed"
+    with store_lock:
+        store.finish_run(run_id, status)
+    return RunSummary(run_id=run_id, status=status, outcomes=tuple(outcomes))
+
+
+def _estimated_queries(task: Any, repetitions: int) -> int:
+    """Queries a trial will run, for the progress bars until the agent reports the count
+    (perplexity windows depend on the text and the tokenizer)."""
+    n = task.params.get("num_queries")
+    if not isinstance(n, int):
+        n = 8 if task.name == "generate" else 4
+    return n * repetitions

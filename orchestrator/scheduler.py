@@ -1,0 +1,394 @@
+"""Running an experiment across a fleet: one worker thread per device.
+
+Each device worker connects (strict host keys), deploys the agent bundle, the model and
+the artifacts it needs (skipping what the device already has), then runs its trials in
+sequence: write the job spec, start the agent detached, follow its event stream and
+store every event in order. A dropped connection is followed by a reconnect and a
+``follow --from`` the last stored seq, so nothing is lost or stored twice. A device
+that fails is marked failed with its error; the other devices go on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.protocol import (
+    FileRef,
+    JobSpec,
+    MeterSpec,
+    TaskSpec,
+    WindowPolicy,
+    parse_event,
+)
+from orchestrator.experiment import Experiment
+from orchestrator.progress import RunProgress
+from tasks.errors import (
+    AgentError,
+    ProtocolError,
+    RemoteCommandError,
+    TransportError,
+    TslmError,
+)
+
+#: how long a worker keeps trying to reach a device that dropped mid-run
+RECONNECT_WINDOW_S = 300.0
+RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+#: events are stored in batches of at most this many, or at window/done boundaries
+INGEST_BATCH = 32
+#: how long a stopping job may take to finish its current query and write `done`
+STOP_GRACE_S = 120.0
+
+
+@dataclass(frozen=True)
+class PreparedVariant:
+    """A variant compressed on the controller (no artifact for dense)."""
+
+    spec: str
+    slug: str
+    method: str
+    artifact_dir: Path | None
+    artifact_sha256: str | None
+    artifact_id: int | None
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    trial_id: int
+    variant: PreparedVariant
+    task: str
+    params: dict[str, Any]
+    #: queries the trial is expected to run (all repetitions), for the progress bars
+    estimated_queries: int = 0
+
+    @property
+    def label(self) -> str:
+        return f"{self.variant.spec} / {self.task}"
+
+
+@dataclass
+class DeviceOutcome:
+    device: str
+    ok: bool = True
+    error: str | None = None
+    trials: dict[str, str] = field(default_factory=dict)  # label -> status
+
+
+@dataclass(frozen=True)
+class ModelPayload:
+    """The base model as pushed to devices: local files and their remote location."""
+
+    name: str
+    local_files: tuple[Path, ...]
+    local_root: Path  # files are pushed relative to this
+    remote_rel: str  # job spec path: the .gguf file or the model directory
+    remote_dir: str
+    sha256: str
+
+
+def _attempt_of(job_id: str | None) -> int:
+    """Attempt number encoded in a job id (``...-a3`` -> 3; 0 for no job yet)."""
+    if not job_id:
+        return 0
+    tail = job_id.rsplit("-a", 1)[-1]
+    return int(tail) if tail.isdigit() else 1
+
+
+def safe_id(text: str) -> str:
+    """Make a string safe for job ids and remote file names."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "x"
+
+
+class DeviceWorker:
+    """Runs all trials of one device; never raises (the outcome says what happened)."""
+
+    def __init__(self, *, device: Any, run_id: str, experiment: Experiment,
+                 trials: list[TrialPlan], model: ModelPayload, bundle: Any, store: Any,
+                 store_lock: threading.Lock, progress: RunProgress, stop_event: threading.Event,
+                 open_transport: Callable[[Any], Any], log: Callable[[str], None]) -> None:
+        self.device = device
+        self.run_id = run_id
+        self.experiment = experiment
+        self.trials = trials
+        self.model = model
+        self.bundle = bundle
+        self.store = store
+        self.store_lock = store_lock
+        self.progress = progress
+        self.stop_event = stop_event
+        self._open_transport = open_transport
+        self.log = log
+        self.outcome = DeviceOutcome(device=device.name)
+        self.transport: Any = None
+        self.workdir = ""
+        self.python = ""
+
+    # ------------------------------------------------------------------ lifecycle
+    def run(self) -> DeviceOutcome:
+        name = self.device.name
+        try:
+            self.progress.set_state(name, "connecting")
+            self._connect()
+            self.progress.set_state(name, "deploying")
+            self._deploy()
+            for plan in self.trials:
+                if self.stop_event.is_set():
+                    self._mark(plan, "interrupted", "run interrupted before this trial started")
+                    continue
+                self._run_trial(plan)
+            final = "interrupted" if self.stop_event.is_set() else "done"
+            if not self.outcome.ok:
+                final = "failed"
+            self.progress.set_state(name, final, message=self.outcome.error)
+        except TslmError as exc:
+            self._fail_remaining(exc.message)
+        except Exception as exc:  # a bug must not take the other devices down
+            self._fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            if self.transport is not None:
+                try:
+                    self.transport.close()
+                except Exception:
+                    pass
+        return self.outcome
+
+    def _fail_remaining(self, message: str) -> None:
+        self.outcome.ok = False
+        self.outcome.error = message
+        for plan in self.trials:
+            if plan.label not in self.outcome.trials:
+                self._mark(plan, "failed", message)
+        self.progress.set_state(self.device.name, "failed", message=message)
+
+    def _mark(self, plan: TrialPlan, status: str, error: str | None = None) -> None:
+        self.outcome.trials[plan.label] = status
+        if status == "failed":
+            self.outcome.ok = False
+            self.outcome.error = self.outcome.error or error
+        with self.store_lock:
+            self.store.set_trial_status(plan.trial_id, status, error=error)
+
+    def _connect(self) -> None:
+        self.transport = self._open_transport(self.device)
+        self.workdir = self.transport.workdir()
+        self.python = self.transport.python()
+
+    def _reconnect(self, why: str) -> None:
+        name = self.device.name
+        self.progress.set_state(name, "reconnecting", message=why)
+        deadline = time.monotonic() + RECONNECT_WINDOW_S
+        attempt = 0
+        while True:
+            try:
+                if self.transport is not None:
+                    self.transport.close()
+            except Exception:
+                pass
+            self.transport = None
+            try:
+                self._connect()
+                self.log(f"{name}: reconnected after: {why}")
+                return
+            except TransportError as exc:
+                if time.monotonic() >= deadline:
+                    raise TransportError(f"{name}: could not reconnect within "
+                                         f"{RECONNECT_WINDOW_S:.0f} s: {exc.message}") from exc
+                delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
+                attempt += 1
+                if self.stop_event.wait(delay) and time.monotonic() >= deadline:
+                    raise
+
+    # ------------------------------------------------------------------ deploy
+    def remote(self, rel: str) -> str:
+        return f"{self.workdir.rstrip('/')}/{rel}"
+
+    def _deploy(self) -> None:
+        from orchestrator.deploy import PushItem, deploy_files
+
+        items = [PushItem(local=self.bundle.path, remote=self.bundle_rel,
+                          sha256=self.bundle.sha256)]
+        from tasks.hashing import sha256_file
+
+        for path in self.model.local_files:
+            rel = path.relative_to(self.model.local_root).as_posix()
+            items.append(PushItem(local=path, remote=f"{self.model.remote_dir}/{rel}",
+                                  sha256=sha256_file(path)))
+        seen: set[Path] = set()
+        for plan in self.trials:
+            art = plan.variant.artifact_dir
+            if art is None or art in seen:
+                continue
+            seen.add(art)
+            for path in sorted(p for p in art.rglob("*") if p.is_file()):
+                rel = path.relative_to(art).as_posix()
+                items.append(PushItem(local=path, remote=f"artifacts/{art.name}/{rel}",
+                                      sha256=sha256_file(path)))
+        deploy_files(self.transport, items, workdir=self.workdir)
+
+    @property
+    def bundle_rel(self) -> str:
+        from orchestrator.deploy import RemoteLayout
+
+        return RemoteLayout.bundle_path(self.bundle.sha256)
+
+    def agent_argv(self, *args: str) -> list[str]:
+        return [self.python, self.remote(self.bundle_rel), "--workdir", self.workdir, *args]
+
+    # ------------------------------------------------------------------ trials
+    def _job_spec(self, plan: TrialPlan, job_id: str, seq_start: int) -> JobSpec:
+        exp = self.experiment
+        variant = plan.variant
+        artifact = None
+        if variant.artifact_dir is not None:
+            artifact = FileRef(path=f"artifacts/{variant.artifact_dir.name}",
+                               sha256=variant.artifact_sha256 or "")
+        meter = self.device.meter
+        return JobSpec(
+            job_id=job_id, run_id=self.run_id,
+            model=FileRef(path=self.model.remote_rel, sha256=self.model.sha256),
+            model_name=self.model.name, artifact=artifact, variant=variant.spec,
+            embedding_mode=exp.embedding_mode,
+            tasks=(TaskSpec(name=plan.task, params=dict(plan.params)),),
+            repetitions=exp.repetitions, warmup=exp.warmup, idle_seconds=exp.idle_seconds,
+            window=WindowPolicy(min_fresh_samples=exp.min_fresh_samples,
+                                min_seconds=exp.min_window_s),
+            threads=exp.threads,
+            meter=MeterSpec(kind=meter.kind, options=meter.options()),
+            max_duration_s=exp.max_duration_s, seq_start=seq_start)
+
+    def _run_trial(self, plan: TrialPlan) -> None:
+        name = self.device.name
+        with self.store_lock:
+            state = self.store.trial_state(plan.trial_id)
+        if state.status == "ok":  # finished before: a resume skips it
+            self.outcome.trials[plan.label] = state.status
+            self.progress.trial_finished(name)
+            return
+        self.progress.start_trial(name, plan.label, estimated_queries=plan.estimated_queries)
+        job_id = state.job_id
+        last_seq = state.last_seq
+        reattached = False
+        if job_id and state.status == "running":
+            reattached = self._agent_job_alive(job_id)
+        if not reattached:
+            attempt = _attempt_of(job_id) + 1
+            job_id = safe_id(f"{self.run_id}-{name}-{plan.variant.slug}-{plan.task}-a{attempt}")
+            spec = self._job_spec(plan, job_id, seq_start=last_seq + 1)
+            self._start_job(spec)
+            with self.store_lock:
+                self.store.start_attempt(plan.trial_id, job_id)
+        else:
+            self.log(f"{name}: reattaching to job {job_id} from seq {last_seq + 1}")
+        status = self._follow(plan, job_id, last_seq)
+        self.outcome.trials[plan.label] = status
+        if status == "failed":
+            self.outcome.ok = False
+        self.progress.trial_finished(name)
+
+    def _agent_job_alive(self, job_id: str) -> bool:
+        result = self.transport.run(self.agent_argv("status", job_id), check=False, timeout_s=60)
+        try:
+            info = json.loads(result.stdout or "{}")
+        except ValueError:
+            return False
+        return info.get("state") in ("running", "done")
+
+    def _start_job(self, spec: JobSpec) -> None:
+        from orchestrator.deploy import PushItem, deploy_files
+        from tasks.hashing import sha256_file
+
+        with tempfile.TemporaryDirectory(prefix="tslm-job-") as tmp:
+            local = Path(tmp) / "job.json"
+            local.write_text(spec.to_json())
+            rel = f"incoming/{spec.job_id}.json"
+            deploy_files(self.transport, [PushItem(local=local, remote=rel,
+                                                   sha256=sha256_file(local))],
+                         workdir=self.workdir)
+        result = self.transport.run(self.agent_argv("start", self.remote(rel)), check=False,
+                                    timeout_s=120)
+        if result.exit_code != 0:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            raise AgentError(f"{self.device.name}: agent refused job {spec.job_id}: "
+                             f"{detail[-1] if detail else 'exit ' + str(result.exit_code)}")
+
+    def _follow(self, plan: TrialPlan, job_id: str, last_seq: int) -> str:
+        """Follow a job's events into the database until `done`; returns the trial status."""
+        name = self.device.name
+        stop_sent = False
+        batch: list[Any] = []
+
+        def flush() -> None:
+            if batch:
+                with self.store_lock:
+                    self.store.ingest_events(plan.trial_id, [e.to_dict() for e in batch])
+                batch.clear()
+
+        while True:
+            if self.stop_event.is_set() and not stop_sent:
+                self._request_stop(job_id)
+                stop_sent = True
+            try:
+                done_status = None
+                argv = self.agent_argv("follow", job_id, "--from", str(last_seq + 1))
+                for line in self.transport.stream(argv):
+                    if not line.strip():
+                        continue
+                    event = parse_event(line, where=f"{name} job {job_id}")
+                    if event.seq <= last_seq:
+                        continue  # already stored before a reconnect
+                    if event.seq != last_seq + 1:
+                        raise ProtocolError(f"{name} job {job_id}: event seq {event.seq} "
+                                            f"follows {last_seq}: events are missing")
+                    batch.append(event)
+                    last_seq = event.seq
+                    self.progress.apply_event(name, event)
+                    if (len(batch) >= INGEST_BATCH or event.type in ("window", "score", "done",
+                                                                      "error", "query")):
+                        flush()
+                    if event.type == "done":
+                        done_status = event.get("status")
+                        break
+                    if self.stop_event.is_set() and not stop_sent:
+                        self._request_stop(job_id)
+                        stop_sent = True
+                flush()
+                if done_status is not None:
+                    return "ok" if done_status == "ok" else done_status
+                # follow ended without `done`: the agent died on the device
+                raise AgentError(f"{name}: job {job_id} ended without a 'done' event "
+                                 "(the agent process died on the device)")
+            except RemoteCommandError as exc:
+                # the agent's `follow` itself failed (job dead, unknown job): not a link problem
+                flush()
+                detail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc.message
+                raise_as = AgentError(f"{name}: following job {job_id} failed: {detail}")
+                with self.store_lock:
+                    self.store.set_trial_status(plan.trial_id, "failed", error=raise_as.message)
+                self.progress.set_state(name, "failed", message=raise_as.message)
+                self.outcome.ok = False
+                self.outcome.error = self.outcome.error or raise_as.message
+                return "failed"
+            except TransportError as exc:
+                flush()
+                self._reconnect(f"connection lost while following {job_id}: {exc.message}")
+            except AgentError as exc:
+                flush()
+                with self.store_lock:
+                    self.store.set_trial_status(plan.trial_id, "failed", error=exc.message)
+                self.progress.set_state(name, "failed", message=exc.message)
+                self.outcome.ok = False
+                self.outcome.error = self.outcome.error or exc.message
+                return "failed"
+
+    def _request_stop(self, job_id: str) -> None:
+        try:
+            self.transport.run(self.agent_argv("stop", job_id), check=False, timeout_s=30)
+        except TransportError:
+            pass  # the follow loop reconnects and asks again
