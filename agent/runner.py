@@ -156,10 +156,10 @@ class JobRunner:
         threads = _set_threads(spec.threads)
         self._hello(threads)
         if not self._measures:
+            reason = getattr(self._meter, "reason", None) or self._meter.description
             self.emitter.emit("warning", code="no_meter", message=(
-                f"energy is not measured in job {spec.job_id}: meter "
-                f"'{spec.meter.kind}' gives no power readings ({self._meter.description}); "
-                "energy fields are null"))
+                f"job {spec.job_id}: energy is not measured (meter '{spec.meter.kind}': "
+                f"{reason}); energy fields are null"))
         self._set_phase("verifying")
         model_path, artifact = self._verify()
         self._check_stop()
@@ -245,7 +245,9 @@ class JobRunner:
         self._set_phase("loading")
         before = self._thermal()
         t0 = time.monotonic()
-        model, tokenizer = load_model(ref)
+        # a GGUF is de-quantised once per device and kept as safetensors in the work
+        # directory: later jobs load the converted copy (the load window records either)
+        model, tokenizer = load_model(ref, cache_dir=self.workdir.root / "cache" / "models")
         if artifact is not None:
             from tasks.artifacts import apply_artifact
 
