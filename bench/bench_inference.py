@@ -1,0 +1,324 @@
+"""Inference overhead of a compressed embedding on this machine: latency and memory.
+
+The same ``generate`` queries (the registered workload: greedy, a fixed number of new
+tokens, built-in prompts) run on three copies of the model held side by side:
+
+* ``dense``: the model as loaded;
+* ``tt-on-the-fly``: the input embedding replaced by the TT artifact, each requested row
+  rebuilt from its cores at every lookup;
+* ``tt-materialized``: the same artifact, its table rebuilt once into a dense table.
+
+After one warm-up query per copy, the queries run interleaved (round ``r`` runs query
+``r`` on every copy, in an order rotated each round) so that slow drift of the machine
+(temperature, other load) falls on every copy alike. Reported per copy: median latency
+with its IQR, time to first token, decode time per token, the latency ratio against
+dense paired by query, whether the output equals dense's, the bytes held by the
+embedding and head modules, and the process RSS growth from loading and from replacing
+the embedding. A micro-benchmark of the bare embedding lookup isolates its cost.
+
+    python -m bench.bench_inference [--quick] [--queries 8] [--new-tokens 32]
+
+Writes ``bench/results/inference.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from bench.common import cache_dir, rss_bytes, sig, spread, time_repeated, write_result  # noqa: E402
+
+NAME = "inference"
+PROBE_PREFIX = "MEMORY "
+#: copy name -> embedding mode passed to apply_artifact (None: the dense model untouched)
+MODES: dict[str, str | None] = {
+    "dense": None,
+    "tt-on-the-fly": "on-the-fly",
+    "tt-materialized": "materialized",
+}
+
+
+def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> dict[str, Any]:
+    """Load one copy of the model and apply the artifact in ``mode`` (None: dense)."""
+    from tasks.artifacts import apply_artifact
+    from tasks.embedding import resident_bytes
+    from tasks.models import load_model
+
+    started = time.perf_counter()
+    model, tokenizer = load_model(ref, cache_dir=models_dir)
+    if mode is not None:
+        apply_artifact(model, artifact, mode)
+    head = model.get_output_embeddings()
+    return {
+        "model": model,
+        "tokenizer": tokenizer,
+        "load_s": time.perf_counter() - started,
+        "embedding_module": type(model.get_input_embeddings()).__name__,
+        "embedding_resident_bytes": resident_bytes(model.get_input_embeddings()),
+        "head_resident_bytes": resident_bytes(head) if head is not None else None,
+    }
+
+
+def memory_probe(model: str, artifact_path: str | None, mode: str | None) -> dict[str, Any]:
+    """RSS of a fresh process: before loading, after loading, after the swap, after a query.
+
+    Runs in a child process of its own (``--memory-probe``), so that the other copies and
+    the allocator's history do not blur the figures.
+    """
+    import resource
+
+    from tasks.artifacts import apply_artifact, load_artifact
+    from tasks.models import load_model, resolve_model
+    from tasks.workloads import get_task, set_threads
+
+    set_threads(None)
+    ref = resolve_model(model)
+    gc.collect()
+    before = rss_bytes()
+    loaded, tokenizer = load_model(ref, cache_dir=cache_dir() / "models")
+    gc.collect()
+    after_load = rss_bytes()
+    if artifact_path is not None and mode is not None:
+        apply_artifact(loaded, load_artifact(artifact_path), mode)
+    gc.collect()
+    after_swap = rss_bytes()
+    task = get_task("generate")
+    task.prepare(
+        loaded, tokenizer, task.parse_params({"num_queries": 1, "max_new_tokens": 4})
+    ).run_query(0)
+    after_query = rss_bytes()
+    if None in (before, after_load, after_swap, after_query):
+        return {"rss": None}
+    assert before is not None and after_load is not None and after_swap is not None
+    assert after_query is not None
+    # safetensors are mapped lazily: only after a query has touched every weight does the
+    # RSS hold the whole model
+    return {
+        "rss_model_bytes": after_query - before,
+        "rss_after_swap_bytes": after_swap - before,
+        "rss_embedding_swap_bytes": after_swap - after_load,
+        "rss_after_query_bytes": after_query,
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
+
+
+def probe_in_child(model: str, artifact_path: Path, mode: str | None) -> dict[str, Any]:
+    """Run :func:`memory_probe` in a fresh interpreter and return what it measured."""
+    import json
+    import subprocess
+
+    argv = [
+        sys.executable,
+        "-m",
+        "bench.bench_inference",
+        "--model",
+        model,
+        "--memory-probe",
+        mode or "dense",
+        "--artifact",
+        str(artifact_path),
+    ]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith(PROBE_PREFIX):
+            return json.loads(line[len(PROBE_PREFIX) :])
+    return {"probe_error": (done.stdout + done.stderr)[-800:]}
+
+
+def lookup_time(model: Any, tokens: int, repetitions: int) -> dict[str, float]:
+    """Wall time of the bare input-embedding lookup for ``tokens`` token ids."""
+    import torch
+
+    ids = torch.arange(tokens).remainder(model.config.vocab_size).unsqueeze(0)
+    module = model.get_input_embeddings()
+    with torch.inference_mode():
+        return time_repeated(lambda: module(ids), repetitions=repetitions, warmup=3).to_dict()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Load the copies, run the interleaved queries and return the result document."""
+    import torch
+
+    from tasks.artifacts import build_artifact, load_artifact
+    from tasks.compression import parse_variant
+    from tasks.models import load_model, resolve_model
+    from tasks.workloads import get_task, set_threads
+
+    threads = set_threads(args.threads)
+    ref = resolve_model(args.model)
+    cache = cache_dir()
+    models_dir = cache / "models"
+    spec = parse_variant(args.variant)
+    print(f"model {ref.name}, variant {spec.canonical}, {threads} threads; loading ...")
+    # the first load of a GGUF converts it into the cache; do that apart, so that every copy
+    # below is loaded the same way, from the same cached files
+    load_model(ref, cache_dir=models_dir, with_tokenizer=False)
+    gc.collect()
+    copies: dict[str, dict[str, Any]] = {}
+    copies["dense"] = load_copy(ref, models_dir, None, None)
+    info = build_artifact(
+        ref,
+        spec,
+        cache / "artifacts",
+        model=copies["dense"]["model"],
+        tokenizer=copies["dense"]["tokenizer"],
+    )
+    if info is None:
+        raise SystemExit(f"variant {spec.canonical} has no artifact to compare with dense")
+    artifact = load_artifact(info.path, info.sha256)
+    print("memory probes (one fresh process per copy) ...")
+    memory = {name: probe_in_child(args.model, info.path, mode) for name, mode in MODES.items()}
+    for name, mode in MODES.items():
+        if mode is not None:
+            copies[name] = load_copy(ref, models_dir, artifact, mode)
+
+    task = get_task("generate")
+    params = task.parse_params({"num_queries": args.queries, "max_new_tokens": args.new_tokens})
+    prepared = {
+        name: task.prepare(c["model"], c["tokenizer"], params) for name, c in copies.items()
+    }
+    for p in prepared.values():
+        for _ in range(args.warmup):
+            p.run_query(args.queries - 1)
+    names = list(MODES)
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for r in range(args.queries):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(prepared[name].run_query(r))
+        print(
+            f"  round {r + 1}/{args.queries}: "
+            + ", ".join(f"{n} {results[n][-1].latency_s:.3f} s" for n in names)
+        )
+
+    dense = results["dense"]
+    modes: dict[str, Any] = {}
+    for name in names:
+        rows = results[name]
+        copy = copies[name]
+        decode = [
+            (q.latency_s - q.ttft_s) / max(q.output_tokens - 1, 1)
+            for q in rows
+            if q.ttft_s is not None
+        ]
+        latency = spread([q.latency_s for q in rows])
+        modes[name] = {
+            "embedding_mode": MODES[name] or "dense",
+            "latency_s": latency.to_dict(),
+            "ttft_s": spread([q.ttft_s for q in rows if q.ttft_s is not None]).to_dict(),
+            "decode_s_per_token": spread(decode).to_dict() if decode else None,
+            "tokens_per_s_median": rows[0].output_tokens / latency.median,
+            "latency_ratio_vs_dense": spread(
+                [q.latency_s / d.latency_s for q, d in zip(rows, dense, strict=True)]
+            ).to_dict(),
+            "outputs_identical_to_dense": sum(
+                q.output_sha256 == d.output_sha256 for q, d in zip(rows, dense, strict=True)
+            ),
+            "lookup_1_token_s": lookup_time(copy["model"], 1, args.lookup_reps),
+            "lookup_64_tokens_s": lookup_time(copy["model"], 64, args.lookup_reps),
+            **{k: v for k, v in copy.items() if k not in ("model", "tokenizer")},
+            **memory[name],
+        }
+    manifest = artifact.manifest
+    return {
+        "model": ref.name,
+        "model_sha256": ref.sha256,
+        "variant": spec.canonical,
+        "artifact": {
+            "compression_ratio": manifest.get("compression_ratio"),
+            "reconstruction_error": manifest.get("reconstruction_error"),
+            "head_policy": manifest.get("head_policy"),
+            "base_head_tied": manifest.get("base_head_tied"),
+            "payload_bytes": manifest.get("payload_bytes"),
+            "embedding_bytes_fp32": manifest.get("embedding_bytes_fp32"),
+        },
+        "queries": args.queries,
+        "max_new_tokens": args.new_tokens,
+        "prompt_tokens": [q.prompt_tokens for q in dense],
+        "warmup_queries": args.warmup,
+        "threads": threads,
+        "torch_threads": torch.get_num_threads(),
+        "order": "interleaved: round r runs query r on every copy, order rotated each round",
+        "memory_note": (
+            "process RSS: growth of a fresh process per copy from before loading to "
+            "after one short query (weights are mapped lazily, the query touches them); "
+            "under head=keep-dense the LM head keeps the dense table resident"
+        ),
+        "modes": modes,
+    }
+
+
+def print_summary(doc: dict[str, Any]) -> None:
+    """A short table on stdout."""
+    print(
+        f"\n{doc['model']}, {doc['variant']} (ratio "
+        f"{sig(doc['artifact']['compression_ratio'])}x), {doc['queries']} queries x "
+        f"{doc['max_new_tokens']} new tokens, {doc['threads']} threads"
+    )
+    print(
+        f"{'copy':16} {'median s':>9} {'IQR s':>8} {'TTFT s':>8} {'x dense':>8} "
+        f"{'same out':>8} {'emb MiB':>8} {'RSS MiB':>8}"
+    )
+    for name, m in doc["modes"].items():
+        rss = m.get("rss_model_bytes")
+        print(
+            f"{name:16} {sig(m['latency_s']['median']):>9} {sig(m['latency_s']['iqr']):>8} "
+            f"{sig(m['ttft_s']['median']):>8} "
+            f"{sig(m['latency_ratio_vs_dense']['median']):>8} "
+            f"{m['outputs_identical_to_dense']:>5}/{doc['queries']:<2} "
+            f"{sig(m['embedding_resident_bytes'] / 2**20):>8} "
+            f"{sig(rss / 2**20) if rss is not None else 'n/a':>8}"
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run the benchmark, write and print its result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="default")
+    parser.add_argument("--variant", default="tt:ratio=2")
+    parser.add_argument("--queries", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: every usable core)"
+    )
+    parser.add_argument("--lookup-reps", type=int, default=50)
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 queries x 8 new tokens")
+    parser.add_argument(
+        "--memory-probe",
+        choices=("dense", *(m for m in MODES.values() if m)),
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--artifact", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_probe:
+        import json
+
+        mode = None if args.memory_probe == "dense" else args.memory_probe
+        print(PROBE_PREFIX + json.dumps(memory_probe(args.model, args.artifact, mode)))
+        return 0
+    if args.quick:
+        args.queries, args.new_tokens, args.lookup_reps = 3, 8, 10
+    from tasks.errors import TslmError
+
+    try:
+        doc = run(args)
+    except TslmError as exc:
+        print(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
+        return 2
+    path = write_result(NAME, doc, quick=args.quick)
+    print_summary(doc)
+    print(f"wrote {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

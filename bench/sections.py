@@ -1,0 +1,354 @@
+"""Renderers of the benchmark results: one function per result file, keyed by its stem.
+
+Each turns one ``bench/results/<stem>.json`` into a :class:`Section`: a Markdown table of
+its headline figures, a few notes (spread, method, caveats) and one line for README.md.
+Figures never carry more than three significant figures; comparisons are ratios.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.common import sig
+
+MIB = 2**20
+
+
+@dataclass(frozen=True)
+class Section:
+    """What one result contributes: its SUMMARY table and notes, and a README line."""
+
+    lines: list[str]
+    readme_line: str
+    notes: list[str] = field(default_factory=list)
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return out + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def with_iqr(s: dict[str, float] | None, scale: float = 1.0) -> str:
+    """``median (IQR x)`` of a spread dict written by :func:`bench.common.spread`."""
+    if not s:
+        return "n/a"
+    if s.get("n", 1) < 2:
+        return sig(s["median"] * scale)
+    return f"{sig(s['median'] * scale)} (IQR {sig(s['iqr'] * scale, 2)})"
+
+
+def pick(row: dict[str, Any], *keys: str) -> Any:
+    """The first of ``keys`` present (not None) in ``row``."""
+    for key in keys:
+        if row.get(key) is not None:
+            return row[key]
+    return None
+
+
+# -- one renderer per result file ------------------------------------------------------------
+
+
+def compress_section(doc: dict[str, Any]) -> Section:
+    rows, dim = doc["table"]
+    shape = "x".join(map(str, doc["shape"]))
+    speedup = doc["tensorly_extrapolated_s"] / doc["batched_s"]
+    lines = table(
+        ["implementation", "rows decomposed", "time s", "mean rel. error"],
+        [
+            [
+                "batched TT-SVD (ours)",
+                f"{rows:,}",
+                sig(doc["batched_s"]),
+                sig(doc["mean_rel_error_batched"]),
+            ],
+            [
+                "tensorly `tensor_train` per-row loop",
+                f"{doc['tensorly_sample_rows']:,}",
+                sig(doc["tensorly_sample_s"]),
+                sig(doc["mean_rel_error_tensorly"]),
+            ],
+            ["  extrapolated to every row", f"{rows:,}", sig(doc["tensorly_extrapolated_s"]), ""],
+        ],
+    )
+    headline = (
+        f"batched TT-SVD is {sig(speedup)}x faster than the per-row tensorly loop on "
+        f"the {rows:,} x {dim} table (shape {shape}, rank cap {doc['rank_cap'][0]}; "
+        f"per-row errors agree within {sig(doc['max_abs_difference_of_row_errors'], 1)})"
+    )
+    notes = [
+        f"{headline}.",
+        "One timed run of each; the loop time is extrapolated linearly "
+        f"from {doc['tensorly_sample_rows']:,} random rows; {doc.get('threads')} threads.",
+    ]
+    return Section(lines, f"**Compression speed**: {headline}.", notes)
+
+
+def frontier_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of frontier.json, whichever list key it uses."""
+    rows = pick(doc, "rows", "variants", "results", "points")
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def frontier_fields(row: dict[str, Any]) -> dict[str, Any]:
+    """The fields the tables show, as bench_frontier.py names them (older names accepted)."""
+    return {
+        "variant": pick(row, "variant", "spec") or "?",
+        "ratio": pick(row, "ratio", "compression_ratio"),
+        "error": pick(row, "rel_error_mean", "reconstruction_error"),
+        "ppl_input": pick(row, "ppl_input", "perplexity"),
+        "ppl_tied": pick(row, "ppl_tied"),
+    }
+
+
+def dense_perplexity(doc: dict[str, Any]) -> float | None:
+    """Perplexity of the dense model in frontier.json."""
+    if doc.get("dense_perplexity") is not None:
+        return doc["dense_perplexity"]
+    rows = [frontier_fields(r) for r in frontier_rows(doc)]
+    return next((f["ppl_input"] for f in rows if f["variant"] == "dense"), None)
+
+
+def ppl_text(ppl: float | None, dense: float | None, variant: str) -> str:
+    """A perplexity with its change against dense: ``9.23 (+37 %)`` or ``4,320 (640x)``."""
+    if ppl is None or not dense or variant == "dense":
+        return sig(ppl)
+    ratio = ppl / dense
+    change = f"+{sig(100 * (ratio - 1), 2)} %" if ratio < 2 else f"{sig(ratio, 2)}x"
+    return f"{sig(ppl)} ({change})"
+
+
+def frontier_section(doc: dict[str, Any]) -> Section:
+    fields = [frontier_fields(r) for r in frontier_rows(doc)]
+    dense = dense_perplexity(doc)
+    header = [
+        "variant",
+        "compression ratio",
+        "rel. reconstruction error",
+        "ppl (input only)",
+        "ppl (tied head)",
+    ]
+    lines = table(
+        header,
+        [
+            [
+                f"`{f['variant']}`",
+                sig(f["ratio"]),
+                sig(f["error"]),
+                ppl_text(f["ppl_input"], dense, f["variant"]),
+                ppl_text(f["ppl_tied"], dense, f["variant"]),
+            ]
+            for f in fields
+        ],
+    )
+    lines += ["", "![perplexity vs compression ratio](frontier.png)"]
+    best = [f for f in fields if f["ratio"] and f["ratio"] >= 1.9 and f["ppl_input"]]
+    headline = f"{len(fields)} variants measured"
+    if best and dense:
+        top = min(best, key=lambda f: f["ppl_input"])
+        headline += (
+            f"; at 1.9x or more the best input-only perplexity is "
+            f"{ppl_text(top['ppl_input'], dense, top['variant'])} (`{top['variant']}`, "
+            f"{sig(top['ratio'])}x) against {sig(dense)} dense"
+        )
+    notes = [
+        f"{headline}.",
+        "Perplexity (percentage or factor against dense) on the "
+        f"{doc.get('text', 'evaluation text')}"
+        + (
+            f", {doc['max_tokens']} tokens in windows of {doc['window']}"
+            if doc.get("max_tokens") and doc.get("window")
+            else ""
+        )
+        + ".",
+    ]
+    return Section(lines, f"**Quality frontier**: {headline}.", notes)
+
+
+def inference_section(doc: dict[str, Any]) -> Section:
+    rows = []
+    for name, m in doc["modes"].items():
+        rows.append(
+            [
+                name,
+                with_iqr(m["latency_s"]),
+                with_iqr(m.get("ttft_s")),
+                with_iqr(m.get("decode_s_per_token"), 1000),
+                with_iqr(m.get("latency_ratio_vs_dense")),
+                f"{m.get('outputs_identical_to_dense', 'n/a')}/{doc['queries']}",
+                sig(m["embedding_resident_bytes"] / MIB),
+                sig(m["rss_model_bytes"] / MIB) if m.get("rss_model_bytes") is not None else "n/a",
+            ]
+        )
+    lines = table(
+        [
+            "copy",
+            "latency s",
+            "TTFT s",
+            "decode ms/token",
+            "x dense (paired)",
+            "output = dense",
+            "embedding MiB",
+            "process RSS MiB",
+        ],
+        rows,
+    )
+    modes = doc["modes"]
+    otf = modes.get("tt-on-the-fly", {}).get("latency_ratio_vs_dense", {}).get("median")
+    mat = modes.get("tt-materialized", {}).get("latency_ratio_vs_dense", {}).get("median")
+    emb_dense = modes["dense"]["embedding_resident_bytes"] / MIB
+    emb_tt = modes.get("tt-on-the-fly", {}).get("embedding_resident_bytes", 0) / MIB
+    art = doc.get("artifact", {})
+    headline = (
+        f"`{doc['variant']}` ({sig(art.get('compression_ratio'))}x): generate latency "
+        f"{sig(otf)}x dense on the fly, {sig(mat)}x materialized; input embedding "
+        f"{sig(emb_dense)} MiB -> {sig(emb_tt)} MiB"
+    )
+    notes = [
+        f"{headline}.",
+        f"{doc['queries']} queries x {doc['max_new_tokens']} new tokens, greedy, after "
+        f"{doc['warmup_queries']} warm-up; {doc['order']}; {doc['threads']} threads.",
+        f"Head policy `{art.get('head_policy')}`. Memory: {doc.get('memory_note', 'n/a')}.",
+    ]
+    return Section(lines, f"**Inference**: {headline}.", notes)
+
+
+def fleet_section(doc: dict[str, Any]) -> Section:
+    if doc.get("skipped"):
+        return Section(
+            [], f"**Fleet scaling**: skipped ({doc['skipped']}).", [f"Skipped: {doc['skipped']}."]
+        )
+    rows = []
+    for n, e in doc["by_size"].items():
+        if "wall_s" not in e:
+            rows.append([n, "failed", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                n,
+                with_iqr(e["wall_s"]),
+                sig(e.get("wall_ratio_vs_1")),
+                with_iqr(e["controller_cpu_s"]),
+                with_iqr(e["controller_cpu_s_per_device"]),
+                sig(e.get("query_latency_s_median")),
+            ]
+        )
+    lines = table(
+        [
+            "devices",
+            "wall s",
+            "x 1 device",
+            "controller CPU s",
+            "CPU s / device",
+            "query latency s",
+        ],
+        rows,
+    )
+    fit = doc.get("controller_cpu_fit")
+    largest = max(doc["by_size"], key=int)
+    ratio = doc["by_size"][largest].get("wall_ratio_vs_1")
+    headline = f"{largest} devices take {sig(ratio)}x the wall time of 1"
+    if fit:
+        headline += (
+            f"; controller CPU {sig(fit['fixed_cpu_s'])} s fixed + "
+            f"{sig(fit['cpu_s_per_device'])} s per device"
+        )
+    notes = [
+        f"{headline}.",
+        f"{doc['note']}.",
+        f"{doc['repetitions']} repetition(s) per size, after one untimed run that "
+        "deployed everything.",
+    ]
+    return Section(
+        lines, f"**Fleet scaling** (fake devices sharing this machine's cores): {headline}.", notes
+    )
+
+
+def db_section(doc: dict[str, Any]) -> Section:
+    rows, parts = [], []
+    for name, b in doc["backends"].items():
+        if "skipped" in b:
+            rows.append([name, "skipped", b["skipped"], ""])
+            continue
+        rows.append(
+            [
+                name,
+                sig(b["power_samples_per_s"]),
+                sig(b["query_events_per_s"]),
+                f"{sig(b['compare_s'])} s over {b['query_rows']:,} rows",
+            ]
+        )
+        parts.append(
+            f"{name} {sig(b['power_samples_per_s'])} power samples/s, "
+            f"{sig(b['query_events_per_s'])} query events/s, compare over "
+            f"{b['query_rows']:,} rows in {sig(b['compare_s'])} s"
+        )
+    lines = table(["backend", "power samples/s", "query events/s", "compare query"], rows)
+    headline = "; ".join(parts) or "no backend measured"
+    goal = doc.get("goal_power_samples_per_s_sqlite")
+    notes = [
+        f"{headline}.",
+        "One timed pass each (no repetitions)."
+        + (f" Goal for SQLite: {sig(goal)} power samples/s." if goal else ""),
+    ]
+    return Section(lines, f"**Database**: {headline}.", notes)
+
+
+def meters_section(doc: dict[str, Any]) -> Section:
+    rows = [
+        [
+            r["kind"],
+            sig(r["nominal_rate_hz"]),
+            sig(r["rate_hz"]),
+            sig(r["fresh_rate_hz"]),
+            str(r["gaps"]),
+            sig(r["sampler_cpu_pct"]),
+        ]
+        for r in doc["rates"]
+    ]
+    lines = table(["meter", "nominal Hz", "achieved Hz", "fresh Hz", "gaps", "sampler CPU %"], rows)
+    resolved = [r for r in doc["integration"] if r["resolved"] and r["max_error_pct"] is not None]
+    pulses = [r for r in doc["integration"] if r["trace"].startswith("pulse")]
+    worst = max((r["max_error_pct"] for r in resolved), default=None)
+    fresh = [
+        r["fresh_rate_hz"] / r["nominal_rate_hz"] for r in doc["rates"] if r.get("nominal_rate_hz")
+    ]
+    cpu = max(r["sampler_cpu_pct"] for r in doc["rates"])
+    headline = (
+        f"fresh samples at {sig(min(fresh))}-{sig(max(fresh))}x the nominal rate, "
+        f"sampler CPU <= {sig(cpu)} % of a core, integration error <= {sig(worst)} % "
+        "where the rate resolves the trace"
+    )
+    notes = [
+        f"{headline}.",
+        "Sub-period pulses flagged as under-resolved: "
+        + ", ".join(f"{r['meter']} {r['under_resolved']}" for r in pulses)
+        + ".",
+    ]
+    for r in doc.get("end_to_end", []):
+        notes.append(
+            f"End to end ({r['meter']}, {r['window_s']} s window): error "
+            f"{sig(r['error_pct'])} % over {r['fresh_samples']} fresh samples."
+        )
+    return Section(lines, f"**Meters**: {headline}.", notes)
+
+
+#: result file stem -> renderer, in the order of the summary
+RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
+    "compress_speed": compress_section,
+    "frontier": frontier_section,
+    "inference": inference_section,
+    "fleet": fleet_section,
+    "db": db_section,
+    "meters": meters_section,
+}
+TITLES = {
+    "compress_speed": "Compression speed",
+    "frontier": "Compression quality frontier",
+    "inference": "Inference overhead (local device)",
+    "fleet": "Fleet scaling",
+    "db": "Results database",
+    "meters": "Power-meter sampling",
+}

@@ -1,0 +1,278 @@
+"""The benchmark report generator on fixture results, and the harness around it.
+
+No benchmark runs here: the results are fixture JSON files, and the harness is exercised
+with a stand-in module (tests/bench/sleepy.py) that exits or sleeps on demand.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import report
+from bench.__main__ import BENCHMARKS, Benchmark, run_benchmark, write_harness
+from bench.common import ROOT, sig, spread
+from tasks.errors import ConfigError
+
+MACHINE = {
+    "cpu_model": "Test CPU 9000",
+    "usable_cores": 2,
+    "ram_gib": 8.0,
+    "os": "Linux-test",
+    "python": "3.11.7",
+    "torch": "2.13.0+cpu",
+    "date": "2025-06-01T10:00:00Z",
+}
+
+
+def spread_dict(median: float, iqr: float = 0.0, n: int = 8) -> dict[str, float]:
+    return {
+        "n": n,
+        "median": median,
+        "q1": median - iqr / 2,
+        "q3": median + iqr / 2,
+        "min": median - iqr,
+        "max": median + iqr,
+        "iqr": iqr,
+    }
+
+
+def fixtures() -> dict[str, dict[str, Any]]:
+    mode = {
+        "embedding_resident_bytes": 113246208,
+        "head_resident_bytes": 113246208,
+        "rss_model_bytes": 600 * 2**20,
+        "outputs_identical_to_dense": 8,
+    }
+    return {
+        "compress_speed": {
+            "table": [49152, 576],
+            "shape": [8, 8, 9],
+            "rank_cap": [8, 8],
+            "batched_s": 2.0,
+            "tensorly_sample_rows": 2000,
+            "tensorly_sample_s": 1.0,
+            "tensorly_extrapolated_s": 24.6789,
+            "mean_rel_error_batched": 0.2202150,
+            "mean_rel_error_tensorly": 0.2202150,
+            "max_abs_difference_of_row_errors": 3.8e-15,
+            "threads": 2,
+        },
+        "frontier": {  # the fields bench/bench_frontier.py writes
+            "text": "builtin evaluation text",
+            "window": 512,
+            "max_tokens": 2048,
+            "dense_perplexity": 6.7512,
+            "rows": [
+                {
+                    "variant": "dense",
+                    "ratio": 1.0,
+                    "rel_error_mean": 0.0,
+                    "ppl_input": 6.7512,
+                    "ppl_tied": 6.7512,
+                    "family": "dense",
+                },
+                {
+                    "variant": "tt:ratio=2.0",
+                    "ratio": 2.0123,
+                    "rel_error_mean": 0.63512,
+                    "ppl_input": 9.2345,
+                    "ppl_tied": 289.45,
+                    "family": "tt",
+                },
+            ],
+        },
+        "inference": {
+            "machine": MACHINE,
+            "variant": "tt:ratio=2",
+            "queries": 8,
+            "max_new_tokens": 32,
+            "warmup_queries": 1,
+            "threads": 2,
+            "order": "interleaved",
+            "artifact": {
+                "compression_ratio": 2.0123,
+                "reconstruction_error": 0.63512,
+                "head_policy": "keep-dense",
+            },
+            "modes": {
+                "dense": {
+                    **mode,
+                    "latency_s": spread_dict(1.23456, 0.05),
+                    "latency_ratio_vs_dense": spread_dict(1.0),
+                },
+                "tt-on-the-fly": {
+                    **mode,
+                    "embedding_resident_bytes": 56623104,
+                    "latency_s": spread_dict(1.3, 0.04),
+                    "latency_ratio_vs_dense": spread_dict(1.05321, 0.01),
+                    "outputs_identical_to_dense": 0,
+                },
+                "tt-materialized": {
+                    **mode,
+                    "latency_s": spread_dict(1.24, 0.05),
+                    "latency_ratio_vs_dense": spread_dict(1.00412, 0.01),
+                },
+            },
+        },
+        "fleet": {
+            "skipped": "fleet tests need root (to create users and start sshd)",
+            "quick": True,
+        },
+        "db": {
+            "backends": {
+                "sqlite": {
+                    "power_samples_per_s": 247765,
+                    "query_events_per_s": 12925,
+                    "compare_s": 8.02,
+                    "query_rows": 1000000,
+                },
+                "postgresql": {"skipped": "postgres is not installed"},
+            }
+        },
+    }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    """A results folder with every fixture but meters.json, and a harness record."""
+    folder = tmp_path / "results"
+    folder.mkdir()
+    for stem, doc in fixtures().items():
+        (folder / f"{stem}.json").write_text(json.dumps(doc))
+    (folder / "frontier.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    write_harness(
+        folder / "harness.json",
+        [
+            {
+                "name": "db",
+                "result": "db",
+                "status": "timeout",
+                "exit_code": None,
+                "time_limit_s": 240,
+                "log": "bench/results/logs/db.log",
+            }
+        ],
+        "2025-06-01T09:00:00Z",
+        quick=False,
+    )
+    doc = json.loads((folder / "harness.json").read_text())
+    doc["machine"] = MACHINE
+    (folder / "harness.json").write_text(json.dumps(doc))
+    return folder
+
+
+def test_summary_shows_ratios_spread_and_what_did_not_run(results: Path) -> None:
+    text = report.write_summary(results).read_text()
+    assert text.startswith("# Benchmark results")
+    assert "Test CPU 9000 (2 cores), 8.0 GiB RAM" in text and "2025-06-01T10:00:00Z" in text
+    # 24.6789 / 2.0 = 12.339...: three significant figures, never more
+    assert "batched TT-SVD is 12.3x faster than the per-row tensorly loop" in text
+    assert "12.34" not in text
+    assert "| dense | 1.23 (IQR 0.050) |" in text
+    assert "1.05 (IQR 0.010)" in text  # paired ratio with its spread
+    assert "| sqlite | 248,000 | 12,900 | 8.02 s over 1,000,000 rows |" in text
+    assert "| postgresql | skipped | postgres is not installed |" in text
+    db = text.split("## Results database", 1)[1].split("## ", 1)[0]
+    assert "ran past its 240 s limit" in db and "from an earlier run" in db
+    meters = text.split("## Power-meter sampling", 1)[1]
+    assert meters.split("\n\n")[1].strip() == "_Not run._"
+    fleet = text.split("## Fleet scaling", 1)[1].split("## ", 1)[0]
+    assert "fleet tests need root" in fleet and "Smoke run (--quick)" in fleet
+    assert "![perplexity vs compression ratio](frontier.png)" in text
+    assert "| `tt:ratio=2.0` | 2.01 | 0.635 | 9.23 (+37 %) | 289 (43x) |" in text
+    assert "the best input-only perplexity is 9.23 (+37 %)" in text
+
+
+def test_readme_section_is_replaced_and_nothing_else(results: Path, tmp_path: Path) -> None:
+    before = "# Project\n\nIntro text.\n\n## Results\n\n" + report.START
+    after = report.END + "\n\n## Licence\n\nMIT\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(before + "\nRun `make bench` to fill this.\n" + after)
+    report.update_readme(readme, results)
+    first = readme.read_text()
+    assert first.startswith(before) and first.endswith(after)
+    body = first[len(before) : -len(after)]
+    assert "make bench` to fill" not in body
+    assert "Test CPU 9000" in body and "2025-06-01T10:00:00Z" in body
+    assert "| `dense` | 1.00x | 6.75 | 6.75 | 0 | 1.23 s |" in body
+    assert "| `tt:ratio=2.0` | 2.01x | 9.23 (+37 %) | 289 (43x) | 0.635 | 1.30 s (1.05x) |" in body
+    assert "![perplexity vs compression ratio](bench/results/frontier.png)" in body
+    assert "- **Power-meter sampling**: Not run." in body
+    assert "12.3x faster" in body
+    report.update_readme(readme, results)
+    assert readme.read_text() == first  # regenerating is stable
+
+
+def test_readme_without_markers_is_a_clear_error(results: Path, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# Project\n" + report.END + "\n" + report.START + "\n")
+    with pytest.raises(ConfigError) as caught:
+        report.update_readme(readme, results)
+    assert "markers" in str(caught.value) and caught.value.hint
+    assert readme.read_text() == "# Project\n" + report.END + "\n" + report.START + "\n"
+
+
+def test_broken_results_are_reported_not_fatal(tmp_path: Path) -> None:
+    (tmp_path / "inference.json").write_text("{not json")
+    (tmp_path / "frontier.json").write_text(json.dumps({"rows": "unexpected"}))
+    (tmp_path / "compress_speed.json").write_text(json.dumps({"table": [1, 2]}))
+    (tmp_path / "custom.json").write_text(json.dumps({"x": 1}))
+    text = report.summary_markdown(tmp_path)
+    assert "unreadable result: inference.json" in text
+    assert "compress_speed.json does not have the expected fields" in text
+    assert "Raw result: [custom.json](custom.json)" in text
+    assert "_Not run._" in text  # db, fleet, meters
+    report.readme_section(tmp_path)  # and the README section renders too
+
+
+def test_significant_figures_and_spread() -> None:
+    assert [sig(v) for v in (0.12345, 9.996, 1234.5, 247765, 2.0, 0)] == [
+        "0.123",
+        "10.0",
+        "1,230",
+        "248,000",
+        "2.00",
+        "0",
+    ]
+    assert sig(None) == sig(float("nan")) == "n/a"
+    s = spread([5.0, 1.0, 4.0, 2.0, 3.0])
+    assert (s.median, s.q1, s.q3, s.iqr, s.n) == (3.0, 2.0, 4.0, 2.0, 5)
+    assert spread([7.0]).iqr == 0.0
+
+
+def test_list_names_every_benchmark() -> None:
+    started = time.monotonic()
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "--list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    listed = [line.split()[0] for line in out.splitlines()]
+    assert listed == ["compress", "frontier", "inference", "fleet", "db", "meters"]
+    assert listed == list(BENCHMARKS)
+    assert time.monotonic() - started < 20  # no torch import to list them
+
+
+def test_harness_records_failures_and_time_limits(tmp_path: Path) -> None:
+    failing = Benchmark(
+        "tests.bench.sleepy", "sleepy", "exits 3", time_limit_s=30, quick_args=("--exit", "3")
+    )
+    run = run_benchmark("failing", failing, quick=True, time_limit_s=30, log_dir=tmp_path)
+    assert (run["status"], run["exit_code"]) == ("failed", 3)
+    assert "sleepy started" in (tmp_path / "failing.log").read_text()
+    slow = Benchmark(
+        "tests.bench.sleepy", "sleepy", "sleeps", time_limit_s=1, quick_args=("--sleep", "60")
+    )
+    started = time.monotonic()
+    run = run_benchmark("slow", slow, quick=True, time_limit_s=1, log_dir=tmp_path)
+    assert run["status"] == "timeout" and time.monotonic() - started < 15
