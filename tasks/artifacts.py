@@ -118,13 +118,15 @@ def _error_stats(errors: torch.Tensor) -> dict[str, float]:
 
 
 def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *,
-                   progress: Progress | None = None, model: Any = None) -> ArtifactInfo | None:
+                   progress: Progress | None = None, model: Any = None,
+                   tokenizer: Any = None) -> ArtifactInfo | None:
     """Compress ``model_ref``'s input embedding as ``variant`` says, cached by content.
 
     Returns None for the identity variant ``dense`` (no artifact). An existing, intact
     artifact for the same model sha256 and canonical variant is returned without
-    recomputing (``reused=True``); a damaged one is rebuilt. ``model`` may pass an
-    already loaded model to skip loading it again.
+    recomputing (``reused=True``); a damaged one is rebuilt. ``model`` (and ``tokenizer``,
+    used by variants that count tokens of the calibration text) may pass what is already
+    loaded to skip loading it again.
     """
     if not variant.needs_artifact:
         return None
@@ -142,9 +144,18 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
     from tasks.compression.base import relative_row_errors
     from tasks.models import count_params, embedding_table, head_is_tied, load_model
 
-    if model is None:
-        model, _ = load_model(model_ref, cache_dir=cache_dir / ".models", with_tokenizer=False)
+    needs_tokenizer = variant.needs_calibration and tokenizer is None
+    if model is None or needs_tokenizer:
+        loaded, loaded_tokenizer = load_model(model_ref, cache_dir=cache_dir / ".models",
+                                              with_tokenizer=needs_tokenizer)
+        model = loaded if model is None else model
+        tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     table = embedding_table(model).to(torch.float32)
+    extra: dict[str, Any] = {}
+    if variant.needs_calibration:
+        from tasks.compression.calibration import token_counts
+
+        extra["token_counts"] = token_counts(tokenizer, int(table.shape[0]))
     tied = head_is_tied(model)
     if variant.head == "tied" and not tied:
         raise CompressionError(f"variant '{variant.canonical}': head=tied, but {model_ref.name} "
@@ -153,7 +164,7 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
     method = get_method(variant.method)
     started = time.perf_counter()
     with torch.inference_mode():
-        result = method.compress(table, variant, progress=progress)
+        result = method.compress(table, variant, progress=progress, **extra)
     elapsed = time.perf_counter() - started
     # measured on what the device will load, through the device's own code path
     rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)

@@ -162,3 +162,30 @@ def flatten_padded(padded: list[torch.Tensor], ranks: torch.Tensor) -> tuple[tor
         mask = rp[:, :, None, None] & rn[:, None, None, :]
         flat.append(core[mask.expand_as(core)])
     return tuple(flat)
+
+
+def merge_cores(parts: list[tuple[torch.Tensor, TTCores]], num_rows: int) -> TTCores:
+    """One :class:`TTCores` of ``num_rows`` tokens from parts covering disjoint token sets.
+
+    ``parts`` holds ``(rows, cores)``: ``cores`` token ``i`` becomes token ``rows[i]``.
+    Every token must be covered exactly once; all parts share one tensor shape.
+    """
+    shape = parts[0][1].shape
+    order = len(shape)
+    ranks = torch.zeros(num_rows, order + 1, dtype=torch.int64)
+    for rows, part in parts:
+        ranks[rows] = part.ranks.to(torch.int64)
+    if bool((ranks[:, 0] == 0).any()):
+        raise ValueError("merge_cores: the parts do not cover every token")
+    merged = TTCores(shape, ranks, tuple(torch.empty(0) for _ in shape))
+    starts = merged.offsets()[:-1]
+    flat = [torch.empty(int(s), dtype=torch.float32) for s in merged.core_sizes().sum(0)]
+    for rows, part in parts:
+        sizes, local = part.core_sizes(), part.offsets()[:-1]
+        for k in range(order):
+            # destination of every stored value: its token's start in the merged core plus
+            # its position within the token's own core
+            shift = torch.repeat_interleave(starts[rows, k] - local[:, k], sizes[:, k])
+            flat[k][shift + torch.arange(int(sizes[:, k].sum()))] = part.cores[k].to(
+                torch.float32)
+    return TTCores(shape, ranks, tuple(flat))

@@ -17,6 +17,11 @@ from tasks.errors import ConfigError
 
 HEAD_POLICIES = ("keep-dense", "tied")
 TT_IMPLS = ("batched", "tensorly")
+#: how a ratio= budget is shared among rows: one error bound for all, by marginal gain in
+#: total squared error, or by marginal gain weighted by each token's expected frequency
+TT_ALLOCS = ("uniform", "adaptive", "weighted")
+KEEP_AUTO = "auto"
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
 def _positive_int(text: str) -> int:
@@ -57,6 +62,28 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _keep(text: str) -> int | str:
+    """``keep=N`` (rows kept dense, N >= 0) or ``keep=auto``."""
+    if text.lower() == KEEP_AUTO:
+        return KEEP_AUTO
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be a number of rows >= 0, or auto")
+    return value
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in _TRUE:
+        return True
+    if text.lower() in _FALSE:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _format_bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in options:
@@ -88,6 +115,18 @@ def _format_shape(value: tuple[int, ...]) -> str:
     return "x".join(str(v) for v in value)
 
 
+def _check_tt(values: dict[str, Any]) -> str | None:
+    """Key combinations of ``tt`` that parse but mean nothing."""
+    if values.get("keep") == KEEP_AUTO and "ratio" not in values:
+        return "keep=auto chooses the dense rows for a parameter budget: it needs ratio="
+    if values.get("alloc") and "ratio" not in values:
+        return f"alloc={values['alloc']} shares a parameter budget among rows: it needs ratio="
+    if values.get("impl") == "tensorly" and (values.get("keep") or values.get("center")
+                                             or values.get("alloc")):
+        return "keep, center and alloc run on the batched implementation only"
+    return None
+
+
 _HEAD = KeySpec(_choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it",
                 default="keep-dense")
 
@@ -102,6 +141,8 @@ class MethodInfo:
     keys: dict[str, KeySpec]
     #: keys of which at most one may be given
     exclusive: tuple[frozenset[str], ...] = ()
+    #: checks across keys: values (non-default ones) -> a problem in words, or None
+    check: Callable[[dict[str, Any]], str | None] | None = None
 
 
 #: The registry: user-facing method name -> method, in the order help lists them.
@@ -120,8 +161,18 @@ METHODS: dict[str, MethodInfo] = {
             "head": _HEAD,
             "impl": KeySpec(_choice(TT_IMPLS), "batched (ours) or tensorly (per-row loop)",
                             default="batched"),
+            "keep": KeySpec(_keep, "rows of the N tokens most frequent in the calibration "
+                            "text kept exact, or auto (N chosen with the ranks for ratio=)",
+                            default=0),
+            "center": KeySpec(_bool, "subtract the mean row before decomposing (stored)",
+                              default=False, format=_format_bool),
+            "alloc": KeySpec(_choice(TT_ALLOCS), "ratio= budget: one error bound for every "
+                             "row (uniform), per-row ranks minimising the total squared "
+                             "error (adaptive), or that error weighted by calibration-text "
+                             "token frequency (weighted)", default="uniform"),
         },
         exclusive=(frozenset({"ratio", "rank"}), frozenset({"ratio", "eps"})),
+        check=_check_tt,
     ),
     "svd": MethodInfo(
         "svd", "tasks.compression.svd",
@@ -184,6 +235,11 @@ class VariantSpec:
         return self.method != "dense"
 
     @property
+    def needs_calibration(self) -> bool:
+        """True when the method orders tokens by their frequency in the calibration text."""
+        return bool(self.get("keep")) or self.get("alloc") == "weighted"
+
+    @property
     def head(self) -> str:
         return self.get("head", "keep-dense")
 
@@ -235,6 +291,11 @@ def parse_variant(spec: str) -> VariantSpec:
         if len(both) > 1:
             raise ConfigError(f"variant {spec!r}: give only one of {' and '.join(both)}",
                               hint="ratio picks the truncation itself from the parameter budget")
+    explicit_values = {k: v for k, v in values.items() if v != info.keys[k].default}
+    problem = info.check(explicit_values) if info.check is not None else None
+    if problem is not None:
+        raise ConfigError(f"variant {spec!r}: {problem}",
+                          hint=f"keys of '{method}': {', '.join(info.keys)}")
     order = list(info.keys)
     # a key set to its default is the same variant as the key left out
     explicit = {k: v for k, v in values.items() if v != info.keys[k].default}

@@ -5,6 +5,11 @@ Truncation by a rank cap (``rank=8`` or ``rank=4,8``), by a per-row relative err
 same for every row, whose adaptive per-token ranks fit the parameter budget). Without
 ``shape=`` the tensor shape is chosen among balanced factorisations of ``d`` of order 3-5
 and the choice is recorded in the manifest.
+
+Beyond the plain method: ``keep=N`` keeps the rows of the N most frequent tokens exact
+(``keep=auto`` picks N for the budget), ``center=true`` decomposes the rows minus their
+mean (:mod:`tasks.compression.hybrid`), and ``alloc=adaptive`` shares a ``ratio=`` budget
+among rows by marginal error reduction (:mod:`tasks.compression.allocate`).
 """
 
 from __future__ import annotations
@@ -14,10 +19,21 @@ from typing import Any
 
 import torch
 
+from tasks.compression.allocate import tt_svd_budget
 from tasks.compression.base import CompressionResult, Progress, tensor_bytes
+from tasks.compression.calibration import frequency_order
 from tasks.compression.cores import TTCores
+from tasks.compression.hybrid import (
+    Fit,
+    choose_keep,
+    full_row_errors,
+    residual,
+    row_weights,
+    split_rows,
+    split_tensors,
+)
 from tasks.compression.shapes import auto_candidates, check_shape
-from tasks.compression.spec import VariantSpec
+from tasks.compression.spec import KEEP_AUTO, VariantSpec
 from tasks.compression.ttsvd import DEFAULT_CHUNK_ROWS, TTResult, tt_svd_table
 from tasks.errors import CompressionError
 
@@ -62,13 +78,24 @@ def search_eps(table: torch.Tensor, shape: tuple[int, ...], ratio: float,
     :class:`CompressionError` when even rank 1 everywhere exceeds the budget.
     """
     rows, d = table.shape
-    budget = rows * d / ratio
     floor = rows * sum(shape)
-    if floor > budget:
+    if floor > rows * d / ratio:
         raise CompressionError(
             f"ratio={ratio:g} is out of reach for shape {'x'.join(map(str, shape))}: rank 1 "
             f"everywhere gives {rows * d / floor:.3g}x at most",
             hint="ask for a smaller ratio or a higher-order shape")
+    return search_eps_budget(table, shape, rows * d / ratio, progress)
+
+
+def search_eps_budget(table: torch.Tensor, shape: tuple[int, ...], budget: float,
+                      progress: Progress | None = None) -> tuple[float, TTResult]:
+    """Smallest error bound, the same for every row, whose cores fit ``budget`` parameters."""
+    floor = int(table.shape[0]) * sum(shape)
+    if floor > budget:
+        raise CompressionError(
+            f"a budget of {budget:.0f} parameters is out of reach for shape "
+            f"{'x'.join(map(str, shape))}: rank 1 for all {int(table.shape[0])} rows needs "
+            f"{floor}", hint="ask for a smaller ratio, fewer dense rows or another shape")
     full = tt_svd_table(table, shape, eps=0.0)
     if full.cores.num_params <= budget:
         return 0.0, full
@@ -144,11 +171,27 @@ def rank_stats(cores: TTCores) -> dict[str, Any]:
     }
 
 
-def compress(table: torch.Tensor, spec: VariantSpec, *,
-             progress: Progress | None = None) -> CompressionResult:
-    """Compress every row of ``table`` into its own tensor train as ``spec`` asks."""
+def _fit(alloc: str, shape: tuple[int, ...]) -> Fit:
+    """(rows, budget, weights) -> their tensor trains, the budget shared as ``alloc`` says."""
+    def fit(rows: torch.Tensor, budget: float, weights: torch.Tensor | None) -> TTResult:
+        if alloc == "uniform":
+            return search_eps_budget(rows, shape, budget)[1]
+        return tt_svd_budget(rows, shape, budget,
+                             weights=weights if alloc == "weighted" else None)[0]
+
+    return fit
+
+
+def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None,
+             token_counts: torch.Tensor | None = None) -> CompressionResult:
+    """Compress every row of ``table`` into its own tensor train as ``spec`` asks.
+
+    ``token_counts`` ((V,) occurrences in the calibration text, see
+    :mod:`tasks.compression.calibration`) orders the tokens for ``keep=``; without them
+    the order is by token id.
+    """
     rank, eps, ratio = spec.get("rank"), spec.get("eps"), spec.get("ratio")
-    impl = spec.get("impl")
+    impl, keep, center, alloc = (spec.get(k) for k in ("impl", "keep", "center", "alloc"))
     if rank is None and eps is None and ratio is None:
         raise CompressionError(f"variant '{spec.canonical}': tt needs rank=, eps= or ratio=",
                                hint="e.g. tt:rank=8, tt:eps=0.4 or tt:ratio=2")
@@ -156,20 +199,41 @@ def compress(table: torch.Tensor, spec: VariantSpec, *,
         raise CompressionError(
             f"variant '{spec.canonical}': impl=tensorly takes a rank cap only (tensorly's "
             "tensor_train has no error bound)", hint="use tt:rank=R:impl=tensorly")
-    d = int(table.shape[1])
+    rows, d = (int(s) for s in table.shape)
+    budget = None if ratio is None else rows * d / ratio
+    order = frequency_order(token_counts if spec.needs_calibration else None, rows)
+    split = split_rows(table, order, 0 if keep == KEEP_AUTO else keep, center)
     shape = spec.get("shape")
     if shape is not None:
         check_shape(shape, d)
         choice: dict[str, Any] = {"auto": False}
     else:
-        shape, choice = choose_shape(table, rank is not None, eps, ratio)
+        sub_ratio = None if budget is None else _sub_ratio(rows - int(split.dense_ids.numel()),
+                                                           d, budget - split.extra_params(d),
+                                                           spec)
+        shape, choice = choose_shape(residual(table, split), rank is not None, eps, sub_ratio)
+    keep_choice: dict[str, Any] = {"auto": False}
+    if keep == KEEP_AUTO:
+        n_keep, keep_choice = choose_keep(table, order, budget, sum(shape), center,
+                                          _fit(alloc, shape))
+        split = split_rows(table, order, n_keep, center)
+    sub = residual(table, split)
     caps = expand_ranks(rank, shape)
-    eps_used = eps
-    if ratio is not None:
-        eps_used, result = search_eps(table, shape, ratio, progress)
+    eps_used, plan = eps, None
+    if budget is not None:
+        sub_budget = budget - split.extra_params(d)
+        _sub_ratio(int(sub.shape[0]), d, sub_budget, spec)
+        if alloc != "uniform":
+            weights = row_weights(order)[split.tt_ids] if alloc == "weighted" else None
+            result, plan = tt_svd_budget(sub, shape, sub_budget, weights=weights,
+                                         progress=progress)
+            eps_used = None
+        else:
+            eps_used, result = search_eps_budget(sub, shape, sub_budget, progress)
     else:
-        result = _run(table, shape, caps, eps, impl, progress, "tensor-train decomposition")
-    tensors = result.cores.to_tensors()
+        result = _run(sub, shape, caps, eps, impl, progress, "tensor-train decomposition")
+    tensors = {**result.cores.to_tensors(), **split_tensors(table, split)}
+    params = result.cores.num_params + split.extra_params(d)
     method = {
         "name": "tt",
         "impl": impl,
@@ -180,15 +244,46 @@ def compress(table: torch.Tensor, spec: VariantSpec, *,
         "target_ratio": ratio,
         "eps_used": eps_used,
         "rank_stats": rank_stats(result.cores),
+        "keep": keep,
+        "keep_rows": int(split.dense_ids.numel()),
+        "keep_choice": keep_choice,
+        "frequency": None if not spec.needs_calibration else (
+            {"source": "token id"} if token_counts is None else
+            {"source": "calibration text", "tokens": int(token_counts.sum()),
+             "distinct": int((token_counts > 0).sum())}),
+        "center": center,
+        "alloc": alloc,
+        "allocation": None if plan is None else {
+            "multiplier": plan.multiplier, "predicted_squared_error": plan.error},
+        "counts": {"tt_rows": int(split.tt_ids.numel()),
+                   "dense_rows": int(split.dense_ids.numel()),
+                   "tt_params": result.cores.num_params,
+                   "dense_params": int(split.dense_ids.numel()) * d,
+                   "mean_params": d if split.mean is not None else 0,
+                   "total_params": params},
     }
-    return CompressionResult(tensors=tensors, method=method, params=result.cores.num_params,
-                             payload_bytes=tensor_bytes(tensors), row_errors=result.row_errors)
+    return CompressionResult(tensors=tensors, method=method, params=params,
+                             payload_bytes=tensor_bytes(tensors),
+                             row_errors=full_row_errors(table, split, sub, result))
+
+
+def _sub_ratio(rows: int, d: int, budget: float, spec: VariantSpec) -> float:
+    """The ratio the tensor trains must reach once dense rows and the mean are paid for."""
+    if budget <= 0:
+        raise CompressionError(
+            f"variant '{spec.canonical}': the dense rows and the mean alone exceed the "
+            f"parameter budget of ratio={spec.get('ratio'):g}",
+            hint="keep fewer rows dense (or keep=auto), or ask for a smaller ratio")
+    return rows * d / budget
 
 
 def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
                     dtype: torch.dtype = torch.float32) -> torch.nn.Module:
-    """The on-the-fly :class:`~tasks.embedding.TTEmbedding` of an artifact."""
-    from tasks.embedding import TTEmbedding
+    """The on-the-fly embedding of an artifact: :class:`~tasks.embedding.TTEmbedding`, or
+    :class:`~tasks.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
+    from tasks.embedding import HybridTTEmbedding, TTEmbedding
 
     cores = TTCores.from_tensors(tensors, tuple(method["shape"]), where="cores.safetensors")
-    return TTEmbedding(cores, dtype=dtype)
+    if "dense_ids" not in tensors and "mean" not in tensors:
+        return TTEmbedding(cores, dtype=dtype)
+    return HybridTTEmbedding.from_tensors(cores, tensors, dtype=dtype)

@@ -43,7 +43,7 @@ class TTResult:
     row_errors: torch.Tensor
 
 
-def _leading_subspace(a: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def leading_subspace(a: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``cap`` factors of each ``a[b]``: ``U`` (B,m,cap), carry ``S V^T`` (B,cap,n), S^2."""
     m, n = a.shape[1], a.shape[2]
     if m <= n:
@@ -85,7 +85,7 @@ def tt_svd_chunk(rows: torch.Tensor, shape: tuple[int, ...], max_ranks: tuple[in
             ranks[:, k + 1] = m
             rest, r_prev = a, m
             continue
-        u, carry, lam = _leading_subspace(a, cap)
+        u, carry, lam = leading_subspace(a, cap)
         # tail[:, j] = energy discarded when keeping j singular values
         tail = torch.cat([lam.flip(-1).cumsum(-1).flip(-1), torch.zeros(batch, 1,
                                                                          dtype=lam.dtype)], 1)
