@@ -141,13 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tasks.artifacts import default_cache_dir
+    from tasks.artifacts import default_cache_dir, models_cache_dir
     from tasks.models import load_model, resolve_model
     from tasks.workloads import get_task
 
     started = time.perf_counter()
     ref = resolve_model(args.model)
-    base, tokenizer = load_model(ref, cache_dir=default_cache_dir() / ".models")
+    base, tokenizer = load_model(ref, cache_dir=models_cache_dir(default_cache_dir()))
     params = get_task("perplexity").parse_params({"window": args.window,
                                                   "max_tokens": args.max_tokens})
     rows = []

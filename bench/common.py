@@ -93,10 +93,9 @@ def describe_machine(machine: dict[str, Any]) -> str:
 
 def cache_dir() -> Path:
     """The tslm-fleet cache (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``), as ``run`` uses."""
-    base = os.environ.get("TSLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tslm-fleet"
-    )
-    return Path(base)
+    from tasks.artifacts import cache_root
+
+    return cache_root()
 
 
 def write_result(

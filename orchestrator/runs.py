@@ -47,11 +47,10 @@ def new_run_id() -> str:
 
 
 def default_cache_dir() -> Path:
-    import os
+    """The controller cache root (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``)."""
+    from tasks.artifacts import cache_root
 
-    base = os.environ.get("TSLM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "tslm-fleet")
-    return Path(base)
+    return cache_root()
 
 
 def prepare_model(model: str) -> tuple[Any, ModelPayload]:
@@ -152,20 +151,19 @@ def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
                                 store_lock=store_lock, progress=progress, stop_event=stop_event,
                                 open_transport=open_transport, log=display.log)
                    for d in devices]
-        threads = [threading.Thread(target=w.run, name=f"device-{w.device.name}", daemon=True)
-                   for w in workers]
-        for t in threads:
-            t.start()
+        # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
+        # interrupted by Ctrl-C, leaves is_alive() False while the thread still runs, so a
+        # join loop would stop waiting for the agents to finish their current query
+        finished = [threading.Event() for _ in workers]
+        for worker, flag in zip(workers, finished, strict=True):
+            threading.Thread(target=_run_worker, args=(worker, flag),
+                             name=f"device-{worker.device.name}", daemon=True).start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.25)
+            _wait_all(finished)
         except KeyboardInterrupt:
             display.log("interrupted: asking the agents to stop (Ctrl-C again to abandon)")
             stop_event.set()
-            for t in threads:
-                while t.is_alive():
-                    t.join(timeout=0.25)
+            _wait_all(finished)
         outcomes = [w.outcome for w in workers]
     if stop_event.is_set():
         status = "interrupted"
@@ -179,6 +177,19 @@ def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
     with store_lock:
         store.finish_run(run_id, status)
     return RunSummary(run_id=run_id, status=status, outcomes=tuple(outcomes))
+
+
+def _run_worker(worker: DeviceWorker, finished: threading.Event) -> None:
+    try:
+        worker.run()
+    finally:
+        finished.set()
+
+
+def _wait_all(finished: list[threading.Event]) -> None:
+    for flag in finished:
+        while not flag.wait(0.25):
+            pass
 
 
 def _estimated_queries(task: Any, repetitions: int) -> int:

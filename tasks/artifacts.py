@@ -47,9 +47,30 @@ HEAD_TIED_WARNING = ("head=tied: the LM head uses the reconstructed table; quali
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+CACHE_ENV = "TSLM_CACHE"
+
+
+def cache_root() -> Path:
+    """The controller's cache: ``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``.
+
+    Below it: ``artifacts/`` (compressed embeddings, by content), ``models/`` (de-quantised
+    GGUF copies, by sha256) and ``bundles/`` (agent zipapps).
+    """
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(xdg) / "tslm-fleet"
+
+
 def default_cache_dir() -> Path:
-    """Where artifacts are cached: ``$TSLM_CACHE_DIR/artifacts`` (default ``.tslm/``)."""
-    return Path(os.environ.get("TSLM_CACHE_DIR", ".tslm")) / "artifacts"
+    """Where artifacts are cached: ``<cache root>/artifacts``."""
+    return cache_root() / "artifacts"
+
+
+def models_cache_dir(artifacts_dir: Path) -> Path:
+    """Where de-quantised model copies live, beside an artifacts directory."""
+    return Path(artifacts_dir).parent / "models"
 
 
 @dataclass(frozen=True)
@@ -146,7 +167,7 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
 
     needs_tokenizer = variant.needs_calibration and tokenizer is None
     if model is None or needs_tokenizer:
-        loaded, loaded_tokenizer = load_model(model_ref, cache_dir=cache_dir / ".models",
+        loaded, loaded_tokenizer = load_model(model_ref, cache_dir=models_cache_dir(cache_dir),
                                               with_tokenizer=needs_tokenizer)
         model = loaded if model is None else model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer

@@ -60,8 +60,8 @@ def register(app: typer.Typer) -> None:
                                          "tt:eps=0.4, tt:ratio=2, svd:ratio=2, int8"),
         out: Path | None = typer.Option(None, "--out", "-o",
                                         help="artifact cache directory "
-                                             "(default: $TSLM_CACHE_DIR/artifacts or "
-                                             ".tslm/artifacts)"),
+                                             "(default: $TSLM_CACHE/artifacts, "
+                                             "TSLM_CACHE defaulting to ~/.cache/tslm-fleet)"),
         as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
     ) -> None:
         """Compress a model's token embedding into a deployable artifact (cached by content)."""

@@ -28,7 +28,7 @@ def run(
                                      "local directory or a Hugging Face id."),
     variant: list[str] | None = typer.Option(None, "--variant", "-v",
                                              help="Variant METHOD[:key=value...], repeatable "
-                                             "(default: dense and tt:ratio=2)."),
+                                             "(default: dense, tt:ratio=2 and tt:ratio=2:keep=auto:center=true:alloc=weighted)."),
     task: list[str] | None = typer.Option(None, "--task", "-t",
                                           help="Task NAME[:key=value...], repeatable (default: "
                                           "generate and perplexity)."),
