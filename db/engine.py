@@ -132,6 +132,9 @@ def _configure_sqlite(url: URL, read_only: bool) -> tuple[dict[str, Any], Callab
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
+            if read_only:
+                # mode=ro protects this file only: ATTACH and VACUUM INTO would create others
+                dbapi_conn.set_authorizer(_deny_new_files)
             if not read_only and not memory:
                 cur.execute("PRAGMA journal_mode = WAL")
                 # in WAL mode NORMAL never corrupts; a power cut may lose the last commits
@@ -145,6 +148,13 @@ def _configure_sqlite(url: URL, read_only: bool) -> tuple[dict[str, Any], Callab
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return {"url": url}, after
+
+
+def _deny_new_files(action: int, *_args: Any) -> int:
+    """SQLite authorizer of read-only connections: no ATTACH (nor VACUUM INTO, which attaches)."""
+    import sqlite3
+
+    return sqlite3.SQLITE_DENY if action == sqlite3.SQLITE_ATTACH else sqlite3.SQLITE_OK
 
 
 def _configure_postgresql(url: URL, read_only: bool) -> tuple[dict[str, Any], Callable]:

@@ -11,6 +11,7 @@ that fails is marked failed with its error; the other devices go on.
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from orchestrator.experiment import Experiment
 from orchestrator.progress import RunProgress
 from tasks.errors import (
     AgentError,
+    ConfigError,
     ProtocolError,
     RemoteCommandError,
     TransportError,
@@ -45,6 +47,26 @@ RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 INGEST_BATCH = 32
 #: how long a stopping job may take to finish its current query and write `done`
 STOP_GRACE_S = 120.0
+#: a follow stream silent for this long is treated as a lost connection (the agent writes
+#: a `power` event about once a second, so silence means a dead link, not a quiet job);
+#: a false alarm costs one reconnect and a `follow --from`, never an event
+FOLLOW_STALL_S = 20.0
+FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
+
+
+def follow_stall_s() -> float:
+    """The follow stall limit: ``$TSLM_FOLLOW_STALL_S`` when set, else :data:`FOLLOW_STALL_S`."""
+    raw = os.environ.get(FOLLOW_STALL_ENV)
+    if not raw:
+        return FOLLOW_STALL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise ConfigError(f"{FOLLOW_STALL_ENV}={raw!r} is not a positive number of seconds",
+                          hint=f"unset it to use the default ({FOLLOW_STALL_S:g} s)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -101,6 +123,13 @@ def _attempt_of(job_id: str | None) -> int:
     return int(tail) if tail.isdigit() else 1
 
 
+def _agent_error_line(stderr: str) -> str | None:
+    """The agent's ``error: ...`` line (its last stderr line is usually the hint)."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
+    return errors[-1] if errors else (lines[-1] if lines else None)
+
+
 def safe_id(text: str) -> str:
     """Make a string safe for job ids and remote file names."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "x"
@@ -129,6 +158,7 @@ class DeviceWorker:
         self.transport: Any = None
         self.workdir = ""
         self.python = ""
+        self.stall_s = follow_stall_s()
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> DeviceOutcome:
@@ -337,7 +367,7 @@ class DeviceWorker:
             try:
                 done_status = None
                 argv = self.agent_argv("follow", job_id, "--from", str(last_seq + 1))
-                for line in self.transport.stream(argv):
+                for line in self.transport.stream(argv, idle_timeout_s=self.stall_s):
                     if not line.strip():
                         continue
                     event = parse_event(line, where=f"{name} job {job_id}")
@@ -367,7 +397,7 @@ class DeviceWorker:
             except RemoteCommandError as exc:
                 # the agent's `follow` itself failed (job dead, unknown job): not a link problem
                 flush()
-                detail = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc.message
+                detail = _agent_error_line(exc.stderr) or exc.message
                 raise_as = AgentError(f"{name}: following job {job_id} failed: {detail}")
                 with self.store_lock:
                     self.store.set_trial_status(plan.trial_id, "failed", error=raise_as.message)

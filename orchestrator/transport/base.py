@@ -109,11 +109,13 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
                check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None) -> Iterator[str]:
+               env: Mapping[str, str] | None = None,
+               idle_timeout_s: float | None = None) -> Iterator[str]:
         """Yield the lines of ``argv``'s stdout (without newline) as they arrive.
 
         A dropped connection raises :class:`~tasks.errors.ConnectError` (the caller may
-        reconnect and resume); a non-zero exit at the end raises RemoteCommandError when
+        reconnect and resume), and so does a stream that stays silent for longer than
+        ``idle_timeout_s``; a non-zero exit at the end raises RemoteCommandError when
         ``check`` is set.
         """
 

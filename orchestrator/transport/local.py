@@ -23,7 +23,7 @@ from orchestrator.transport.base import (
     ProgressCallback,
     Transport,
 )
-from tasks.errors import TransportError
+from tasks.errors import ConnectError, TransportError
 
 _CHUNK = 1 << 20
 
@@ -65,7 +65,8 @@ class LocalTransport(Transport):
 
     def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
                check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None) -> Iterator[str]:
+               env: Mapping[str, str] | None = None,
+               idle_timeout_s: float | None = None) -> Iterator[str]:
         args = [str(a) for a in argv]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with tempfile.TemporaryFile() as err:
@@ -79,6 +80,7 @@ class LocalTransport(Transport):
                 return
             assert proc.stdout is not None
             buffer = b""
+            last_data = time.monotonic()
             try:
                 while True:
                     ready, _, _ = select.select([proc.stdout], [], [], 0.2)
@@ -86,6 +88,7 @@ class LocalTransport(Transport):
                         chunk = os.read(proc.stdout.fileno(), 65536)
                         if not chunk:
                             break
+                        last_data = time.monotonic()
                         buffer += chunk
                         *lines, buffer = buffer.split(b"\n")
                         for line in lines:
@@ -93,6 +96,10 @@ class LocalTransport(Transport):
                     elif deadline is not None and time.monotonic() > deadline:
                         raise TransportError(f"{self.device.name}: `{' '.join(args)[:120]}` "
                                              f"did not finish within {timeout_s:g} s")
+                    elif (idle_timeout_s is not None
+                          and time.monotonic() - last_data > idle_timeout_s):
+                        raise ConnectError(f"{self.device.name}: `{' '.join(args)[:120]}` "
+                                           f"printed nothing for {idle_timeout_s:g} s")
                 if buffer:
                     yield buffer.decode("utf-8", "replace")
                 code = proc.wait()

@@ -229,8 +229,15 @@ class SSHTransport(Transport):
         return channel
 
     def _pump(self, channel: paramiko.Channel, deadline: float | None, argv: Sequence[str],
-              timeout_s: float | None, err: bytearray) -> Iterator[bytes]:
-        """Yield stdout chunks until EOF, collecting stderr; raise on drop or timeout."""
+              timeout_s: float | None, err: bytearray,
+              idle_timeout_s: float | None = None) -> Iterator[bytes]:
+        """Yield stdout chunks until EOF, collecting stderr; raise on drop or timeout.
+
+        With ``idle_timeout_s``, a channel that delivers nothing for that long counts as a
+        lost connection: a silent link (cable pulled, 100 % loss) never closes the TCP
+        connection by itself, and paramiko's keepalives expect no reply.
+        """
+        last_data = time.monotonic()
         while True:
             got = False
             while channel.recv_stderr_ready():
@@ -246,11 +253,20 @@ class SSHTransport(Transport):
                 return
             if channel.closed and not channel.exit_status_ready():
                 raise self._lost()
-            if not got:
-                if deadline is not None and time.monotonic() > deadline:
+            if got:
+                last_data = time.monotonic()
+            else:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
                     channel.close()
                     raise TransportError(f"{self.device.name}: `{shlex.join(argv)[:120]}` "
                                          f"did not finish within {timeout_s:g} s")
+                if idle_timeout_s is not None and now - last_data > idle_timeout_s:
+                    channel.close()
+                    raise ConnectError(
+                        f"{self._where}: connection stalled: nothing received for "
+                        f"{idle_timeout_s:g} s",
+                        hint="the link to the device may be down; reconnect and retry")
                 transport = self._client.get_transport()
                 if transport is None or not transport.is_active():
                     raise self._lost()
@@ -288,14 +304,15 @@ class SSHTransport(Transport):
 
     def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
                check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None) -> Iterator[str]:
+               env: Mapping[str, str] | None = None,
+               idle_timeout_s: float | None = None) -> Iterator[str]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         channel = self._start(argv, cwd, env, None)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         err = bytearray()
         pending = ""
         try:
-            for chunk in self._pump(channel, deadline, argv, timeout_s, err):
+            for chunk in self._pump(channel, deadline, argv, timeout_s, err, idle_timeout_s):
                 pending += decoder.decode(chunk)
                 *lines, pending = pending.split("\n")
                 yield from lines
@@ -402,7 +419,25 @@ class SSHTransport(Transport):
                     self.sftp.remove(tmp)
                 except (OSError, EOFError, paramiko.SSHException):
                     pass
+                # SFTP reports a full disk as a generic failure or a short file
+                error = self._space_error(path, Path(local).stat().st_size) or error
             raise error from None
+
+    def _space_error(self, path: str, size: int) -> TransportError | None:
+        """The error for an upload that failed because the device's disk is full, if so."""
+        folder = posixpath.dirname(path)
+        try:
+            res = self.run(["df", "-Pk", "--", folder], check=False, timeout_s=30)
+            free = int(res.stdout.strip().splitlines()[-1].split()[3]) * 1024
+        except (TransportError, ValueError, IndexError):
+            return None
+        if free >= size:
+            return None
+        return TransportError(
+            f"{self.device.name}: no space left on the device for {path}: it needs "
+            f"{size} bytes, {free} are free in {folder}",
+            hint="free space on the device (old jobs, models and artifacts in the work "
+            "directory) or point `workdir` at a larger disk")
 
 
 def _describe(exc: BaseException | None) -> str:

@@ -5,9 +5,14 @@ own ``sshd`` (own host key, own port on 127.0.0.N, ``UsePAM no``) and a known_ho
 holding its real host key. :func:`build_fleet` writes an inventory.yaml for them whose
 ``python`` is the project's .venv Python, so the devices need no installation.
 
+With ``netns=True`` every device lives in a network namespace of its own, joined to the
+test machine by a veth pair with addresses in 10.213.0.0/16: its sshd runs inside the
+namespace, so the link can be taken down, brought back and shaped with ``tc netem``
+(:meth:`FakeDevice.link_down`, :meth:`FakeDevice.link_up`, :meth:`FakeDevice.netem`).
+
 Everything is undone by :meth:`FakeFleet.close` (sshd stopped, the users' processes
-killed, users and homes removed, folder modes restored), which tolerates partial set-up
-and runs every step even when one fails.
+killed, users and homes removed, namespaces and veth pairs deleted, folder modes
+restored), which tolerates partial set-up and runs every step even when one fails.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tests.fleet.netns import delete_netns, make_netns
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -69,6 +77,25 @@ def _run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, grandchildren, ...), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(fields[1])
+    found = {pid}
+    changed = True
+    while changed:
+        new = {p for p, ppid in parents.items() if ppid in found} - found
+        found |= new
+        changed = bool(new)
+    return sorted(found - {pid})
+
+
 @dataclass
 class FakeDevice:
     """One fake board: a Unix user reached through its own sshd."""
@@ -84,6 +111,9 @@ class FakeDevice:
     host_key: Path
     meter: dict[str, Any] | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
+    #: network namespace holding this device's sshd, and the controller-side veth end
+    netns: str | None = None
+    host_if: str | None = None
 
     @property
     def sshd_config(self) -> Path:
@@ -119,9 +149,12 @@ class FakeDevice:
         """Start (or restart) this device's sshd and wait until it answers."""
         if self.process is not None and self.process.poll() is None:
             return
+        argv = [str(SSHD), "-D", "-e", "-f", str(self.sshd_config)]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs sshd: same pid
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(self.sshd_config)],
-                                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log,
+                                            stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + SSHD_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -145,6 +178,39 @@ class FakeDevice:
                 self.process.kill()
                 self.process.wait()
 
+    def kill_sshd(self) -> None:
+        """SIGKILL the listening sshd and every session process below it (a crashed daemon)."""
+        if self.process is None:
+            return
+        for pid in [*descendants(self.process.pid), self.process.pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait(timeout=5)
+
+    def link_down(self) -> None:
+        """Pull the cable: the controller-side end of the veth pair goes down."""
+        _run("ip", "link", "set", self._host_if(), "down")
+
+    def link_up(self) -> None:
+        _run("ip", "link", "set", self._host_if(), "up")
+
+    def netem(self, spec: str | None) -> None:
+        """Shape the link with ``tc netem`` (e.g. ``"delay 300ms loss 5%"``); None clears it.
+
+        Applied on both veth ends, so both directions are delayed and lossy.
+        """
+        assert self.netns is not None, "netem needs a device built with netns=True"
+        for prefix, dev in ((), self._host_if()), (("ip", "netns", "exec", self.netns),
+                                                    "eth0"):
+            subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"],
+                           capture_output=True, check=False)
+            if spec:
+                _run(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "netem", *spec.split())
+
+    def _host_if(self) -> str:
+        assert self.host_if is not None, "link faults need a device built with netns=True"
+        return self.host_if
+
     def regenerate_host_key(self) -> None:
         """Give the device a new host key (as a reinstalled board would have); restarts sshd."""
         self.stop()
@@ -156,7 +222,8 @@ class FakeDevice:
     def known_hosts_line(self) -> str:
         """The known_hosts entry of this device's current host key."""
         key_type, key_b64 = self.host_key.with_suffix(".pub").read_text().split()[:2]
-        return f"[{self.address}]:{self.port} {key_type} {key_b64}\n"
+        host = self.address if self.port == 22 else f"[{self.address}]:{self.port}"
+        return f"{host} {key_type} {key_b64}\n"
 
     def kill_user_processes(self) -> None:
         """Kill every process running as this device's user (by pid, from /proc)."""
@@ -195,14 +262,40 @@ class FakeFleet:
         raise KeyError(name)
 
     def grant_traversal(self, path: Path) -> None:
-        """Let other users traverse every folder above ``path`` (modes restored at close)."""
-        for folder in [path, *path.parents]:
-            if not folder.is_dir():
-                continue
-            mode = stat.S_IMODE(folder.stat().st_mode)
-            if not mode & stat.S_IXOTH:
-                self._modes.setdefault(folder, mode)
-                folder.chmod(mode | stat.S_IXOTH)
+        """Let other users traverse every folder above ``path`` (modes restored at close).
+
+        Fleets of other test processes on this machine may need the same folders, so the
+        original modes and the live fleets are kept in a machine-wide ledger: the last
+        fleet to close restores the modes, never one while another still runs.
+        """
+        with _traversal_ledger() as ledger:
+            ledger["holders"][self._holder] = os.getpid()
+            for folder in [path, *path.parents]:
+                if not folder.is_dir():
+                    continue
+                mode = stat.S_IMODE(folder.stat().st_mode)
+                if not mode & stat.S_IXOTH:
+                    ledger["modes"].setdefault(str(folder), mode)
+                    self._modes.setdefault(folder, mode)
+                    folder.chmod(mode | stat.S_IXOTH)
+
+    @property
+    def _holder(self) -> str:
+        return f"{os.getpid()}-{id(self)}"
+
+    def _restore_modes(self) -> list[str]:
+        errors: list[str] = []
+        with _traversal_ledger() as ledger:
+            ledger["holders"].pop(self._holder, None)
+            if ledger["holders"]:
+                return errors  # another fleet still needs the folders open
+            for folder, mode in ledger["modes"].items():
+                try:
+                    Path(folder).chmod(mode)
+                except OSError as exc:
+                    errors.append(f"restore mode of {folder}: {exc}")
+            ledger["modes"].clear()
+        return errors
 
     def write_inventory(self, *, workdir: str = "~/.tslm",
                         overrides: dict[str, dict[str, Any]] | None = None) -> Path:
@@ -233,33 +326,60 @@ class FakeFleet:
         errors: list[str] = []
         for device in self.devices:
             for step in (device.stop, device.kill_user_processes,
-                         lambda d=device: _run("userdel", "-f", "-r", d.user)):
+                         lambda d=device: _run("userdel", "-f", "-r", d.user),
+                         lambda d=device: delete_netns(d)):
                 try:
                     step()
                 except Exception as exc:
                     errors.append(f"{device.name}: {exc}")
-        for folder, mode in self._modes.items():
-            try:
-                folder.chmod(mode)
-            except OSError as exc:
-                errors.append(f"restore mode of {folder}: {exc}")
+        errors += self._restore_modes()
         if errors:
             print("fleet teardown problems:\n  " + "\n  ".join(errors), file=sys.stderr)
 
 
+TRAVERSAL_LEDGER = Path("/run/tslm-fleet-traversal.json")
+
+
+@contextlib.contextmanager
+def _traversal_ledger() -> Iterator[dict[str, Any]]:
+    """The machine-wide {holders: {id: pid}, modes: {folder: mode}}, locked while open."""
+    import fcntl
+    import json
+
+    with open(TRAVERSAL_LEDGER.with_suffix(".lock"), "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            ledger = json.loads(TRAVERSAL_LEDGER.read_text())
+        except (OSError, ValueError):
+            ledger = {}
+        ledger.setdefault("holders", {})
+        ledger.setdefault("modes", {})
+        # fleets of processes that died without closing hold nothing any more
+        ledger["holders"] = {k: pid for k, pid in ledger["holders"].items()
+                             if Path(f"/proc/{pid}").exists()}
+        yield ledger
+        TRAVERSAL_LEDGER.write_text(json.dumps(ledger))
+
+
 def _add_device(fleet: FakeFleet, name: str, index: int,
-                meter: dict[str, Any] | None) -> FakeDevice:
-    user = f"tslm{secrets.token_hex(3)}{index}"
+                meter: dict[str, Any] | None, netns: bool = False) -> FakeDevice:
+    tag = f"{secrets.token_hex(3)}{index}"
+    user = f"tslm{tag}"
     home = Path("/home") / user
     ddir = fleet.root / name
     ddir.mkdir(parents=True)
-    address = f"127.0.0.{10 + index}"
+    subnet = secrets.randbelow(250)
+    address = f"10.213.{subnet}.2" if netns else f"127.0.0.{10 + index}"
     device = FakeDevice(name=name, user=user, home=home, address=address,
-                        port=free_port(address), dir=ddir, identity_file=ddir / "id_ed25519",
-                        known_hosts=ddir / "known_hosts", host_key=ddir / "ssh_host_ed25519_key",
-                        meter=meter)
+                        port=22 if netns else free_port(address), dir=ddir,
+                        identity_file=ddir / "id_ed25519", known_hosts=ddir / "known_hosts",
+                        host_key=ddir / "ssh_host_ed25519_key", meter=meter,
+                        netns=f"tslm-{tag}" if netns else None,
+                        host_if=f"vh{tag}" if netns else None)
     # registered before the user exists, so that close() removes whatever was made
     fleet.devices.append(device)
+    if netns:
+        make_netns(device, tag, subnet)
     _run("useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash",
          "--password", "*", user)
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"tslm-test-{name}",
@@ -282,11 +402,13 @@ def _add_device(fleet: FakeFleet, name: str, index: int,
 def build_fleet(root: Path, names: list[str], *,
                 meters: list[dict[str, Any] | None] | None = None,
                 workdir: str = "~/.tslm",
-                overrides: dict[str, dict[str, Any]] | None = None) -> FakeFleet:
+                overrides: dict[str, dict[str, Any]] | None = None,
+                netns: bool = False) -> FakeFleet:
     """Stand up one fake device per name under ``root`` and write their inventory.
 
-    ``meters`` gives each device's ``meter:`` entry (None: none written). On any failure
-    the part already built is torn down before the error propagates.
+    ``meters`` gives each device's ``meter:`` entry (None: none written); ``netns`` puts
+    every device in a network namespace of its own. On any failure the part already built
+    is torn down before the error propagates.
     """
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
     root.mkdir(parents=True, exist_ok=True)
@@ -298,7 +420,7 @@ def build_fleet(root: Path, names: list[str], *,
         meter_list = list(meters or [])
         for index, name in enumerate(names):
             meter = meter_list[index] if index < len(meter_list) else None
-            _add_device(fleet, name, index, meter)
+            _add_device(fleet, name, index, meter, netns)
         fleet.write_inventory(workdir=workdir, overrides=overrides)
     except BaseException:
         fleet.close()
