@@ -60,7 +60,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench.bench_frontier",
         "frontier",
         "compression ratio vs reconstruction error vs perplexity (SmolLM2)",
-        time_limit_s=600,
+        time_limit_s=1200,
     ),
     "inference": Benchmark(
         "bench.bench_inference",
