@@ -187,7 +187,8 @@ def test_summary_shows_ratios_spread_and_what_did_not_run(results: Path) -> None
     assert "fleet tests need root" in fleet and "Smoke run (--quick)" in fleet
     assert "![perplexity vs compression ratio](frontier.png)" in text
     assert "| `tt:ratio=2.0` | 2.01 | 0.635 | 9.23 (+37 %) | 289 (43x) |" in text
-    assert "the best input-only perplexity is 9.23 (+37 %)" in text
+    assert "the best input-only perplexity of all methods is 9.23 (+37 %)" in text
+    assert "the best input-only perplexity of the tensor-train variants is 9.23 (+37 %)" in text
 
 
 def test_readme_section_is_replaced_and_nothing_else(results: Path, tmp_path: Path) -> None:
