@@ -71,24 +71,40 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of the agent's commands."""
     parser = _Parser(prog="python -m agent", description="tslm-fleet device agent.")
-    parser.add_argument("--workdir", help="work directory (default $TSLM_AGENT_WORKDIR or "
-                        "~/.tslm); job paths are relative to it")
+    parser.add_argument(
+        "--workdir",
+        help="work directory (default $TSLM_AGENT_WORKDIR or "
+        "~/.tslm); job paths are relative to it",
+    )
     parser.add_argument("--version", action="version", version=f"tslm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text in (("run", "run a job in the foreground"),
-                            ("start", "run a job detached and print its id and pid")):
+    for name, help_text in (
+        ("run", "run a job in the foreground"),
+        ("start", "run a job detached and print its id and pid"),
+    ):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("spec", metavar="JOB.json", help="job spec file, or - for stdin")
     p = sub.add_parser("follow", help="stream a job's events until it is done")
     p.add_argument("job_id")
-    p.add_argument("--from", dest="from_seq", type=int, default=1, metavar="SEQ",
-                   help="first seq to print (default 1)")
+    p.add_argument(
+        "--from",
+        dest="from_seq",
+        type=int,
+        default=1,
+        metavar="SEQ",
+        help="first seq to print (default 1)",
+    )
     p = sub.add_parser("status", help="state of a job as JSON")
     p.add_argument("job_id")
     p = sub.add_parser("stop", help="stop a job after its current query")
     p.add_argument("job_id")
-    p.add_argument("--wait", type=float, default=0.0, metavar="S",
-                   help="wait up to S seconds for the job to end")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds for the job to end",
+    )
     sub.add_parser("info", help="board, versions and state as JSON")
     p = sub.add_parser("meter", help="power-meter tools", add_help=False)
     p.add_argument("args", nargs=argparse.REMAINDER)  # handed to agent.meter_cli
@@ -161,8 +177,10 @@ def _cmd_meter(args: argparse.Namespace) -> int:
     try:
         from agent.meter_cli import main as meter_main
     except ModuleNotFoundError as exc:
-        raise TslmError("this agent build has no meter tools (agent.meter_cli is missing)",
-                        hint="deploy a complete agent bundle") from exc
+        raise TslmError(
+            "this agent build has no meter tools (agent.meter_cli is missing)",
+            hint="deploy a complete agent bundle",
+        ) from exc
     return int(meter_main(list(args.args)) or 0)
 
 

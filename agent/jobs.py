@@ -82,8 +82,10 @@ class Workdir:
         try:
             root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"work directory {root}: cannot create it ({exc.strerror})",
-                              hint=f"pass a writable --workdir or set {WORKDIR_ENV}") from exc
+            raise ConfigError(
+                f"work directory {root}: cannot create it ({exc.strerror})",
+                hint=f"pass a writable --workdir or set {WORKDIR_ENV}",
+            ) from exc
         return cls(root.resolve())
 
     @property
@@ -97,10 +99,11 @@ class Workdir:
         """The real path of ``relative``; refuses anything (symlinks too) leading outside."""
         real = (self.root / relative).resolve()
         if not real.is_relative_to(self.root):
-            raise JobSpecError(f"{where}: {relative!r} resolves to {real}, outside the work "
-                               f"directory {self.root}",
-                               hint="push models and artifacts into the work directory; "
-                               "links pointing elsewhere are refused")
+            raise JobSpecError(
+                f"{where}: {relative!r} resolves to {real}, outside the work directory {self.root}",
+                hint="push models and artifacts into the work directory; "
+                "links pointing elsewhere are refused",
+            )
         return real
 
 
@@ -162,9 +165,10 @@ def _busy_error(workdir: Workdir) -> JobBusyError:
         owner = []
     who = f"job {owner[0]} (pid {owner[1]}, since {owner[2]})" if len(owner) >= 3 else "a job"
     job = owner[0] if owner else "JOB_ID"
-    return JobBusyError(f"device busy: {who} is running in {workdir.root}",
-                        hint=f"wait for it (python -m agent follow {job}) or stop it "
-                        f"(python -m agent stop {job})")
+    return JobBusyError(
+        f"device busy: {who} is running in {workdir.root}",
+        hint=f"wait for it (python -m agent follow {job}) or stop it (python -m agent stop {job})",
+    )
 
 
 def is_alive(paths: JobPaths) -> bool:
@@ -261,8 +265,9 @@ def detach(paths: JobPaths, locks: JobLocks, body: Callable[[], int]) -> int:
         data = pipe.read()
     locks.release()
     if not data:
-        raise AgentError(f"job {paths.job_id}: the detached process did not start",
-                         hint=f"see {paths.log}")
+        raise AgentError(
+            f"job {paths.job_id}: the detached process did not start", hint=f"see {paths.log}"
+        )
     return int(data)
 
 
@@ -287,8 +292,15 @@ class JobStatus:
     done_status: str | None
 
     def to_json(self) -> str:
-        return json.dumps({"job_id": self.job_id, "state": self.state, "pid": self.pid,
-                           "last_seq": self.last_seq, "done_status": self.done_status})
+        return json.dumps(
+            {
+                "job_id": self.job_id,
+                "state": self.state,
+                "pid": self.pid,
+                "last_seq": self.last_seq,
+                "done_status": self.done_status,
+            }
+        )
 
 
 def _read_pid(paths: JobPaths) -> int | None:
@@ -316,13 +328,19 @@ def job_status(workdir: Workdir, job_id: str) -> JobStatus:
 def _known_job(workdir: Workdir, job_id: str) -> JobPaths:
     paths = workdir.job(job_id)
     if not paths.dir.is_dir():
-        raise ConfigError(f"no job {job_id!r} in {workdir.root / 'jobs'}",
-                          hint="check the job id and --workdir")
+        raise ConfigError(
+            f"no job {job_id!r} in {workdir.root / 'jobs'}", hint="check the job id and --workdir"
+        )
     return paths
 
 
-def follow_job(workdir: Workdir, job_id: str, from_seq: int, write: Callable[[str], None],
-               poll_s: float = FOLLOW_POLL_S) -> None:
+def follow_job(
+    workdir: Workdir,
+    job_id: str,
+    from_seq: int,
+    write: Callable[[str], None],
+    poll_s: float = FOLLOW_POLL_S,
+) -> None:
     """Write the journal's events with seq >= ``from_seq`` as they come, until ``done``.
 
     Returns normally after ``done`` (also when ``done`` came before ``from_seq``).
@@ -350,9 +368,11 @@ def follow_job(workdir: Workdir, job_id: str, from_seq: int, write: Callable[[st
         if not is_alive(paths):
             if drain():  # written between the read and the liveness check
                 return
-            raise AgentError(f"job {job_id} is not running and its journal ends at seq "
-                             f"{last_seq} without a done event (the agent died)",
-                             hint=f"see {paths.log} on the device")
+            raise AgentError(
+                f"job {job_id} is not running and its journal ends at seq "
+                f"{last_seq} without a done event (the agent died)",
+                hint=f"see {paths.log} on the device",
+            )
         time.sleep(poll_s)
 
 

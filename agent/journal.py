@@ -54,8 +54,13 @@ class EventEmitter:
     (the SSH session went away) echoing stops and the job carries on, journal only.
     """
 
-    def __init__(self, journal: Journal, seq_start: int = 1, echo: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        seq_start: int = 1,
+        echo: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._journal = journal
         self._next_seq = seq_start
         self._echo = echo

@@ -188,8 +188,7 @@ def validate_event(obj: Any, where: str = "event") -> None:
         bad_bool = isinstance(value, bool) and bool not in types
         if bad_bool or not isinstance(value, types):
             raise ProtocolError(
-                f"{where} seq {obj['seq']} ({kind}): field '{key}' has type "
-                f"{type(value).__name__}"
+                f"{where} seq {obj['seq']} ({kind}): field '{key}' has type {type(value).__name__}"
             )
     if kind == "hello" and obj["protocol"] != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -198,7 +197,9 @@ def validate_event(obj: Any, where: str = "event") -> None:
             hint="redeploy the agent bundle with this controller's version (tslm-fleet deploy)",
         )
     if kind == "done" and obj["status"] not in DONE_STATUSES:
-        raise ProtocolError(f"{where}: done status '{obj['status']}' is not one of ok/failed/stopped")
+        raise ProtocolError(
+            f"{where}: done status '{obj['status']}' is not one of ok/failed/stopped"
+        )
     if kind == "window" and obj["kind"] not in WINDOW_KINDS:
         raise ProtocolError(f"{where}: window kind '{obj['kind']}' is not one of load/idle/queries")
 
@@ -212,8 +213,9 @@ def parse_event(line: str | bytes, where: str = "event") -> Event:
         raise ProtocolError(f"{where}: not a JSON line: {text[:120]!r}") from exc
     validate_event(obj, where)
     core = {k: obj.pop(k) for k in ("seq", "type", "t", "wall")}
-    return Event(seq=core["seq"], type=core["type"], t=float(core["t"]), wall=core["wall"],
-                 data=obj)
+    return Event(
+        seq=core["seq"], type=core["type"], t=float(core["t"]), wall=core["wall"], data=obj
+    )
 
 
 # --------------------------------------------------------------------------- job spec
@@ -233,8 +235,10 @@ def safe_relative_path(value: Any, where: str) -> str:
         raise JobSpecError(f"{where}: path {value!r} contains a forbidden character")
     path = PurePosixPath(value)
     if path.is_absolute() or value.startswith("~"):
-        raise JobSpecError(f"{where}: path {value!r} is absolute; it must be relative to the "
-                           "agent's work directory")
+        raise JobSpecError(
+            f"{where}: path {value!r} is absolute; it must be relative to the "
+            "agent's work directory"
+        )
     if any(part == ".." for part in path.parts):
         raise JobSpecError(f"{where}: path {value!r} leaves the agent's work directory ('..')")
     return str(path)
@@ -317,18 +321,26 @@ class JobSpec:
             "spec_version": self.spec_version,
             "job_id": self.job_id,
             "run_id": self.run_id,
-            "model": {"path": self.model.path, "sha256": self.model.sha256,
-                      "name": self.model_name},
-            "artifact": (None if self.artifact is None else
-                         {"path": self.artifact.path, "sha256": self.artifact.sha256}),
+            "model": {
+                "path": self.model.path,
+                "sha256": self.model.sha256,
+                "name": self.model_name,
+            },
+            "artifact": (
+                None
+                if self.artifact is None
+                else {"path": self.artifact.path, "sha256": self.artifact.sha256}
+            ),
             "variant": self.variant,
             "embedding_mode": self.embedding_mode,
             "tasks": [{"name": t.name, "params": dict(t.params)} for t in self.tasks],
             "repetitions": self.repetitions,
             "warmup": self.warmup,
             "idle_seconds": self.idle_seconds,
-            "window": {"min_fresh_samples": self.window.min_fresh_samples,
-                       "min_seconds": self.window.min_seconds},
+            "window": {
+                "min_fresh_samples": self.window.min_fresh_samples,
+                "min_seconds": self.window.min_seconds,
+            },
             "threads": self.threads,
             "meter": self.meter.to_dict(),
             "limits": {"max_duration_s": self.max_duration_s},
@@ -341,9 +353,25 @@ class JobSpec:
 
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-_JOB_KEYS = {"spec_version", "job_id", "run_id", "model", "artifact", "variant",
-             "embedding_mode", "tasks", "repetitions", "warmup", "idle_seconds", "window",
-             "threads", "meter", "limits", "seq_start", "record_samples"}
+_JOB_KEYS = {
+    "spec_version",
+    "job_id",
+    "run_id",
+    "model",
+    "artifact",
+    "variant",
+    "embedding_mode",
+    "tasks",
+    "repetitions",
+    "warmup",
+    "idle_seconds",
+    "window",
+    "threads",
+    "meter",
+    "limits",
+    "seq_start",
+    "record_samples",
+}
 
 
 def _need(obj: dict, key: str, types: tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -378,11 +406,15 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     if version != JOB_SPEC_VERSION:
         raise JobSpecError(
             f"{where}: job spec version {version} is not supported (this agent reads "
-            f"{JOB_SPEC_VERSION})", hint="deploy the agent bundle that matches the controller")
+            f"{JOB_SPEC_VERSION})",
+            hint="deploy the agent bundle that matches the controller",
+        )
     job_id = _need(obj, "job_id", (str,), where)
     if not _JOB_ID_RE.match(job_id):
-        raise JobSpecError(f"{where}.job_id: {job_id!r} must be 1-128 characters of "
-                           "letters, digits, '.', '_' or '-'")
+        raise JobSpecError(
+            f"{where}.job_id: {job_id!r} must be 1-128 characters of "
+            "letters, digits, '.', '_' or '-'"
+        )
     run_id = _need(obj, "run_id", (str,), where)
     model_obj = _need(obj, "model", (dict,), where)
     model = _file_ref(model_obj, f"{where}.model")
@@ -392,8 +424,9 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     variant = _need(obj, "variant", (str,), where)
     mode = _need(obj, "embedding_mode", (str,), where, default="on-the-fly")
     if mode not in ("on-the-fly", "materialized"):
-        raise JobSpecError(f"{where}.embedding_mode: {mode!r} is not one of "
-                           "on-the-fly/materialized")
+        raise JobSpecError(
+            f"{where}.embedding_mode: {mode!r} is not one of on-the-fly/materialized"
+        )
     tasks_obj = _need(obj, "tasks", (list,), where)
     if not tasks_obj:
         raise JobSpecError(f"{where}.tasks: at least one task is required")
@@ -402,8 +435,12 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
         tw = f"{where}.tasks[{i}]"
         if not isinstance(t, dict):
             raise JobSpecError(f"{tw}: expected an object with 'name' and 'params'")
-        tasks.append(TaskSpec(name=_need(t, "name", (str,), tw),
-                              params=dict(_need(t, "params", (dict,), tw, default={}))))
+        tasks.append(
+            TaskSpec(
+                name=_need(t, "name", (str,), tw),
+                params=dict(_need(t, "params", (dict,), tw, default={})),
+            )
+        )
     repetitions = _need(obj, "repetitions", (int,), where, default=1)
     warmup = _need(obj, "warmup", (int,), where, default=1)
     idle_seconds = float(_need(obj, "idle_seconds", _NUM, where, default=5.0))
@@ -428,8 +465,23 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     if seq_start < 1:
         raise JobSpecError(f"{where}.seq_start: must be >= 1")
     record_samples = _need(obj, "record_samples", (bool,), where, default=True)
-    return JobSpec(job_id=job_id, run_id=run_id, model=model, model_name=model_name,
-                   artifact=artifact, variant=variant, embedding_mode=mode, tasks=tuple(tasks),
-                   repetitions=repetitions, warmup=warmup, idle_seconds=idle_seconds,
-                   window=window, threads=threads, meter=meter, max_duration_s=max_duration,
-                   seq_start=seq_start, record_samples=record_samples, spec_version=version)
+    return JobSpec(
+        job_id=job_id,
+        run_id=run_id,
+        model=model,
+        model_name=model_name,
+        artifact=artifact,
+        variant=variant,
+        embedding_mode=mode,
+        tasks=tuple(tasks),
+        repetitions=repetitions,
+        warmup=warmup,
+        idle_seconds=idle_seconds,
+        window=window,
+        threads=threads,
+        meter=meter,
+        max_duration_s=max_duration,
+        seq_start=seq_start,
+        record_samples=record_samples,
+        spec_version=version,
+    )

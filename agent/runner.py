@@ -74,8 +74,14 @@ class _Window:
 class JobRunner:
     """Runs one validated job and writes its events through ``emit``."""
 
-    def __init__(self, spec: JobSpec, workdir: Workdir, paths: JobPaths,
-                 emitter: EventEmitter, sys_root: Path = sysinfo.ROOT) -> None:
+    def __init__(
+        self,
+        spec: JobSpec,
+        workdir: Workdir,
+        paths: JobPaths,
+        emitter: EventEmitter,
+        sys_root: Path = sysinfo.ROOT,
+    ) -> None:
         self.spec = spec
         self.workdir = workdir
         self.paths = paths
@@ -106,10 +112,13 @@ class JobRunner:
     def _check_stop(self) -> None:
         elapsed = time.monotonic() - self._t_job
         if not self.stop_requested.is_set() and elapsed > self.spec.max_duration_s:
-            self.emitter.emit("warning", code="max_duration",
-                              message=f"job {self.spec.job_id}: stopped after {elapsed:.0f} s, "
-                              f"the limit is {self.spec.max_duration_s:.0f} s (limits."
-                              "max_duration_s)")
+            self.emitter.emit(
+                "warning",
+                code="max_duration",
+                message=f"job {self.spec.job_id}: stopped after {elapsed:.0f} s, "
+                f"the limit is {self.spec.max_duration_s:.0f} s (limits."
+                "max_duration_s)",
+            )
             self.request_stop("max_duration")
         if self.stop_requested.is_set():
             raise _Stopped
@@ -137,16 +146,20 @@ class JobRunner:
         except Exception as exc:
             text = traceback.format_exc()
             print(text, flush=True)
-            self._error(f"{type(exc).__name__}: {exc}", type(exc).__name__,
-                        traceback=text[-4000:])
+            self._error(f"{type(exc).__name__}: {exc}", type(exc).__name__, traceback=text[-4000:])
         finally:
             status = self._finish(status)
         return status
 
     def _error(self, message: str, error_type: str, **extra: Any) -> None:
         extra = {k: v for k, v in extra.items() if v is not None}
-        self.emitter.emit("error", message=f"job {self.spec.job_id}: {self.phase} failed: "
-                          f"{message}", error_type=error_type, phase=self.phase, **extra)
+        self.emitter.emit(
+            "error",
+            message=f"job {self.spec.job_id}: {self.phase} failed: {message}",
+            error_type=error_type,
+            phase=self.phase,
+            **extra,
+        )
 
     def _run(self) -> None:
         from agent.meters import create_meter
@@ -157,9 +170,14 @@ class JobRunner:
         self._hello(threads)
         if not self._measures:
             reason = getattr(self._meter, "reason", None) or self._meter.description
-            self.emitter.emit("warning", code="no_meter", message=(
-                f"job {spec.job_id}: energy is not measured (meter '{spec.meter.kind}': "
-                f"{reason}); energy fields are null"))
+            self.emitter.emit(
+                "warning",
+                code="no_meter",
+                message=(
+                    f"job {spec.job_id}: energy is not measured (meter '{spec.meter.kind}': "
+                    f"{reason}); energy fields are null"
+                ),
+            )
         self._set_phase("verifying")
         model_path, artifact = self._verify()
         self._check_stop()
@@ -178,40 +196,60 @@ class JobRunner:
         meter = self._meter
         total_ram, _ = sysinfo.memory_bytes(self.sys_root)
         self.emitter.emit(
-            "hello", protocol=PROTOCOL_VERSION, job_id=self.spec.job_id,
-            agent_version=__version__, bundle_sha256=sysinfo.bundle_sha256(),
-            host=socket.gethostname(), board=sysinfo.board_model(self.sys_root),
-            python=platform.python_version(), torch=sysinfo.package_version("torch"),
-            transformers=sysinfo.package_version("transformers"), threads=threads,
-            meter_kind=self.spec.meter.kind, meter_description=meter.description,
-            meter_period_s=meter.nominal_period_s, run_id=self.spec.run_id,
-            variant=self.spec.variant, model_name=self.spec.model_name,
-            cpu_model=sysinfo.cpu_model(self.sys_root), ram_total_bytes=total_ram,
-            os=sysinfo.os_name(self.sys_root), pid=os.getpid())
+            "hello",
+            protocol=PROTOCOL_VERSION,
+            job_id=self.spec.job_id,
+            agent_version=__version__,
+            bundle_sha256=sysinfo.bundle_sha256(),
+            host=socket.gethostname(),
+            board=sysinfo.board_model(self.sys_root),
+            python=platform.python_version(),
+            torch=sysinfo.package_version("torch"),
+            transformers=sysinfo.package_version("transformers"),
+            threads=threads,
+            meter_kind=self.spec.meter.kind,
+            meter_description=meter.description,
+            meter_period_s=meter.nominal_period_s,
+            run_id=self.spec.run_id,
+            variant=self.spec.variant,
+            model_name=self.spec.model_name,
+            cpu_model=sysinfo.cpu_model(self.sys_root),
+            ram_total_bytes=total_ram,
+            os=sysinfo.os_name(self.sys_root),
+            pid=os.getpid(),
+        )
 
     def _verify(self) -> tuple[Path, Any]:
         spec = self.spec
         model_path = self.workdir.resolve_inside(spec.model.path, "job.json model.path")
         if not model_path.exists():
-            raise ModelError(f"model {spec.model.path} is not in {self.workdir.root}",
-                             hint="push the model to the device (tslm-fleet deploy)")
+            raise ModelError(
+                f"model {spec.model.path} is not in {self.workdir.root}",
+                hint="push the model to the device (tslm-fleet deploy)",
+            )
         actual = sha256_path(model_path)
         if actual != spec.model.sha256:
-            raise ModelError(f"model {spec.model.path}: sha256 {actual} does not match the "
-                             f"job's {spec.model.sha256} (corrupted or incomplete copy)",
-                             hint="push the model again (tslm-fleet deploy)")
+            raise ModelError(
+                f"model {spec.model.path}: sha256 {actual} does not match the "
+                f"job's {spec.model.sha256} (corrupted or incomplete copy)",
+                hint="push the model again (tslm-fleet deploy)",
+            )
         if spec.artifact is None:
             return model_path, None
         art_path = self.workdir.resolve_inside(spec.artifact.path, "job.json artifact.path")
         manifest = art_path / "manifest.json"
         if not manifest.is_file():
-            raise ArtifactError(f"artifact {spec.artifact.path}: no manifest.json in "
-                                f"{art_path}", hint="push the artifact again")
+            raise ArtifactError(
+                f"artifact {spec.artifact.path}: no manifest.json in {art_path}",
+                hint="push the artifact again",
+            )
         actual = sha256_file(manifest)
         if actual != spec.artifact.sha256:
-            raise ArtifactError(f"artifact {spec.artifact.path}/manifest.json: sha256 {actual} "
-                                f"does not match the job's {spec.artifact.sha256}",
-                                hint="push the artifact again (tslm-fleet deploy)")
+            raise ArtifactError(
+                f"artifact {spec.artifact.path}/manifest.json: sha256 {actual} "
+                f"does not match the job's {spec.artifact.sha256}",
+                hint="push the artifact again (tslm-fleet deploy)",
+            )
         from tasks.artifacts import load_artifact
 
         return model_path, load_artifact(art_path, spec.artifact.sha256)
@@ -231,17 +269,25 @@ class JobRunner:
             latest = self._sampler.latest()
             stats = self._sampler.stats()
             self.emitter.emit(
-                "power", watts=None if latest is None else latest.watts,
-                samples=stats.total, fresh_samples=stats.fresh, in_gap=stats.in_gap,
-                age_s=None if latest is None else round(time.monotonic() - latest.t, 3))
+                "power",
+                watts=None if latest is None else latest.watts,
+                samples=stats.total,
+                fresh_samples=stats.fresh,
+                in_gap=stats.in_gap,
+                age_s=None if latest is None else round(time.monotonic() - latest.t, 3),
+            )
 
     def _load(self, model_path: Path, artifact: Any) -> tuple[Any, Any]:
         from tasks.models import ModelRef, load_model
 
         # the sha256 is verified already: a ModelRef keeps load_model from hashing again
         # inside the timed load window
-        ref = ModelRef(name=self.spec.model_name, path=model_path, sha256=self.spec.model.sha256,
-                       kind="dir" if model_path.is_dir() else "gguf")
+        ref = ModelRef(
+            name=self.spec.model_name,
+            path=model_path,
+            sha256=self.spec.model.sha256,
+            kind="dir" if model_path.is_dir() else "gguf",
+        )
         self._set_phase("loading")
         before = self._thermal()
         t0 = time.monotonic()
@@ -291,15 +337,25 @@ class JobRunner:
         energy = self._emit_window("idle", None, None, t0, t1, 0, before, self._thermal())
         self.idle_power_w = None if energy is None else energy.median_power_w
         if self._measures and self.idle_power_w is None:
-            self.emitter.emit("warning", code="no_idle_baseline", message=(
-                f"job {self.spec.job_id}: no power readings during the {t1 - t0:.1f} s idle "
-                "period; net energies are null"))
+            self.emitter.emit(
+                "warning",
+                code="no_idle_baseline",
+                message=(
+                    f"job {self.spec.job_id}: no power readings during the {t1 - t0:.1f} s idle "
+                    "period; net energies are null"
+                ),
+            )
 
     # ------------------------------------------------------------------ queries
 
     def _repetition(self, name: str, task: Any, rep: int) -> None:
-        self._set_phase("running", task=name, rep=rep, queries=task.num_queries(),
-                        repetitions=self.spec.repetitions)
+        self._set_phase(
+            "running",
+            task=name,
+            rep=rep,
+            queries=task.num_queries(),
+            repetitions=self.spec.repetitions,
+        )
         results = []
         self._last_thermal = None
         stopped = False
@@ -310,8 +366,9 @@ class JobRunner:
                 stopped = True
                 break
             if self._open is None:
-                self._open = _Window(name, rep, self._next_window_index(),
-                                     self._last_thermal or self._thermal())
+                self._open = _Window(
+                    name, rep, self._next_window_index(), self._last_thermal or self._thermal()
+                )
             result = task.run_query(i)
             results.append(result)
             self._open.queries.append((result, sysinfo.cpu_temp_c(self.sys_root)))
@@ -324,8 +381,14 @@ class JobRunner:
         if stopped:
             raise _Stopped
         for score in task.scores(results):
-            self.emitter.emit("score", task=name, metric=score.metric, value=score.value,
-                              rep=rep, details=dict(score.details))
+            self.emitter.emit(
+                "score",
+                task=name,
+                metric=score.metric,
+                value=score.value,
+                rep=rep,
+                details=dict(score.details),
+            )
         self.emitter.sync()
 
     def _next_window_index(self) -> int:
@@ -339,8 +402,7 @@ class JobRunner:
             return False
         if not self._measures:  # latency only: one window per repetition unless timed
             return policy.min_seconds > 0
-        return self._energy(window.t_start, window.t_end).fresh_samples \
-            >= policy.min_fresh_samples
+        return self._energy(window.t_start, window.t_end).fresh_samples >= policy.min_fresh_samples
 
     def _close(self, last_of_rep: bool = False) -> None:
         """Close the open window (if it holds queries) and queue its events."""
@@ -368,8 +430,10 @@ class JobRunner:
             window = self._pending[0]
             if force:
                 self._wait_for_reading_after(window.t_end)
-            elif not (self._has_reading_after(window.t_end)
-                      or time.monotonic() > window.t_end + self._catch_up_s()):
+            elif not (
+                self._has_reading_after(window.t_end)
+                or time.monotonic() > window.t_end + self._catch_up_s()
+            ):
                 return
             self._pending.pop(0)
             self._emit_query_window(window)
@@ -379,63 +443,117 @@ class JobRunner:
         for result, temp_c in window.queries:
             energy = self._energy(result.t_start, result.t_end)
             self.emitter.emit(
-                "query", task=window.task, rep=window.rep, index=result.index,
-                t_start=result.t_start, t_end=result.t_end, latency_s=result.latency_s,
-                ttft_s=result.ttft_s, prompt_tokens=result.prompt_tokens,
-                output_tokens=result.output_tokens, tokens_per_s=result.tokens_per_s,
-                output_sha256=result.output_sha256, throttled=throttled, temp_c=temp_c,
-                window_index=window.index, extra=dict(result.extra),
-                **self._energy_fields(energy, result.latency_s))
-        self._emit_window("queries", window.task, window.rep, window.t_start, window.t_end,
-                          len(window.queries), window.before, window.after, window.index,
-                          query_first=window.queries[0][0].index,
-                          query_last=window.queries[-1][0].index,
-                          last_of_rep=window.last_of_rep)
+                "query",
+                task=window.task,
+                rep=window.rep,
+                index=result.index,
+                t_start=result.t_start,
+                t_end=result.t_end,
+                latency_s=result.latency_s,
+                ttft_s=result.ttft_s,
+                prompt_tokens=result.prompt_tokens,
+                output_tokens=result.output_tokens,
+                tokens_per_s=result.tokens_per_s,
+                output_sha256=result.output_sha256,
+                throttled=throttled,
+                temp_c=temp_c,
+                window_index=window.index,
+                extra=dict(result.extra),
+                **self._energy_fields(energy, result.latency_s),
+            )
+        self._emit_window(
+            "queries",
+            window.task,
+            window.rep,
+            window.t_start,
+            window.t_end,
+            len(window.queries),
+            window.before,
+            window.after,
+            window.index,
+            query_first=window.queries[0][0].index,
+            query_last=window.queries[-1][0].index,
+            last_of_rep=window.last_of_rep,
+        )
 
     def _energy(self, t0: float, t1: float) -> Any:
         if not self._measures:
             return None
-        return self._sampler.window(t0, t1,
-                                    min_fresh_samples=self.spec.window.min_fresh_samples)
+        return self._sampler.window(t0, t1, min_fresh_samples=self.spec.window.min_fresh_samples)
 
     def _energy_fields(self, energy: Any, duration_s: float) -> dict[str, Any]:
         if energy is None:
-            return {"energy_j": None, "net_energy_j": None, "samples": 0,
-                    "fresh_samples": 0, "under_resolved": False, "gap": False,
-                    "extrapolated_s": None}
+            return {
+                "energy_j": None,
+                "net_energy_j": None,
+                "samples": 0,
+                "fresh_samples": 0,
+                "under_resolved": False,
+                "gap": False,
+                "extrapolated_s": None,
+            }
         net = None
         if energy.energy_j is not None and self.idle_power_w is not None:
             net = energy.energy_j - self.idle_power_w * duration_s
-        return {"energy_j": energy.energy_j, "net_energy_j": net,
-                "samples": energy.samples, "fresh_samples": energy.fresh_samples,
-                "under_resolved": energy.under_resolved, "gap": energy.gap,
-                "extrapolated_s": energy.extrapolated_s}
+        return {
+            "energy_j": energy.energy_j,
+            "net_energy_j": net,
+            "samples": energy.samples,
+            "fresh_samples": energy.fresh_samples,
+            "under_resolved": energy.under_resolved,
+            "gap": energy.gap,
+            "extrapolated_s": energy.extrapolated_s,
+        }
 
-    def _emit_window(self, kind: str, task: str | None, rep: int | None, t0: float,
-                     t1: float, queries: int, before: sysinfo.ThermalState,
-                     after: sysinfo.ThermalState | None, index: int | None = None,
-                     **extra: Any) -> Any:
+    def _emit_window(
+        self,
+        kind: str,
+        task: str | None,
+        rep: int | None,
+        t0: float,
+        t1: float,
+        queries: int,
+        before: sysinfo.ThermalState,
+        after: sysinfo.ThermalState | None,
+        index: int | None = None,
+        **extra: Any,
+    ) -> Any:
         energy = self._energy(t0, t1)
         fields = self._energy_fields(energy, t1 - t0)
         per_query = {"energy_j_per_query": None, "net_energy_j_per_query": None}
         if queries:
             per_query = {
-                "energy_j_per_query": None if fields["energy_j"] is None
+                "energy_j_per_query": None
+                if fields["energy_j"] is None
                 else fields["energy_j"] / queries,
-                "net_energy_j_per_query": None if fields["net_energy_j"] is None
-                else fields["net_energy_j"] / queries}
+                "net_energy_j_per_query": None
+                if fields["net_energy_j"] is None
+                else fields["net_energy_j"] / queries,
+            }
         after = after or before
         self.emitter.emit(
-            "window", kind=kind, task=task, rep=rep,
+            "window",
+            kind=kind,
+            task=task,
+            rep=rep,
             index=self._next_window_index() if index is None else index,
-            t_start=t0, t_end=t1, duration_s=t1 - t0, queries=queries,
+            t_start=t0,
+            t_end=t1,
+            duration_s=t1 - t0,
+            queries=queries,
             mean_power_w=None if energy is None else energy.mean_power_w,
             median_power_w=None if energy is None else energy.median_power_w,
             throttled=sysinfo.any_throttled(before, after),
-            temp_c_before=before.temp_c, temp_c_after=after.temp_c,
-            freq_mhz_before=before.freq_mhz, freq_mhz_after=after.freq_mhz,
+            temp_c_before=before.temp_c,
+            temp_c_after=after.temp_c,
+            freq_mhz_before=before.freq_mhz,
+            freq_mhz_after=after.freq_mhz,
             throttled_flags_before=before.throttled_flags,
-            throttled_flags_after=after.throttled_flags, **fields, **per_query, **extra)
+            throttled_flags_after=after.throttled_flags,
+            **fields,
+            **per_query,
+            **extra,
+        )
         self.emitter.sync()
         return energy
 
@@ -459,14 +577,21 @@ class JobRunner:
                 if self.spec.record_samples and self._measures:
                     self._write_samples()
             except Exception as exc:
-                self.emitter.emit("warning", code="samples_not_saved",
-                                  message=f"job {self.spec.job_id}: power samples not "
-                                  f"saved: {exc}")
+                self.emitter.emit(
+                    "warning",
+                    code="samples_not_saved",
+                    message=f"job {self.spec.job_id}: power samples not saved: {exc}",
+                )
         elif self._meter is not None:
             self._meter.close()
         extra = {"reason": self.stop_reason} if status == "stopped" else {}
-        self.emitter.emit("done", status=status, queries=self.queries_done,
-                          duration_s=time.monotonic() - self._t_job, **extra)
+        self.emitter.emit(
+            "done",
+            status=status,
+            queries=self.queries_done,
+            duration_s=time.monotonic() - self._t_job,
+            **extra,
+        )
         self.emitter.sync()
         return status
 
@@ -486,8 +611,9 @@ def _set_threads(threads: int | None) -> int:
     return set_threads(threads)
 
 
-def run_job(spec: JobSpec, workdir: Workdir, paths: JobPaths, locks: JobLocks,
-            echo: TextIO | None) -> str:
+def run_job(
+    spec: JobSpec, workdir: Workdir, paths: JobPaths, locks: JobLocks, echo: TextIO | None
+) -> str:
     """Run a claimed job in this process; SIGTERM/SIGINT stop it gracefully.
 
     Returns the done status. The locks are released when the job has ended.
@@ -499,7 +625,8 @@ def run_job(spec: JobSpec, workdir: Workdir, paths: JobPaths, locks: JobLocks,
     if threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(
-                sig, lambda signum, _frame: runner.request_stop(signal.Signals(signum).name))
+                sig, lambda signum, _frame: runner.request_stop(signal.Signals(signum).name)
+            )
     try:
         return runner.run()
     finally:

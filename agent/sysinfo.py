@@ -98,8 +98,13 @@ def throttled_flags() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "get_throttled"], capture_output=True, text=True,
-                             timeout=VCGENCMD_TIMEOUT_S, check=False).stdout
+        out = subprocess.run(
+            [exe, "get_throttled"],
+            capture_output=True,
+            text=True,
+            timeout=VCGENCMD_TIMEOUT_S,
+            check=False,
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     _, sep, value = out.strip().partition("=")
@@ -143,8 +148,9 @@ def any_throttled(*states: ThermalState | None) -> bool | None:
 
 def thermal_state(root: Path = ROOT) -> ThermalState:
     """Read temperature, CPU frequency and throttle flags now."""
-    return ThermalState(temp_c=cpu_temp_c(root), freq_mhz=cpu_freq_mhz(root),
-                        throttled_flags=throttled_flags())
+    return ThermalState(
+        temp_c=cpu_temp_c(root), freq_mhz=cpu_freq_mhz(root), throttled_flags=throttled_flags()
+    )
 
 
 def package_version(name: str) -> str | None:
@@ -155,8 +161,9 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def device_info(workdir: Path, agent_version: str, bundle_sha256: str | None,
-                root: Path = ROOT) -> dict[str, Any]:
+def device_info(
+    workdir: Path, agent_version: str, bundle_sha256: str | None, root: Path = ROOT
+) -> dict[str, Any]:
     """Everything ``python -m agent info`` prints, as a JSON-ready dict."""
     total, available = memory_bytes(root)
     try:

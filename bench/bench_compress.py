@@ -33,8 +33,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", default="default")
     parser.add_argument("--shape", default="8x8x9")
     parser.add_argument("--rank", type=int, default=8)
-    parser.add_argument("--sample", type=int, default=2000,
-                        help="rows decomposed by the tensorly loop (extrapolated)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=2000,
+        help="rows decomposed by the tensorly loop (extrapolated)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -47,12 +51,14 @@ def main(argv: list[str] | None = None) -> dict:
     from tasks.models import embedding_table, load_model, resolve_model
 
     ref = resolve_model(args.model)
-    model, _ = load_model(ref, with_tokenizer=False, cache_dir=models_cache_dir(default_cache_dir()))
+    model, _ = load_model(
+        ref, with_tokenizer=False, cache_dir=models_cache_dir(default_cache_dir())
+    )
     table = embedding_table(model).float().contiguous()
     rows, dim = (int(s) for s in table.shape)
     shape = tuple(int(s) for s in args.shape.split("x"))
     caps = (args.rank,) * (len(shape) - 1)
-    sample = torch.randperm(rows, generator=torch.Generator().manual_seed(0))[:args.sample]
+    sample = torch.randperm(rows, generator=torch.Generator().manual_seed(0))[: args.sample]
 
     tt_svd_table(table[:4096], shape, max_ranks=caps)  # warm-up (thread pool, kernels)
     started = time.perf_counter()
@@ -98,18 +104,26 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
-    print(f"table {rows} x {dim}, shape {args.shape}, rank cap {args.rank}, "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"table {rows} x {dim}, shape {args.shape}, rank cap {args.rank}, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(f"  batched TT-SVD, all {rows} rows:            {batched_s:8.2f} s")
     print(f"  tensorly loop, {len(sample)} sampled rows:        {loop_bare_s:8.2f} s")
-    print(f"  tensorly loop, extrapolated to {rows} rows: {loop_full_s:8.2f} s "
-          "(linear extrapolation from the sample)")
+    print(
+        f"  tensorly loop, extrapolated to {rows} rows: {loop_full_s:8.2f} s "
+        "(linear extrapolation from the sample)"
+    )
     print(f"  speed-up: {loop_full_s / batched_s:.1f}x")
-    print(f"  mean relative error: batched {float(ours_err.mean()):.6f}, "
-          f"tensorly {float(ref_err.mean()):.6f}")
-    print(f"  per-row error difference on the sample: max relative "
-          f"{float(rel_diff.max()):.2e}, max absolute "
-          f"{float((ours_err - ref_err).abs().max()):.2e}")
+    print(
+        f"  mean relative error: batched {float(ours_err.mean()):.6f}, "
+        f"tensorly {float(ref_err.mean()):.6f}"
+    )
+    print(
+        f"  per-row error difference on the sample: max relative "
+        f"{float(rel_diff.max()):.2e}, max absolute "
+        f"{float((ours_err - ref_err).abs().max()):.2e}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"  written to {args.out}")

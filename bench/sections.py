@@ -146,8 +146,14 @@ def frontier_section(doc: dict[str, Any]) -> Section:
     lines += ["", "![perplexity vs compression ratio](frontier.png)"]
     headline = f"{len(fields)} variants measured"
     for label, family in (("of all methods", ""), ("of the tensor-train variants", "tt:")):
-        best = [f for f in fields if f["ratio"] and f["ratio"] >= 1.9 and f["ppl_input"]
-                and str(f["variant"]).startswith(family)]
+        best = [
+            f
+            for f in fields
+            if f["ratio"]
+            and f["ratio"] >= 1.9
+            and f["ppl_input"]
+            and str(f["variant"]).startswith(family)
+        ]
         if best and dense:
             top = min(best, key=lambda f: f["ppl_input"])
             headline += (

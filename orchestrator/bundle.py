@@ -56,8 +56,7 @@ def bundle_files(root: Path | None = None) -> list[tuple[str, Path]]:
     for package in PACKAGES:
         for path in (root / package).rglob("*"):
             rel = path.relative_to(root)
-            if (path.is_file() and path.suffix in DATA_SUFFIXES
-                    and "__pycache__" not in rel.parts):
+            if path.is_file() and path.suffix in DATA_SUFFIXES and "__pycache__" not in rel.parts:
                 files.append((rel.as_posix(), path))
     return sorted(files)
 

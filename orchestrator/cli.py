@@ -57,8 +57,13 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(False, "--version", callback=_version_callback,
-                                     is_eager=True, help="Print the version and exit."),
+        version: bool = typer.Option(
+            False,
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ) -> None:
         """tslm-fleet: TensorSLM experiments across a fleet of edge boards."""
 

@@ -63,6 +63,7 @@ STATE_STYLES: dict[str, str] = {
 
 # --------------------------------------------------------------------------- formatting
 
+
 def format_sig(value: float, digits: int = 3) -> str:
     """``value`` rounded to ``digits`` significant digits, in plain (not exponent) notation.
 
@@ -115,8 +116,7 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
-def sparkline(values: Iterable[float], *, width: int | None = None,
-              min_span: float = 0.0) -> str:
+def sparkline(values: Iterable[float], *, width: int | None = None, min_span: float = 0.0) -> str:
     """One block character per value, from ``▁`` (lowest) to ``█`` (highest).
 
     The scale runs from the minimum to the maximum of the values shown (the last ``width``
@@ -146,6 +146,7 @@ def truncate(text: str, max_chars: int = MESSAGE_MAX_CHARS) -> str:
 
 # --------------------------------------------------------------------------- rendering
 
+
 def _trial_label(d: DeviceProgress) -> str:
     if d.trials_total <= 0:
         return d.trial or NO_VALUE
@@ -158,11 +159,16 @@ def _queries_cell(d: DeviceProgress) -> RenderableType:
     if d.queries_total <= 0:
         return Text(f"{d.queries_done}" if d.queries_done else NO_VALUE)
     grid = Table.grid(padding=(0, 1))
-    grid.add_row(ProgressBar(total=d.queries_total, completed=min(d.queries_done,
-                                                                   d.queries_total),
-                             width=BAR_WIDTH, complete_style="green",
-                             finished_style="bold green"),
-                 Text(f"{d.queries_done}/{d.queries_total}"))
+    grid.add_row(
+        ProgressBar(
+            total=d.queries_total,
+            completed=min(d.queries_done, d.queries_total),
+            width=BAR_WIDTH,
+            complete_style="green",
+            finished_style="bold green",
+        ),
+        Text(f"{d.queries_done}/{d.queries_total}"),
+    )
     return grid
 
 
@@ -186,8 +192,7 @@ def _message_cell(d: DeviceProgress) -> Text:
     if d.error:
         return Text(truncate(d.error), style="red", overflow="ellipsis", no_wrap=True)
     if d.last_message:
-        return Text(truncate(d.last_message), style="yellow", overflow="ellipsis",
-                    no_wrap=True)
+        return Text(truncate(d.last_message), style="yellow", overflow="ellipsis", no_wrap=True)
     return Text("")
 
 
@@ -208,15 +213,14 @@ class _Column:
 
 #: the optional columns of the table, by key
 _COLUMNS: dict[str, _Column] = {
-    "trial": _Column("trial", 22, lambda d: Text(_trial_label(d), overflow="ellipsis",
-                                                 no_wrap=True)),
+    "trial": _Column(
+        "trial", 22, lambda d: Text(_trial_label(d), overflow="ellipsis", no_wrap=True)
+    ),
     "queries": _Column("queries", BAR_WIDTH + 6, _queries_cell),
     "power+spark": _Column("power", 7 + SPARK_WIDTH, _power_cell),
     "power": _Column("power", 7, lambda d: Text(format_power(d.power_w))),
-    "latency": _Column("latency", 7, lambda d: Text(format_latency(d.last_latency_s)),
-                       "right"),
-    "energy": _Column("J/query", 8, lambda d: Text(format_energy(d.energy_j_per_query)),
-                      "right"),
+    "latency": _Column("latency", 7, lambda d: Text(format_latency(d.last_latency_s)), "right"),
+    "energy": _Column("J/query", 8, lambda d: Text(format_energy(d.energy_j_per_query)), "right"),
     "temp": _Column(f"temp {THROTTLE_MARKER}", 8, _temp_cell),
 }
 #: column sets from the richest to the leanest; the first that fits the width is used
@@ -259,31 +263,36 @@ class DashboardView:
         progress = self.progress
         devices = progress.snapshot()
         header = Text.assemble(
-            ("run ", "bold"), (progress.run_id, "bold cyan"),
-            "   elapsed ", (format_duration(progress.elapsed_s()), "bold"),
-            "   ETA ", (format_duration(progress.eta_s()), "bold"),
+            ("run ", "bold"),
+            (progress.run_id, "bold cyan"),
+            "   elapsed ",
+            (format_duration(progress.elapsed_s()), "bold"),
+            "   ETA ",
+            (format_duration(progress.eta_s()), "bold"),
             f"   {len(devices)} device{'s' if len(devices) != 1 else ''}: ",
             _state_counts(devices),
         )
         name_width = max(6, *(len(d.name) for d in devices)) if devices else 6
         state_width = max(map(len, STATE_STYLES))
         keys = _layout(width, name_width + state_width + 2 * _COLUMN_GAP)
-        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False,
-                      expand=True)
+        table = Table(box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, expand=True)
         table.add_column("device", style="bold", no_wrap=True, min_width=name_width)
         table.add_column("state", no_wrap=True, min_width=state_width)
         for key in keys:
             column = _COLUMNS[key]
-            table.add_column(column.header, no_wrap=True, min_width=column.min_width,
-                             justify=column.justify)
+            table.add_column(
+                column.header, no_wrap=True, min_width=column.min_width, justify=column.justify
+            )
         # the message column takes whatever width is left (ratio) and ends in an ellipsis
         # there; without a ratio column rich would crop the whole line instead
         table.add_column("last warning / error", no_wrap=True, overflow="ellipsis", ratio=1)
         for d in devices:
-            table.add_row(Text(d.name, overflow="ellipsis", no_wrap=True),
-                          Text(d.state, style=STATE_STYLES.get(d.state, "")),
-                          *(_COLUMNS[key].cell(d) for key in keys),
-                          _message_cell(d))
+            table.add_row(
+                Text(d.name, overflow="ellipsis", no_wrap=True),
+                Text(d.state, style=STATE_STYLES.get(d.state, "")),
+                *(_COLUMNS[key].cell(d) for key in keys),
+                _message_cell(d),
+            )
         return Group(header, table)
 
 
@@ -316,6 +325,7 @@ def summary_line(d: DeviceProgress) -> str:
 
 # --------------------------------------------------------------------------- displays
 
+
 def _timestamp() -> str:
     return time.strftime("%H:%M:%S")
 
@@ -339,8 +349,12 @@ class Display:
             self._start()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -374,13 +388,18 @@ class Display:
 class LiveDisplay(Display):
     """A rich Live table, redrawn ``refresh_per_second`` times from snapshots."""
 
-    def __init__(self, progress: RunProgress, console: Console, *,
-                 refresh_per_second: float = 4.0) -> None:
+    def __init__(
+        self, progress: RunProgress, console: Console, *, refresh_per_second: float = 4.0
+    ) -> None:
         super().__init__(progress, console)
         from rich.live import Live
 
-        self._live = Live(console=console, get_renderable=self._render,
-                          refresh_per_second=refresh_per_second, transient=False)
+        self._live = Live(
+            console=console,
+            get_renderable=self._render,
+            refresh_per_second=refresh_per_second,
+            transient=False,
+        )
 
     def _render(self) -> RenderableType:
         return render_dashboard(self.progress)
@@ -404,8 +423,9 @@ class LiveDisplay(Display):
 class PlainDisplay(Display):
     """Timestamped log lines: every change as it happens, a summary every interval."""
 
-    def __init__(self, progress: RunProgress, console: Console, *,
-                 summary_interval_s: float = 10.0) -> None:
+    def __init__(
+        self, progress: RunProgress, console: Console, *, summary_interval_s: float = 10.0
+    ) -> None:
         super().__init__(progress, console)
         self.summary_interval_s = summary_interval_s
         self._stopping = threading.Event()
@@ -414,8 +434,9 @@ class PlainDisplay(Display):
     def _start(self) -> None:
         self.log(f"run {self.progress.run_id}: {len(self.progress.snapshot())} device(s)")
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._summaries, name="dashboard-summary",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._summaries, name="dashboard-summary", daemon=True
+        )
         self._thread.start()
 
     def _stop(self) -> None:
@@ -424,8 +445,9 @@ class PlainDisplay(Display):
             self._thread.join()
             self._thread = None
         self.print_summary(active_only=False)
-        self.log(f"run {self.progress.run_id}: elapsed "
-                 f"{format_duration(self.progress.elapsed_s())}")
+        self.log(
+            f"run {self.progress.run_id}: elapsed {format_duration(self.progress.elapsed_s())}"
+        )
 
     def _summaries(self) -> None:
         while not self._stopping.wait(self.summary_interval_s):
@@ -443,9 +465,14 @@ class PlainDisplay(Display):
         self._print(self._device_line(device, line))
 
 
-def make_display(progress: RunProgress, *, live: bool | None = None,
-                 console: Console | None = None, summary_interval_s: float = 10.0,
-                 refresh_per_second: float = 4.0) -> Display:
+def make_display(
+    progress: RunProgress,
+    *,
+    live: bool | None = None,
+    console: Console | None = None,
+    summary_interval_s: float = 10.0,
+    refresh_per_second: float = 4.0,
+) -> Display:
     """The display for a run: a live table on a terminal, plain log lines otherwise.
 
     ``live=None`` decides from the console (a real, non-dumb terminal gets the live view);

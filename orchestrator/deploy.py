@@ -92,14 +92,19 @@ def _component(value: str, what: str) -> str:
 
 def items_for_directory(local_dir: Path, remote_dir: str) -> list[PushItem]:
     """One :class:`PushItem` per regular file below ``local_dir`` (directories go file by file)."""
-    return [PushItem(local=Path(local_dir) / rel, remote=posixpath.join(remote_dir, rel),
-                     sha256=sha)
-            for rel, sha in tree_listing(local_dir)]
+    return [
+        PushItem(local=Path(local_dir) / rel, remote=posixpath.join(remote_dir, rel), sha256=sha)
+        for rel, sha in tree_listing(local_dir)
+    ]
 
 
-def deploy_files(transport: Transport, items: Sequence[PushItem], *,
-                 workdir: str | None = None, progress: DeployProgress | None = None
-                 ) -> DeployReport:
+def deploy_files(
+    transport: Transport,
+    items: Sequence[PushItem],
+    *,
+    workdir: str | None = None,
+    progress: DeployProgress | None = None,
+) -> DeployReport:
     """Make the device's work directory hold ``items``; returns what was pushed and skipped.
 
     ``workdir`` defaults to the device's resolved work directory. Remote paths must be
@@ -114,8 +119,9 @@ def deploy_files(transport: Transport, items: Sequence[PushItem], *,
         except JobSpecError as exc:
             raise ConfigError(exc.message) from None
         if not Path(item.local).is_file():
-            raise ArtifactError(f"{item.local}: not a file (push directories with "
-                                "items_for_directory)")
+            raise ArtifactError(
+                f"{item.local}: not a file (push directories with items_for_directory)"
+            )
         targets[posixpath.join(base, rel)] = item
     have = transport.sha256_many(list(targets)) if targets else {}
     pushed: list[str] = []
@@ -127,17 +133,24 @@ def deploy_files(transport: Transport, items: Sequence[PushItem], *,
             continue
         sent += _push_verified(transport, item, remote, progress)
         pushed.append(item.remote)
-    return DeployReport(device=transport.device.name, pushed=tuple(pushed),
-                        skipped=tuple(skipped), bytes_sent=sent,
-                        duration_s=time.monotonic() - started)
+    return DeployReport(
+        device=transport.device.name,
+        pushed=tuple(pushed),
+        skipped=tuple(skipped),
+        bytes_sent=sent,
+        duration_s=time.monotonic() - started,
+    )
 
 
-def _push_verified(transport: Transport, item: PushItem, remote: str,
-                   progress: DeployProgress | None) -> int:
+def _push_verified(
+    transport: Transport, item: PushItem, remote: str, progress: DeployProgress | None
+) -> int:
     callback = None
     if progress is not None:
+
         def callback(done: int, total: int) -> None:
             progress(item.remote, done, total)
+
     sent = 0
     got: str | None = None
     for _ in range(UPLOAD_ATTEMPTS):
@@ -150,26 +163,28 @@ def _push_verified(transport: Transport, item: PushItem, remote: str,
         f"{transport.device.name}: {item.remote} arrived with sha256 {got} instead of "
         f"{item.sha256} ({UPLOAD_ATTEMPTS} uploads)",
         hint=f"the local file {item.local} may have changed while deploying, or the device's "
-        "storage is failing; check its free disk space and SD card")
+        "storage is failing; check its free disk space and SD card",
+    )
 
 
-def deploy_bundle(transport: Transport, cache_dir: Path, *,
-                  progress: DeployProgress | None = None) -> tuple[str, DeployReport]:
+def deploy_bundle(
+    transport: Transport, cache_dir: Path, *, progress: DeployProgress | None = None
+) -> tuple[str, DeployReport]:
     """Build (or reuse) the agent bundle and push it; returns its path relative to workdir."""
     from orchestrator.bundle import build_bundle  # written alongside; imported when used
 
     bundle: Any = build_bundle(cache_dir)
     rel = RemoteLayout.bundle_path(bundle.sha256)
-    report = deploy_files(transport, [PushItem(Path(bundle.path), rel, bundle.sha256)],
-                          progress=progress)
+    report = deploy_files(
+        transport, [PushItem(Path(bundle.path), rel, bundle.sha256)], progress=progress
+    )
     return rel, report
 
 
 def agent_argv(transport: Transport, bundle_rel: str, *args: str) -> list[str]:
     """``PYTHON BUNDLE.pyz --workdir WORKDIR ARGS...`` for the device, as an argument list."""
     layout = RemoteLayout(transport.workdir())
-    return [transport.python(), layout.absolute(bundle_rel), "--workdir", layout.workdir,
-            *args]
+    return [transport.python(), layout.absolute(bundle_rel), "--workdir", layout.workdir, *args]
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -201,8 +216,10 @@ def device_requirements() -> list[str]:
     try:
         requires = importlib.metadata.requires("tslm-fleet") or []
     except importlib.metadata.PackageNotFoundError as exc:
-        raise ConfigError("tslm-fleet is not installed, so its device requirements are "
-                          "unknown", hint="pip install -e . in the checkout") from exc
+        raise ConfigError(
+            "tslm-fleet is not installed, so its device requirements are unknown",
+            hint="pip install -e . in the checkout",
+        ) from exc
     found = []
     for line in requires:
         spec, _, marker = line.partition(";")
@@ -211,8 +228,13 @@ def device_requirements() -> list[str]:
     return found
 
 
-def pip_install_argv(python: str, requirements: Sequence[str], *,
-                     find_links: str | None = None, index_url: str | None = None) -> list[str]:
+def pip_install_argv(
+    python: str,
+    requirements: Sequence[str],
+    *,
+    find_links: str | None = None,
+    index_url: str | None = None,
+) -> list[str]:
     """``python -m pip install`` for the device (offline from ``find_links`` when given)."""
     argv = [python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
     if find_links is not None:
@@ -222,16 +244,20 @@ def pip_install_argv(python: str, requirements: Sequence[str], *,
     return [*argv, *requirements]
 
 
-def wheelhouse_argv(platform: str, out: Path, *, python_version: str = "3.11",
-                    requirements: Sequence[str] | None = None,
-                    python: str | None = None) -> list[str]:
+def wheelhouse_argv(
+    platform: str,
+    out: Path,
+    *,
+    python_version: str = "3.11",
+    requirements: Sequence[str] | None = None,
+    python: str | None = None,
+) -> list[str]:
     """``pip download`` of binary wheels of the device requirements for ``platform``."""
     import sys
 
     tags = WHEEL_PLATFORMS.get(platform)
     if tags is None:
-        raise ConfigError(f"--platform {platform!r}: unknown (known: "
-                          f"{', '.join(WHEEL_PLATFORMS)})")
+        raise ConfigError(f"--platform {platform!r}: unknown (known: {', '.join(WHEEL_PLATFORMS)})")
     argv = [python or sys.executable, "-m", "pip", "download", "--only-binary=:all:"]
     for tag in tags:
         argv += ["--platform", tag]
@@ -239,10 +265,15 @@ def wheelhouse_argv(platform: str, out: Path, *, python_version: str = "3.11",
     return [*argv, *(requirements if requirements is not None else device_requirements())]
 
 
-def bootstrap_device(transport: Transport, *, wheelhouse: Path | None = None,
-                     requirements: Sequence[str] | None = None, base_python: str = "python3",
-                     index_url: str | None = None,
-                     progress: DeployProgress | None = None) -> BootstrapReport:
+def bootstrap_device(
+    transport: Transport,
+    *,
+    wheelhouse: Path | None = None,
+    requirements: Sequence[str] | None = None,
+    base_python: str = "python3",
+    index_url: str | None = None,
+    progress: DeployProgress | None = None,
+) -> BootstrapReport:
     """Create the venv that holds the device's ``python`` and install the agent's packages.
 
     The venv is the folder two levels above ``python`` (``.../venv/bin/python3``); it is
@@ -253,8 +284,10 @@ def bootstrap_device(transport: Transport, *, wheelhouse: Path | None = None,
     name = transport.device.name
     python = transport.python()
     if "/" not in python:
-        raise ConfigError(f"{name}: `python: {python}` is a bare command; bootstrap needs a "
-                          "path inside a venv, e.g. ~/.tslm/venv/bin/python3")
+        raise ConfigError(
+            f"{name}: `python: {python}` is a bare command; bootstrap needs a "
+            "path inside a venv, e.g. ~/.tslm/venv/bin/python3"
+        )
     venv = posixpath.dirname(posixpath.dirname(python))
     probe = transport.run([python, "-c", "import sys; print(sys.prefix)"], check=False)
     created = False
@@ -265,17 +298,20 @@ def bootstrap_device(transport: Transport, *, wheelhouse: Path | None = None,
             raise RemoteCommandError(
                 f"{name}: `{base_python} -m venv {venv}` failed: "
                 f"{(result.stderr or result.stdout).strip()[-300:]}",
-                exit_code=result.exit_code, stderr=result.stderr,
+                exit_code=result.exit_code,
+                stderr=result.stderr,
                 hint="install Python 3.11+ with venv support on the device "
-                "(Debian/Raspberry Pi OS: sudo apt install python3-venv)")
+                "(Debian/Raspberry Pi OS: sudo apt install python3-venv)",
+            )
         created = True
     reqs = list(requirements) if requirements is not None else device_requirements()
     find_links = None
     pushed = 0
     if wheelhouse is not None:
         layout = RemoteLayout(transport.workdir())
-        report = deploy_files(transport, items_for_directory(wheelhouse, layout.wheelhouse_dir),
-                              progress=progress)
+        report = deploy_files(
+            transport, items_for_directory(wheelhouse, layout.wheelhouse_dir), progress=progress
+        )
         pushed = len(report.pushed)
         find_links = layout.absolute(layout.wheelhouse_dir)
     argv = pip_install_argv(python, reqs, find_links=find_links, index_url=index_url)
@@ -283,9 +319,20 @@ def bootstrap_device(transport: Transport, *, wheelhouse: Path | None = None,
     if result.exit_code != 0:
         raise RemoteCommandError(
             f"{name}: pip install failed: {(result.stderr or result.stdout).strip()[-400:]}",
-            exit_code=result.exit_code, stderr=result.stderr,
-            hint=("build a complete wheelhouse for the board with `tslm-fleet wheelhouse "
-                  "--platform aarch64 --out DIR`" if wheelhouse is not None else
-                  "offline lab? use --wheelhouse DIR (see `tslm-fleet wheelhouse`)"))
-    return BootstrapReport(device=name, venv=venv, created=created, requirements=tuple(reqs),
-                           wheelhouse_pushed=pushed, duration_s=time.monotonic() - started)
+            exit_code=result.exit_code,
+            stderr=result.stderr,
+            hint=(
+                "build a complete wheelhouse for the board with `tslm-fleet wheelhouse "
+                "--platform aarch64 --out DIR`"
+                if wheelhouse is not None
+                else "offline lab? use --wheelhouse DIR (see `tslm-fleet wheelhouse`)"
+            ),
+        )
+    return BootstrapReport(
+        device=name,
+        venv=venv,
+        created=created,
+        requirements=tuple(reqs),
+        wheelhouse_pushed=pushed,
+        duration_s=time.monotonic() - started,
+    )

@@ -23,9 +23,14 @@ from tasks.errors import TslmError
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MIN_PYTHON = (3, 11)
 #: import name -> distribution name of what the agent needs on a device
-DEVICE_MODULES: dict[str, str] = {"torch": "torch", "transformers": "transformers",
-                                  "safetensors": "safetensors", "numpy": "numpy",
-                                  "serial": "pyserial", "usb": "pyusb"}
+DEVICE_MODULES: dict[str, str] = {
+    "torch": "torch",
+    "transformers": "transformers",
+    "safetensors": "safetensors",
+    "numpy": "numpy",
+    "serial": "pyserial",
+    "usb": "pyusb",
+}
 MIN_FREE_BYTES = 1 << 30
 HOT_C = 80.0
 PROBE_TIMEOUT_S = 180.0
@@ -81,10 +86,15 @@ class DeviceHealth:
         return tuple(c for c in self.checks if c.status == FAIL)
 
 
-def run_doctor(devices: Sequence[Any], *, accept_new_hostkeys: bool = False,
-               bundle_sha256: str | None = None, max_workers: int = 8,
-               modules: Mapping[str, str] = DEVICE_MODULES,
-               opener: Callable[..., Transport] = open_transport) -> list[DeviceHealth]:
+def run_doctor(
+    devices: Sequence[Any],
+    *,
+    accept_new_hostkeys: bool = False,
+    bundle_sha256: str | None = None,
+    max_workers: int = 8,
+    modules: Mapping[str, str] = DEVICE_MODULES,
+    opener: Callable[..., Transport] = open_transport,
+) -> list[DeviceHealth]:
     """Check every device in parallel; results in the order of ``devices``.
 
     ``bundle_sha256``: the agent bundle this controller would deploy (None: any bundle
@@ -93,18 +103,31 @@ def run_doctor(devices: Sequence[Any], *, accept_new_hostkeys: bool = False,
     """
     if not devices:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(devices))),
-                            thread_name_prefix="doctor") as pool:
-        futures = [pool.submit(check_device, d, accept_new_hostkeys=accept_new_hostkeys,
-                               bundle_sha256=bundle_sha256, modules=modules, opener=opener)
-                   for d in devices]
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(max_workers, len(devices))), thread_name_prefix="doctor"
+    ) as pool:
+        futures = [
+            pool.submit(
+                check_device,
+                d,
+                accept_new_hostkeys=accept_new_hostkeys,
+                bundle_sha256=bundle_sha256,
+                modules=modules,
+                opener=opener,
+            )
+            for d in devices
+        ]
         return [f.result() for f in futures]
 
 
-def check_device(device: Any, *, accept_new_hostkeys: bool = False,
-                 bundle_sha256: str | None = None,
-                 modules: Mapping[str, str] = DEVICE_MODULES,
-                 opener: Callable[..., Transport] = open_transport) -> DeviceHealth:
+def check_device(
+    device: Any,
+    *,
+    accept_new_hostkeys: bool = False,
+    bundle_sha256: str | None = None,
+    modules: Mapping[str, str] = DEVICE_MODULES,
+    opener: Callable[..., Transport] = open_transport,
+) -> DeviceHealth:
     """All checks of one device; never raises."""
     checks: list[Check] = []
     try:
@@ -129,8 +152,14 @@ def check_device(device: Any, *, accept_new_hostkeys: bool = False,
 class _DeviceChecks:
     """The checks after the connection, sharing what earlier checks learned."""
 
-    def __init__(self, device: Any, transport: Transport, bundle_sha256: str | None,
-                 modules: Mapping[str, str], checks: list[Check]) -> None:
+    def __init__(
+        self,
+        device: Any,
+        transport: Transport,
+        bundle_sha256: str | None,
+        modules: Mapping[str, str],
+        checks: list[Check],
+    ) -> None:
         self.device = device
         self.modules = dict(modules)
         self.transport = transport
@@ -158,40 +187,61 @@ class _DeviceChecks:
         self._thermal(probe, info)
 
     def _probe(self, python: str, workdir: str) -> dict[str, Any] | None:
-        res = self.transport.run([python, "-c", _PROBE, workdir, *self.modules],
-                                 check=False, timeout_s=PROBE_TIMEOUT_S)
+        res = self.transport.run(
+            [python, "-c", _PROBE, workdir, *self.modules], check=False, timeout_s=PROBE_TIMEOUT_S
+        )
         if res.exit_code in COMMAND_NOT_FOUND:
-            self.add("python", FAIL, f"{python} not found on the device",
-                     f"create the venv with `{self.bootstrap_hint}`, or set `python:` in the "
-                     "inventory")
+            self.add(
+                "python",
+                FAIL,
+                f"{python} not found on the device",
+                f"create the venv with `{self.bootstrap_hint}`, or set `python:` in the inventory",
+            )
             return None
         try:
             probe = json.loads(res.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
             tail = (res.stderr or res.stdout).strip().splitlines()
-            self.add("python", FAIL, f"{python} failed: {tail[-1] if tail else res.exit_code}",
-                     f"repair the device's Python, e.g. `{self.bootstrap_hint}`")
+            self.add(
+                "python",
+                FAIL,
+                f"{python} failed: {tail[-1] if tail else res.exit_code}",
+                f"repair the device's Python, e.g. `{self.bootstrap_hint}`",
+            )
             return None
         version = tuple(probe["version"])
         text = ".".join(map(str, version))
         if version[:2] < MIN_PYTHON:
-            self.add("python", FAIL, f"Python {text} at {python} (need >= "
-                     f"{'.'.join(map(str, MIN_PYTHON))})",
-                     "install Python 3.11 or newer on the device and point `python:` at it")
+            self.add(
+                "python",
+                FAIL,
+                f"Python {text} at {python} (need >= {'.'.join(map(str, MIN_PYTHON))})",
+                "install Python 3.11 or newer on the device and point `python:` at it",
+            )
         else:
             self.add("python", OK, f"Python {text} ({probe.get('machine')})")
         return probe
 
     def _packages(self, probe: dict[str, Any]) -> None:
         packages = probe.get("packages", {})
-        missing = [f"{dist} ({packages.get(m, {}).get('error', 'missing')})"
-                   for m, dist in self.modules.items() if not packages.get(m, {}).get("ok")]
+        missing = [
+            f"{dist} ({packages.get(m, {}).get('error', 'missing')})"
+            for m, dist in self.modules.items()
+            if not packages.get(m, {}).get("ok")
+        ]
         if missing:
-            self.add("packages", FAIL, "cannot import: " + "; ".join(missing),
-                     f"install the device packages with `{self.bootstrap_hint}`")
+            self.add(
+                "packages",
+                FAIL,
+                "cannot import: " + "; ".join(missing),
+                f"install the device packages with `{self.bootstrap_hint}`",
+            )
         else:
-            versions = ", ".join(f"{m} {packages[m]['version']}".strip()
-                                 for m in ("torch", "transformers") if m in packages)
+            versions = ", ".join(
+                f"{m} {packages[m]['version']}".strip()
+                for m in ("torch", "transformers")
+                if m in packages
+            )
             self.add("packages", OK, versions or f"{len(self.modules)} packages import")
 
     def _bundle(self, python: str, workdir: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -203,8 +253,11 @@ class _DeviceChecks:
             bundle = layout.absolute(rel)
             if not t.exists(bundle):
                 others = [n for n in t.listdir(posixpath.dirname(bundle)) if n.endswith(".pyz")]
-                detail = ("not deployed" if not others else
-                          f"outdated (device has {', '.join(others[-2:])})")
+                detail = (
+                    "not deployed"
+                    if not others
+                    else f"outdated (device has {', '.join(others[-2:])})"
+                )
                 self.add("bundle", FAIL, detail, f"push it with `{self.deploy_hint}`")
                 return None, None
         else:
@@ -218,25 +271,42 @@ class _DeviceChecks:
             info = json.loads(res.stdout)
         except ValueError:
             tail = (res.stderr or res.stdout).strip().splitlines()
-            self.add("bundle", FAIL, f"{posixpath.basename(bundle)} does not run: "
-                     f"{tail[-1] if tail else res.exit_code}",
-                     f"redeploy with `{self.deploy_hint}`; check the packages above")
+            self.add(
+                "bundle",
+                FAIL,
+                f"{posixpath.basename(bundle)} does not run: {tail[-1] if tail else res.exit_code}",
+                f"redeploy with `{self.deploy_hint}`; check the packages above",
+            )
             return None, None
-        self.add("bundle", OK, f"agent {info.get('agent_version')} "
-                 f"({posixpath.basename(bundle)})")
+        self.add("bundle", OK, f"agent {info.get('agent_version')} ({posixpath.basename(bundle)})")
         return info, bundle
 
     def _meter(self, python: str, workdir: str, bundle: str | None) -> None:
         meter = self.device.meter
         if meter.kind == "none":
-            self.add("meter", WARN, "no meter configured: energy will not be measured",
-                     "add `meter: {kind: ...}` to the device in the inventory")
+            self.add(
+                "meter",
+                WARN,
+                "no meter configured: energy will not be measured",
+                "add `meter: {kind: ...}` to the device in the inventory",
+            )
             return
         if bundle is None:
             self.add("meter", SKIP, f"{meter.kind}: needs the agent bundle")
             return
-        argv = [python, bundle, "--workdir", workdir, "meter", "read", "--kind", meter.kind,
-                "--seconds", f"{METER_READ_S:g}", "--json"]
+        argv = [
+            python,
+            bundle,
+            "--workdir",
+            workdir,
+            "meter",
+            "read",
+            "--kind",
+            meter.kind,
+            "--seconds",
+            f"{METER_READ_S:g}",
+            "--json",
+        ]
         for key, value in meter.options().items():
             argv += ["--option", f"{key}={value}"]
         res = self.transport.run(argv, check=False, timeout_s=60)
@@ -249,20 +319,32 @@ class _DeviceChecks:
             if summary is not None:
                 break
         if res.exit_code == 0 and summary and not summary.get("samples"):
-            self.add("meter", WARN, f"{meter.kind}: no samples in {METER_READ_S:g} s "
-                     f"({summary.get('description', '')})",
-                     "energy will not be measured; check the `meter:` entry")
+            self.add(
+                "meter",
+                WARN,
+                f"{meter.kind}: no samples in {METER_READ_S:g} s "
+                f"({summary.get('description', '')})",
+                "energy will not be measured; check the `meter:` entry",
+            )
             return
         if res.exit_code != 0 or not summary:
             tail = (res.stderr or res.stdout).strip().splitlines()
-            self.add("meter", FAIL, f"{meter.kind}: {tail[-1] if tail else 'no samples'}",
-                     "check the meter's cable or Bluetooth binding and the `meter:` entry; "
-                     f"try `tslm-fleet meter read` on {self.device.name}")
+            self.add(
+                "meter",
+                FAIL,
+                f"{meter.kind}: {tail[-1] if tail else 'no samples'}",
+                "check the meter's cable or Bluetooth binding and the `meter:` entry; "
+                f"try `tslm-fleet meter read` on {self.device.name}",
+            )
             return
         mean = summary.get("mean_w")
         power = "n/a" if mean is None else f"{mean:.2f} W"
-        self.add("meter", OK, f"{meter.kind}: {summary['samples']} samples "
-                 f"({summary.get('fresh', 0)} fresh), {power}")
+        self.add(
+            "meter",
+            OK,
+            f"{meter.kind}: {summary['samples']} samples "
+            f"({summary.get('fresh', 0)} fresh), {power}",
+        )
 
     def _disk(self, probe: dict[str, Any], info: dict[str, Any] | None, workdir: str) -> None:
         free = (info or {}).get("workdir_free_bytes") or probe.get("disk", {}).get("free_bytes")
@@ -271,8 +353,13 @@ class _DeviceChecks:
             return
         text = f"{free / (1 << 30):.1f} GiB free in {workdir}"
         if free < MIN_FREE_BYTES:
-            self.add("disk", FAIL, text, f"free at least {MIN_FREE_BYTES >> 30} GiB in "
-                     f"{workdir} (old models and artifacts live under models/ and artifacts/)")
+            self.add(
+                "disk",
+                FAIL,
+                text,
+                f"free at least {MIN_FREE_BYTES >> 30} GiB in "
+                f"{workdir} (old models and artifacts live under models/ and artifacts/)",
+            )
         else:
             self.add("disk", OK, text)
 
@@ -286,11 +373,19 @@ class _DeviceChecks:
             parts.append(f"throttle flags {flags}")
         detail = ", ".join(parts)
         if throttled:
-            self.add("thermal", FAIL, f"throttled now ({detail})",
-                     "measurements would be skewed: improve cooling and use the official "
-                     "power supply, then wait for the board to cool down")
+            self.add(
+                "thermal",
+                FAIL,
+                f"throttled now ({detail})",
+                "measurements would be skewed: improve cooling and use the official "
+                "power supply, then wait for the board to cool down",
+            )
         elif temp is not None and temp >= HOT_C:
-            self.add("thermal", WARN, f"hot ({detail})", "let the board cool down or add a "
-                     "heatsink/fan before measuring")
+            self.add(
+                "thermal",
+                WARN,
+                f"hot ({detail})",
+                "let the board cool down or add a heatsink/fan before measuring",
+            )
         else:
             self.add("thermal", OK, detail)

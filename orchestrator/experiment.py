@@ -61,7 +61,8 @@ class ExperimentModel(BaseModel):
     model: str = DEFAULT_MODEL
     variants: list[str] = Field(default_factory=lambda: list(DEFAULT_VARIANTS), min_length=1)
     tasks: list[str | dict[str, dict[str, Any] | None]] = Field(
-        default_factory=lambda: [name for name, _ in DEFAULT_TASKS], min_length=1)
+        default_factory=lambda: [name for name, _ in DEFAULT_TASKS], min_length=1
+    )
     repetitions: int = Field(3, ge=1)
     warmup: int = Field(1, ge=0)
     idle_seconds: float = Field(10.0, ge=0)
@@ -103,13 +104,19 @@ class Experiment:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "model": self.model, "variants": list(self.variants),
+            "name": self.name,
+            "model": self.model,
+            "variants": list(self.variants),
             "tasks": [{t.name: dict(t.params)} for t in self.tasks],
-            "repetitions": self.repetitions, "warmup": self.warmup,
+            "repetitions": self.repetitions,
+            "warmup": self.warmup,
             "idle_seconds": self.idle_seconds,
-            "window": {"min_fresh_samples": self.min_fresh_samples,
-                       "min_seconds": self.min_window_s},
-            "threads": self.threads, "embedding_mode": self.embedding_mode,
+            "window": {
+                "min_fresh_samples": self.min_fresh_samples,
+                "min_seconds": self.min_window_s,
+            },
+            "threads": self.threads,
+            "embedding_mode": self.embedding_mode,
             "max_duration_s": self.max_duration_s,
         }
 
@@ -134,11 +141,13 @@ def _task_requests(items: list[Any], where: str) -> tuple[TaskRequest, ...]:
         if isinstance(item, str):
             out.append(parse_task_option(item))
         elif isinstance(item, dict) and len(item) == 1:
-            (name, params), = item.items()
+            ((name, params),) = item.items()
             out.append(TaskRequest(name=name, params=dict(params or {})))
         else:
-            raise ConfigError(f"{where}: tasks[{i}] must be a name or a one-key mapping "
-                              "{name: {param: value}}")
+            raise ConfigError(
+                f"{where}: tasks[{i}] must be a name or a one-key mapping "
+                "{name: {param: value}}"
+            )
     return tuple(out)
 
 
@@ -159,9 +168,11 @@ def load_experiment_file(path: Path) -> ExperimentModel:
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{path}: {loc}: {first['msg']}",
-                          hint=f"{len(exc.errors())} problem(s) in total; see the example in "
-                          "orchestrator/experiment.py's documentation") from exc
+        raise ConfigError(
+            f"{path}: {loc}: {first['msg']}",
+            hint=f"{len(exc.errors())} problem(s) in total; see the example in "
+            "orchestrator/experiment.py's documentation",
+        ) from exc
 
 
 def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
@@ -169,21 +180,35 @@ def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
     try:
         model = ExperimentModel.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"{where}: the stored experiment is not valid: {exc.errors()[0]['msg']}"
-                          ) from exc
+        raise ConfigError(
+            f"{where}: the stored experiment is not valid: {exc.errors()[0]['msg']}"
+        ) from exc
     return Experiment(
-        name=model.name or "experiment", model=model.model, variants=tuple(model.variants),
-        tasks=_task_requests(list(model.tasks), where), repetitions=model.repetitions,
-        warmup=model.warmup, idle_seconds=model.idle_seconds,
-        min_fresh_samples=model.window.min_fresh_samples, min_window_s=model.window.min_seconds,
-        threads=model.threads, embedding_mode=model.embedding_mode,
-        max_duration_s=model.max_duration_s)
+        name=model.name or "experiment",
+        model=model.model,
+        variants=tuple(model.variants),
+        tasks=_task_requests(list(model.tasks), where),
+        repetitions=model.repetitions,
+        warmup=model.warmup,
+        idle_seconds=model.idle_seconds,
+        min_fresh_samples=model.window.min_fresh_samples,
+        min_window_s=model.window.min_seconds,
+        threads=model.threads,
+        embedding_mode=model.embedding_mode,
+        max_duration_s=model.max_duration_s,
+    )
 
 
-def build_experiment(*, file: Path | None = None, model: str | None = None,
-                     variants: list[str] | None = None, tasks: list[str] | None = None,
-                     queries: int | None = None, repetitions: int | None = None,
-                     demo: bool = False) -> Experiment:
+def build_experiment(
+    *,
+    file: Path | None = None,
+    model: str | None = None,
+    variants: list[str] | None = None,
+    tasks: list[str] | None = None,
+    queries: int | None = None,
+    repetitions: int | None = None,
+    demo: bool = False,
+) -> Experiment:
     """Combine an experiment file (optional), CLI overrides and the defaults."""
     base = load_experiment_file(file) if file else ExperimentModel()
     where = str(file) if file else "defaults"
@@ -198,8 +223,10 @@ def build_experiment(*, file: Path | None = None, model: str | None = None,
     if queries is not None:
         if queries < 1:
             raise ConfigError("--queries must be >= 1")
-        task_reqs = tuple(TaskRequest(t.name, {**t.params, "num_queries": queries})
-                          if t.name == "generate" else t for t in task_reqs)
+        task_reqs = tuple(
+            TaskRequest(t.name, {**t.params, "num_queries": queries}) if t.name == "generate" else t
+            for t in task_reqs
+        )
     if repetitions is not None:
         if repetitions < 1:
             raise ConfigError("--repetitions must be >= 1")

@@ -48,8 +48,9 @@ DEFAULT_METER_KIND = "none"
 ALL = "all"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_NAME_RULE = ("must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, "
-              "and not 'all'")
+_NAME_RULE = (
+    "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, and not 'all'"
+)
 
 
 def known_meter_kinds() -> frozenset[str] | None:
@@ -74,6 +75,7 @@ def known_meter_kinds() -> frozenset[str] | None:
 
 # --------------------------------------------------------------------------- schema
 
+
 def _custom(kind: str, message: str) -> PydanticCustomError:
     # the message goes in as context so that braces in user values are never a template
     return PydanticCustomError(kind, "{message}", {"message": message})
@@ -91,8 +93,11 @@ class MeterModel(BaseModel):
     def _known_kind(cls, value: str) -> str:
         known = known_meter_kinds()
         if known is not None and value not in known:
-            raise _custom("unknown_meter", f"unknown meter kind {value!r} (known: "
-                          f"{', '.join(sorted(known))}){_did_you_mean(value, known)}")
+            raise _custom(
+                "unknown_meter",
+                f"unknown meter kind {value!r} (known: "
+                f"{', '.join(sorted(known))}){_did_you_mean(value, known)}",
+            )
         return value
 
 
@@ -123,8 +128,11 @@ class _DeviceFields(BaseModel):
     @classmethod
     def _known_board(cls, value: str | None) -> str | None:
         if value is not None and value not in KNOWN_BOARDS:
-            raise _custom("unknown_board", f"unknown board {value!r} (known: "
-                          f"{', '.join(KNOWN_BOARDS)}){_did_you_mean(value, KNOWN_BOARDS)}")
+            raise _custom(
+                "unknown_board",
+                f"unknown board {value!r} (known: "
+                f"{', '.join(KNOWN_BOARDS)}){_did_you_mean(value, KNOWN_BOARDS)}",
+            )
         return value
 
     @field_validator("user", "identity_file", "known_hosts", "python", "workdir")
@@ -156,7 +164,6 @@ class InventoryModel(BaseModel):
     groups: dict[str, list[str]] = {}
 
 
-
 def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, int]) -> list[str]:
     """Checks across fields: names, the reserved word ``all``, group members, hosts."""
     errors: list[str] = []
@@ -175,20 +182,25 @@ def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, in
                 add(("devices", name, "tags", index), f"tag {tag!r} {_NAME_RULE}")
         transport = entry.transport or model.defaults.transport or "ssh"
         if transport == "ssh" and not entry.host:
-            add(("devices", name), "an ssh device needs a `host:` (or `transport: local` for "
-                "the controller itself)")
+            add(
+                ("devices", name),
+                "an ssh device needs a `host:` (or `transport: local` for the controller itself)",
+            )
     for group, members in model.groups.items():
         if not _NAME_RE.match(group) or group == ALL:
             add(("groups", group), f"group name {group!r} {_NAME_RULE}")
         for index, member in enumerate(members):
             if member not in model.devices:
-                add(("groups", group, index),
+                add(
+                    ("groups", group, index),
                     f"unknown device {member!r} (devices: {', '.join(model.devices)})"
-                    + _did_you_mean(member, model.devices))
+                    + _did_you_mean(member, model.devices),
+                )
     return errors
 
 
 # --------------------------------------------------------------------------- records
+
 
 @dataclass(frozen=True)
 class MeterConfig:
@@ -259,6 +271,7 @@ class Inventory:
 
 # --------------------------------------------------------------------------- loading
 
+
 def resolve_inventory_path(value: str | os.PathLike[str] | None = None) -> Path:
     """The inventory file to use: ``-i`` value, else ``$TSLM_INVENTORY``, else ./inventory.yaml."""
     if value:
@@ -276,28 +289,32 @@ def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
         raise InventoryError(
             f"{file}: inventory file not found",
             hint=f"create it (see the example inventory.yaml of tslm-fleet), pass -i FILE or "
-            f"set {INVENTORY_ENV}") from exc
+            f"set {INVENTORY_ENV}",
+        ) from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InventoryError(f"{file}: cannot read the inventory: {exc}") from exc
     return parse_inventory(text, str(file), path=file)
 
 
-def parse_inventory(text: str, filename: str = "inventory.yaml", *,
-                    path: Path | None = None) -> Inventory:
+def parse_inventory(
+    text: str, filename: str = "inventory.yaml", *, path: Path | None = None
+) -> Inventory:
     """Validate inventory YAML text; ``filename`` is used in messages."""
     data, lines = _load_yaml(text, filename)
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
-        raise InventoryError(f"{filename}:1: the inventory must be a mapping with a "
-                             f"'devices' section, got {kind}",
-                             hint="see the example inventory.yaml of tslm-fleet")
+        raise InventoryError(
+            f"{filename}:1: the inventory must be a mapping with a 'devices' section, got {kind}",
+            hint="see the example inventory.yaml of tslm-fleet",
+        )
     try:
         model = InventoryModel.model_validate(data)
     except ValidationError as exc:
         _raise_all(_format_errors(exc, filename, lines))
     except RecursionError:
-        raise InventoryError(f"{filename}: the inventory is nested too deeply",
-                             hint=_FIX_HINT) from None
+        raise InventoryError(
+            f"{filename}: the inventory is nested too deeply", hint=_FIX_HINT
+        ) from None
     errors = _semantic_errors(model, filename, lines)
     if errors:
         _raise_all(errors)
@@ -311,11 +328,11 @@ def _raise_all(errors: list[str]) -> None:
     raise InventoryError("\n".join(errors), hint=_FIX_HINT)
 
 
-def _build(model: InventoryModel, filename: str, lines: dict[tuple, int],
-           path: Path) -> Inventory:
+def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: Path) -> Inventory:
     defaults = model.defaults
     devices: dict[str, Device] = {}
     for name, entry in model.devices.items():
+
         def pick(attr: str, fallback: Any, entry: DeviceModel = entry) -> Any:
             value = getattr(entry, attr)
             if value is None:
@@ -325,26 +342,38 @@ def _build(model: InventoryModel, filename: str, lines: dict[tuple, int],
         transport = pick("transport", "ssh")
         where = f"{filename}:{_line_of(lines, ('devices', name))}"
         meter = pick("meter", None)
-        meter_cfg = (MeterConfig(DEFAULT_METER_KIND) if meter is None else
-                     MeterConfig(meter.kind, tuple(sorted((meter.model_extra or {}).items()))))
+        meter_cfg = (
+            MeterConfig(DEFAULT_METER_KIND)
+            if meter is None
+            else MeterConfig(meter.kind, tuple(sorted((meter.model_extra or {}).items())))
+        )
         identity = pick("identity_file", None)
         # the local device runs the agent with the controller's own Python unless told
-        python = entry.python or (sys.executable if transport == "local" else
-                                  pick("python", "~/.tslm/venv/bin/python3"))
+        python = entry.python or (
+            sys.executable if transport == "local" else pick("python", "~/.tslm/venv/bin/python3")
+        )
         devices[name] = Device(
-            name=name, transport=transport, host=entry.host,
-            user=pick("user", None), port=pick("port", 22),
+            name=name,
+            transport=transport,
+            host=entry.host,
+            user=pick("user", None),
+            port=pick("port", 22),
             identity_file=None if identity is None else Path(identity).expanduser(),
             known_hosts=Path(pick("known_hosts", "~/.ssh/known_hosts")).expanduser(),
-            python=python, workdir=pick("workdir", "~/.tslm"),
+            python=python,
+            workdir=pick("workdir", "~/.tslm"),
             board=pick("board", "local" if transport == "local" else "generic"),
-            tags=tuple(dict.fromkeys(entry.tags)), meter=meter_cfg,
-            connect_timeout_s=float(pick("connect_timeout_s", 10.0)), source=where)
+            tags=tuple(dict.fromkeys(entry.tags)),
+            meter=meter_cfg,
+            connect_timeout_s=float(pick("connect_timeout_s", 10.0)),
+            source=where,
+        )
     groups = {g: tuple(dict.fromkeys(members)) for g, members in model.groups.items()}
     return Inventory(path=path, devices=devices, groups=groups)
 
 
 # --------------------------------------------------------------------------- YAML + lines
+
 
 def _load_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
     """Parse YAML (safe loader) and map every field path to the line it is written on."""
@@ -359,8 +388,7 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark is not None else ""
         problem = exc.problem or exc.context or "invalid YAML"
-        raise InventoryError(f"{filename}{line}: invalid YAML: {problem}",
-                             hint=_FIX_HINT) from None
+        raise InventoryError(f"{filename}{line}: invalid YAML: {problem}", hint=_FIX_HINT) from None
     except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError) as exc:
         raise InventoryError(f"{filename}: invalid YAML: {exc}", hint=_FIX_HINT) from None
     lines: dict[tuple, int] = {}
@@ -369,8 +397,9 @@ def _load_yaml(text: str, filename: str) -> tuple[Any, dict[tuple, int]]:
     return data, lines
 
 
-def _map_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: str,
-               depth: int) -> None:
+def _map_lines(
+    node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: str, depth: int
+) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if depth > 50:
         return
@@ -382,9 +411,11 @@ def _map_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int], filename: 
             key = key_node.value
             if key in seen and key != "<<":
                 dotted = ".".join(str(p) for p in (*path, key))
-                raise InventoryError(f"{filename}:{key_node.start_mark.line + 1} {dotted}: "
-                                     "duplicate key (the earlier value would be ignored)",
-                                     hint=_FIX_HINT)
+                raise InventoryError(
+                    f"{filename}:{key_node.start_mark.line + 1} {dotted}: "
+                    "duplicate key (the earlier value would be ignored)",
+                    hint=_FIX_HINT,
+                )
             seen.add(key)
             lines[(*path, key)] = key_node.start_mark.line + 1
             _map_lines(value_node, (*path, key), lines, filename, depth + 1)
@@ -428,13 +459,15 @@ def _explain(err: dict[str, Any], loc: tuple) -> str:
         if len(parent) == 2 and parent[0] == "devices":
             parent = ("devices", "*")
         fields = _FIELDS_BY_SECTION.get(parent, {})
-        return (f"unknown field {loc[-1]!r}" + _did_you_mean(str(loc[-1]), fields)
-                + (f" (known: {', '.join(fields)})" if fields else ""))
+        return (
+            f"unknown field {loc[-1]!r}"
+            + _did_you_mean(str(loc[-1]), fields)
+            + (f" (known: {', '.join(fields)})" if fields else "")
+        )
     if kind == "missing":
         return "required field is missing"
     if kind == "literal_error" and loc and loc[-1] == "transport":
-        return (f"unknown transport {err.get('input')!r} "
-                f"(known: {', '.join(KNOWN_TRANSPORTS)})")
+        return f"unknown transport {err.get('input')!r} (known: {', '.join(KNOWN_TRANSPORTS)})"
     return str(err["msg"])
 
 

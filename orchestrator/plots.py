@@ -70,15 +70,21 @@ class ResultRow:
 
 
 _REQUIRED = ("run_id", "device", "variant", "task")
-_OPTIONAL_NUMBERS = ("compression_ratio", "latency_s_median", "latency_s_p90",
-                     "energy_j_per_query_median", "net_energy_j_per_query_median",
-                     "perplexity")
+_OPTIONAL_NUMBERS = (
+    "compression_ratio",
+    "latency_s_median",
+    "latency_s_p90",
+    "energy_j_per_query_median",
+    "net_energy_j_per_query_median",
+    "perplexity",
+)
 #: quantity -> (low, high) field names a results row may give its spread in, preferred first
 _SPREAD_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "latency_s": (("latency_s_ci_low", "latency_s_ci_high"),
-                  ("latency_s_p25", "latency_s_p75")),
-    "energy_j_per_query": (("energy_j_per_query_ci_low", "energy_j_per_query_ci_high"),
-                           ("energy_j_per_query_p25", "energy_j_per_query_p75")),
+    "latency_s": (("latency_s_ci_low", "latency_s_ci_high"), ("latency_s_p25", "latency_s_p75")),
+    "energy_j_per_query": (
+        ("energy_j_per_query_ci_low", "energy_j_per_query_ci_high"),
+        ("energy_j_per_query_p25", "energy_j_per_query_p75"),
+    ),
 }
 
 
@@ -98,8 +104,7 @@ def _number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _spread(row: Any, quantity: str,
-            centre: float | None) -> tuple[float | None, float | None]:
+def _spread(row: Any, quantity: str, centre: float | None) -> tuple[float | None, float | None]:
     for low_name, high_name in _SPREAD_FIELDS[quantity]:
         low, high = _number(_field(row, low_name)), _number(_field(row, high_name))
         if low is not None and high is not None:
@@ -120,7 +125,7 @@ def as_result_row(row: Any) -> ResultRow:
         raise DatabaseError(
             f"a results row lacks {', '.join(missing)} (got {type(row).__name__})",
             hint="the database schema is older than this tslm-fleet; upgrade it with "
-                 "`tslm-fleet db upgrade`",
+            "`tslm-fleet db upgrade`",
         )
     values: dict[str, Any] = {name: str(_field(row, name)) for name in _REQUIRED}
     values["model"] = str(_field(row, "model") or "unknown model")
@@ -128,13 +133,16 @@ def as_result_row(row: Any) -> ResultRow:
     values.update({name: _number(_field(row, name)) for name in _OPTIONAL_NUMBERS})
     values["n_queries"] = int(_number(_field(row, "n_queries")) or 0)
     values["latency_s_low"], values["latency_s_high"] = _spread(
-        row, "latency_s", values["latency_s_median"])
+        row, "latency_s", values["latency_s_median"]
+    )
     values["energy_j_per_query_low"], values["energy_j_per_query_high"] = _spread(
-        row, "energy_j_per_query", values["energy_j_per_query_median"])
+        row, "energy_j_per_query", values["energy_j_per_query_median"]
+    )
     return ResultRow(**values)
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _runs_label(rows: list[ResultRow]) -> str:
     runs = sorted({r.run_id for r in rows})
@@ -161,8 +169,9 @@ def _new_figure(n_panels: int, title: str) -> tuple[Figure, list[Axes]]:
     return fig, list(axes)
 
 
-def _error_bars(points: list[tuple[float | None, float | None, float | None]],
-                scale: float = 1.0) -> list[list[float]] | None:
+def _error_bars(
+    points: list[tuple[float | None, float | None, float | None]], scale: float = 1.0
+) -> list[list[float]] | None:
     """matplotlib's asymmetric ``yerr`` from (centre, low, high) triples; None if no spread.
 
     A point without a spread gets zero-length bars; an interval that does not contain
@@ -185,8 +194,16 @@ def _empty_panel(ax: Axes, text: str) -> None:
 def _add_notes(fig: Figure, notes: list[str]) -> None:
     if notes:
         shown = notes[:6] + ([f"... and {len(notes) - 6} more"] if len(notes) > 6 else [])
-        fig.text(0.01, 0.005, "not shown: " + "; ".join(shown), fontsize=NOTE_FONT_SIZE,
-                 ha="left", va="bottom", wrap=True, color="dimgray")
+        fig.text(
+            0.01,
+            0.005,
+            "not shown: " + "; ".join(shown),
+            fontsize=NOTE_FONT_SIZE,
+            ha="left",
+            va="bottom",
+            wrap=True,
+            color="dimgray",
+        )
         fig.get_layout_engine().set(rect=(0, 0.06, 1, 0.94))
 
 
@@ -197,19 +214,24 @@ def _save(fig: Figure, path: Path) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}",
-                          hint="choose a writable --out directory") from exc
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror or exc}", hint="choose a writable --out directory"
+        ) from exc
     return path
 
 
 # --------------------------------------------------------------------------- figures
 
+
 def plot_energy(rows: list[ResultRow]) -> Figure:
     """Energy per query against compression ratio, one panel per task, a line per device."""
     tasks = _tasks(rows)
-    fig, axes = _new_figure(len(tasks), f"Energy per query vs compression ratio — "
-                                        f"{_runs_label(rows)}\n(error bars: confidence "
-                                        f"interval of the median or IQR, where measured)")
+    fig, axes = _new_figure(
+        len(tasks),
+        f"Energy per query vs compression ratio — "
+        f"{_runs_label(rows)}\n(error bars: confidence "
+        f"interval of the median or IQR, where measured)",
+    )
     many_models = len({r.model for r in rows}) > 1
     notes: list[str] = []
     no_energy: dict[str, list[str]] = {}
@@ -232,16 +254,33 @@ def plot_energy(rows: list[ResultRow]) -> Figure:
             points.sort(key=lambda r: r.ratio)
             xs = [r.ratio for r in points]
             ys = [r.energy_j_per_query_median for r in points]
-            yerr = _error_bars([(r.energy_j_per_query_median, r.energy_j_per_query_low,
-                                 r.energy_j_per_query_high) for r in points])
-            line = ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3,
-                               label=_label(device, model, many_models))
-            nets = [(r.ratio, r.net_energy_j_per_query_median) for r in points
-                    if r.net_energy_j_per_query_median is not None]
+            yerr = _error_bars(
+                [
+                    (
+                        r.energy_j_per_query_median,
+                        r.energy_j_per_query_low,
+                        r.energy_j_per_query_high,
+                    )
+                    for r in points
+                ]
+            )
+            line = ax.errorbar(
+                xs, ys, yerr=yerr, marker="o", capsize=3, label=_label(device, model, many_models)
+            )
+            nets = [
+                (r.ratio, r.net_energy_j_per_query_median)
+                for r in points
+                if r.net_energy_j_per_query_median is not None
+            ]
             if nets:
-                ax.plot(*zip(*nets, strict=True), linestyle="--", marker="o",
-                        fillstyle="none", color=line.lines[0].get_color(),
-                        label=_label(device, model, many_models) + NET_SUFFIX)
+                ax.plot(
+                    *zip(*nets, strict=True),
+                    linestyle="--",
+                    marker="o",
+                    fillstyle="none",
+                    color=line.lines[0].get_color(),
+                    label=_label(device, model, many_models) + NET_SUFFIX,
+                )
         ax.set_xlabel("embedding compression ratio (×)")
         ax.set_ylabel("energy per query (J), median")
         ax.set_ylim(bottom=0)
@@ -263,16 +302,22 @@ def plot_latency(rows: list[ResultRow]) -> Figure:
     Error bars are the spread of the median where known; a black tick marks the p90.
     """
     tasks = _tasks(rows)
-    fig, axes = _new_figure(len(tasks), f"Latency per query by device and variant — "
-                                        f"{_runs_label(rows)}\n(bars: median; error bars: "
-                                        f"CI of the median or IQR; black tick: p90)")
+    fig, axes = _new_figure(
+        len(tasks),
+        f"Latency per query by device and variant — "
+        f"{_runs_label(rows)}\n(bars: median; error bars: "
+        f"CI of the median or IQR; black tick: p90)",
+    )
     many_models = len({r.model for r in rows}) > 1
     notes: list[str] = []
     for ax, task in zip(axes, tasks, strict=True):
         ax.set_title(task)
         measured = [r for r in rows if r.task == task and r.latency_s_median is not None]
-        notes += [f"{r.device} {r.variant}/{task} (no latency)" for r in rows
-                  if r.task == task and r.latency_s_median is None]
+        notes += [
+            f"{r.device} {r.variant}/{task} (no latency)"
+            for r in rows
+            if r.task == task and r.latency_s_median is None
+        ]
         if not measured:
             _empty_panel(ax, "no latency measurements")
             continue
@@ -282,21 +327,34 @@ def plot_latency(rows: list[ResultRow]) -> Figure:
         scale, unit = (1000.0, "ms") if slowest < 1.0 else (1.0, "s")
         width = 0.8 / len(variants)
         for i, (_, model, variant) in enumerate(variants):
-            by_device = {r.device: r for r in measured
-                         if r.model == model and r.variant == variant}
-            placed = [(j - 0.4 + width * (i + 0.5), by_device[device])
-                      for j, device in enumerate(devices) if device in by_device]
+            by_device = {r.device: r for r in measured if r.model == model and r.variant == variant}
+            placed = [
+                (j - 0.4 + width * (i + 0.5), by_device[device])
+                for j, device in enumerate(devices)
+                if device in by_device
+            ]
             xs = [x for x, _ in placed]
             ys = [r.latency_s_median * scale for _, r in placed]
-            yerr = _error_bars([(r.latency_s_median, r.latency_s_low, r.latency_s_high)
-                                for _, r in placed], scale)
-            ax.bar(xs, ys, width=width * 0.95, yerr=yerr, capsize=3,
-                   label=f"{model}:{variant}" if many_models else variant)
-            p90 = [(x, r.latency_s_p90 * scale) for x, r in placed
-                   if r.latency_s_p90 is not None]
+            yerr = _error_bars(
+                [(r.latency_s_median, r.latency_s_low, r.latency_s_high) for _, r in placed], scale
+            )
+            ax.bar(
+                xs,
+                ys,
+                width=width * 0.95,
+                yerr=yerr,
+                capsize=3,
+                label=f"{model}:{variant}" if many_models else variant,
+            )
+            p90 = [(x, r.latency_s_p90 * scale) for x, r in placed if r.latency_s_p90 is not None]
             if p90:
-                ax.plot(*zip(*p90, strict=True), linestyle="none", marker="_",
-                        markersize=max(6.0, 60.0 * width), color="black")
+                ax.plot(
+                    *zip(*p90, strict=True),
+                    linestyle="none",
+                    marker="_",
+                    markersize=max(6.0, 60.0 * width),
+                    color="black",
+                )
         ax.set_xticks(range(len(devices)), devices)
         ax.set_xlabel("device")
         ax.set_ylabel(f"latency per query ({unit})")
@@ -336,24 +394,45 @@ def plot_perplexity(rows: list[ResultRow]) -> Figure:
         return fig
     many_models = len({m for m, _, _ in values}) > 1
     for model, method in sorted({(m, meth) for m, meth, _ in values}):
-        points = sorted((ratios[key], median(v), key[2]) for key, v in values.items()
-                        if key[:2] == (model, method))
+        points = sorted(
+            (ratios[key], median(v), key[2])
+            for key, v in values.items()
+            if key[:2] == (model, method)
+        )
         label = f"{model} · {method}" if many_models else method
         if method == DENSE_METHOD:
             for _, y, variant in points:
                 ax.axhline(y, linestyle=":", color="gray")
                 text = f"{model} {variant}" if many_models else variant
-                ax.annotate(f"{text}: {y:.3g}", (0.01, y), xycoords=("axes fraction", "data"),
-                            xytext=(0, 3), textcoords="offset points",
-                            fontsize=NOTE_FONT_SIZE, color="gray")
-            ax.plot([p[0] for p in points], [p[1] for p in points], marker="*",
-                    markersize=10, linestyle="none", color="gray", label=label)
+                ax.annotate(
+                    f"{text}: {y:.3g}",
+                    (0.01, y),
+                    xycoords=("axes fraction", "data"),
+                    xytext=(0, 3),
+                    textcoords="offset points",
+                    fontsize=NOTE_FONT_SIZE,
+                    color="gray",
+                )
+            ax.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker="*",
+                markersize=10,
+                linestyle="none",
+                color="gray",
+                label=label,
+            )
             continue
-        line = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                       label=label)[0]
+        line = ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=label)[0]
         for x, y, variant in points:
-            ax.annotate(variant, (x, y), textcoords="offset points", xytext=(4, 4),
-                        fontsize=NOTE_FONT_SIZE, color=line.get_color())
+            ax.annotate(
+                variant,
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=NOTE_FONT_SIZE,
+                color=line.get_color(),
+            )
     ax.set_yscale("log")
     plain = FuncFormatter(lambda value, _pos: f"{value:g}")
     ax.yaxis.set_major_formatter(plain)
@@ -390,6 +469,8 @@ def write_plots(rows: Iterable[Any], out_dir: Path, *, run_id: str | None = None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"cannot create the output directory {out_dir}: "
-                          f"{exc.strerror or exc}", hint="choose another --out") from exc
+        raise ConfigError(
+            f"cannot create the output directory {out_dir}: {exc.strerror or exc}",
+            hint="choose another --out",
+        ) from exc
     return [_save(draw(results), out_dir / f"{name}.png") for name, draw in FIGURES.items()]

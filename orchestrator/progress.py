@@ -16,8 +16,20 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 #: device states in the order a trial goes through them
-DEVICE_STATES = ("pending", "connecting", "deploying", "starting", "loading", "warmup",
-                 "idle baseline", "running", "reconnecting", "done", "failed", "interrupted")
+DEVICE_STATES = (
+    "pending",
+    "connecting",
+    "deploying",
+    "starting",
+    "loading",
+    "warmup",
+    "idle baseline",
+    "running",
+    "reconnecting",
+    "done",
+    "failed",
+    "interrupted",
+)
 TERMINAL_STATES = frozenset({"done", "failed", "interrupted"})
 POWER_HISTORY = 40
 
@@ -46,15 +58,25 @@ class DeviceProgress:
 
 
 #: event phase name -> device state shown
-_PHASE_STATE = {"loading": "loading", "warmup": "warmup", "idle": "idle baseline",
-                "running": "running", "stopping": "running"}
+_PHASE_STATE = {
+    "loading": "loading",
+    "warmup": "warmup",
+    "idle": "idle baseline",
+    "running": "running",
+    "stopping": "running",
+}
 
 
 class RunProgress:
     """Thread-safe progress of one run across its devices."""
 
-    def __init__(self, run_id: str, devices: list[str], *,
-                 listener: Callable[[str, str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        devices: list[str],
+        *,
+        listener: Callable[[str, str, str], None] | None = None,
+    ) -> None:
         self.run_id = run_id
         self.started_monotonic = time.monotonic()
         self._lock = threading.Lock()
@@ -93,8 +115,9 @@ class RunProgress:
             d = self._devices[device]
             d.trials_total, d.queries_total = trials_total, queries_total
 
-    def set_state(self, device: str, state: str, *, trial: str | None = None,
-                  message: str | None = None) -> None:
+    def set_state(
+        self, device: str, state: str, *, trial: str | None = None, message: str | None = None
+    ) -> None:
         if state not in DEVICE_STATES:
             raise ValueError(f"unknown device state {state!r}")
         with self._lock:
@@ -175,8 +198,10 @@ class RunProgress:
     def snapshot(self) -> list[DeviceProgress]:
         """Copies of every device's progress, in inventory order."""
         with self._lock:
-            return [replace(d, power_history_w=deque(d.power_history_w, maxlen=POWER_HISTORY))
-                    for d in self._devices.values()]
+            return [
+                replace(d, power_history_w=deque(d.power_history_w, maxlen=POWER_HISTORY))
+                for d in self._devices.values()
+            ]
 
     def elapsed_s(self) -> float:
         return time.monotonic() - self.started_monotonic

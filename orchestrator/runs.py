@@ -38,8 +38,12 @@ class RunSummary:
 
     @property
     def failed_trials(self) -> list[tuple[str, str]]:
-        return [(o.device, label) for o in self.outcomes
-                for label, status in o.trials.items() if status == "failed"]
+        return [
+            (o.device, label)
+            for o in self.outcomes
+            for label, status in o.trials.items()
+            if status == "failed"
+        ]
 
 
 def new_run_id() -> str:
@@ -67,12 +71,19 @@ def prepare_model(model: str) -> tuple[Any, ModelPayload]:
         root = files[0].parent
         remote_dir = f"models/{ref.sha256[:16]}"
         remote_rel = f"{remote_dir}/{files[0].name}"
-    return ref, ModelPayload(name=ref.name, local_files=files, local_root=root,
-                             remote_rel=remote_rel, remote_dir=remote_dir, sha256=ref.sha256)
+    return ref, ModelPayload(
+        name=ref.name,
+        local_files=files,
+        local_root=root,
+        remote_rel=remote_rel,
+        remote_dir=remote_dir,
+        sha256=ref.sha256,
+    )
 
 
-def prepare_variants(model_ref: Any, specs: tuple[str, ...], store: Any, cache_dir: Path,
-                     log: Callable[[str], None]) -> list[PreparedVariant]:
+def prepare_variants(
+    model_ref: Any, specs: tuple[str, ...], store: Any, cache_dir: Path, log: Callable[[str], None]
+) -> list[PreparedVariant]:
     """Compress every variant once (cached) and register its artifact."""
     from tasks.artifacts import build_artifact
     from tasks.compression import parse_variant
@@ -81,31 +92,60 @@ def prepare_variants(model_ref: Any, specs: tuple[str, ...], store: Any, cache_d
     for text in specs:
         spec = parse_variant(text)
         if spec.method == "dense":
-            manifest = {"method": "dense", "variant": spec.canonical, "model": model_ref.name,
-                        "model_sha256": model_ref.sha256, "compression_ratio": 1.0}
+            manifest = {
+                "method": "dense",
+                "variant": spec.canonical,
+                "model": model_ref.name,
+                "model_sha256": model_ref.sha256,
+                "compression_ratio": 1.0,
+            }
             artifact_id = store.register_artifact(manifest, None)
-            prepared.append(PreparedVariant(spec=spec.canonical, slug=spec.slug, method="dense",
-                                            artifact_dir=None, artifact_sha256=None,
-                                            artifact_id=artifact_id))
+            prepared.append(
+                PreparedVariant(
+                    spec=spec.canonical,
+                    slug=spec.slug,
+                    method="dense",
+                    artifact_dir=None,
+                    artifact_sha256=None,
+                    artifact_id=artifact_id,
+                )
+            )
             continue
         log(f"compressing {model_ref.name} with {spec.canonical} ...")
         info = build_artifact(model_ref, spec, cache_dir / "artifacts")
         ratio = info.manifest.get("compression_ratio")
-        log(f"  artifact {info.path.name}: ratio {ratio:.3g}x" if isinstance(ratio, float)
-            else f"  artifact {info.path.name}")
+        log(
+            f"  artifact {info.path.name}: ratio {ratio:.3g}x"
+            if isinstance(ratio, float)
+            else f"  artifact {info.path.name}"
+        )
         artifact_id = store.register_artifact(info.manifest, info.sha256)
-        prepared.append(PreparedVariant(spec=spec.canonical, slug=spec.slug, method=spec.method,
-                                        artifact_dir=Path(info.path), artifact_sha256=info.sha256,
-                                        artifact_id=artifact_id))
+        prepared.append(
+            PreparedVariant(
+                spec=spec.canonical,
+                slug=spec.slug,
+                method=spec.method,
+                artifact_dir=Path(info.path),
+                artifact_sha256=info.sha256,
+                artifact_id=artifact_id,
+            )
+        )
     return prepared
 
 
-def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
-                progress_factory: Callable[[str, list[str]], RunProgress],
-                display_factory: Callable[[RunProgress], Any],
-                open_transport: Callable[[Any], Any], resume: str | None = None,
-                cache_dir: Path | None = None, inventory_name: str = "inventory.yaml",
-                log: Callable[[str], None] = print) -> RunSummary:
+def execute_run(
+    *,
+    devices: list[Any],
+    experiment: Experiment,
+    store: Any,
+    progress_factory: Callable[[str, list[str]], RunProgress],
+    display_factory: Callable[[RunProgress], Any],
+    open_transport: Callable[[Any], Any],
+    resume: str | None = None,
+    cache_dir: Path | None = None,
+    inventory_name: str = "inventory.yaml",
+    log: Callable[[str], None] = print,
+) -> RunSummary:
     """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
     from orchestrator.bundle import build_bundle
 
@@ -114,8 +154,10 @@ def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
         run_id = resume
         stored = store.run_config(run_id)
         if stored is None:
-            raise ConfigError(f"--resume {run_id}: no such run in the database",
-                              hint="`tslm-fleet runs` lists the runs")
+            raise ConfigError(
+                f"--resume {run_id}: no such run in the database",
+                hint="`tslm-fleet runs` lists the runs",
+            )
         # a resumed run measures exactly what it started with
         experiment = experiment_from_dict(stored, f"run {run_id}")
     else:
@@ -123,41 +165,72 @@ def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
     model_ref, payload = prepare_model(experiment.model)
     variants = prepare_variants(model_ref, experiment.variants, store, cache_dir, log)
     bundle = build_bundle(cache_dir / "bundles")
-    store.create_run(run_id, experiment.to_dict(), inventory_name, model=model_ref.name,
-                     tool_version=__version__)
+    store.create_run(
+        run_id, experiment.to_dict(), inventory_name, model=model_ref.name, tool_version=__version__
+    )
 
     plans: dict[str, list[TrialPlan]] = {}
     for device in devices:
-        store.upsert_device(name=device.name, host=device.host or "localhost",
-                            board=device.board, transport=device.transport,
-                            meter_kind=device.meter.kind)
+        store.upsert_device(
+            name=device.name,
+            host=device.host or "localhost",
+            board=device.board,
+            transport=device.transport,
+            meter_kind=device.meter.kind,
+        )
         plans[device.name] = [
-            TrialPlan(trial_id=store.create_trial(run_id, device.name, v.spec, t.name,
-                                                  v.artifact_id, dict(t.params)),
-                      variant=v, task=t.name, params=dict(t.params),
-                      estimated_queries=_estimated_queries(t, experiment.repetitions))
-            for v in variants for t in experiment.tasks]
+            TrialPlan(
+                trial_id=store.create_trial(
+                    run_id, device.name, v.spec, t.name, v.artifact_id, dict(t.params)
+                ),
+                variant=v,
+                task=t.name,
+                params=dict(t.params),
+                estimated_queries=_estimated_queries(t, experiment.repetitions),
+            )
+            for v in variants
+            for t in experiment.tasks
+        ]
 
     progress = progress_factory(run_id, [d.name for d in devices])
     for device in devices:
-        progress.plan(device.name, trials_total=len(plans[device.name]),
-                      queries_total=sum(p.estimated_queries for p in plans[device.name]))
+        progress.plan(
+            device.name,
+            trials_total=len(plans[device.name]),
+            queries_total=sum(p.estimated_queries for p in plans[device.name]),
+        )
     stop_event = threading.Event()
     store_lock = threading.Lock()
     outcomes: list[DeviceOutcome] = []
     with display_factory(progress) as display:
-        workers = [DeviceWorker(device=d, run_id=run_id, experiment=experiment,
-                                trials=plans[d.name], model=payload, bundle=bundle, store=store,
-                                store_lock=store_lock, progress=progress, stop_event=stop_event,
-                                open_transport=open_transport, log=display.log)
-                   for d in devices]
+        workers = [
+            DeviceWorker(
+                device=d,
+                run_id=run_id,
+                experiment=experiment,
+                trials=plans[d.name],
+                model=payload,
+                bundle=bundle,
+                store=store,
+                store_lock=store_lock,
+                progress=progress,
+                stop_event=stop_event,
+                open_transport=open_transport,
+                log=display.log,
+            )
+            for d in devices
+        ]
         # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
         # interrupted by Ctrl-C, leaves is_alive() False while the thread still runs, so a
         # join loop would stop waiting for the agents to finish their current query
         finished = [threading.Event() for _ in workers]
         for worker, flag in zip(workers, finished, strict=True):
-            threading.Thread(target=_run_worker, args=(worker, flag),
-                             name=f"device-{worker.device.name}", daemon=True).start()
+            threading.Thread(
+                target=_run_worker,
+                args=(worker, flag),
+                name=f"device-{worker.device.name}",
+                daemon=True,
+            ).start()
         try:
             _wait_all(finished)
         except KeyboardInterrupt:
@@ -169,8 +242,7 @@ def execute_run(*, devices: list[Any], experiment: Experiment, store: Any,
         status = "interrupted"
     elif all(o.ok for o in outcomes):
         status = "ok"
-    elif any(o.ok for o in outcomes) or any(s == "ok" for o in outcomes
-                                            for s in o.trials.values()):
+    elif any(o.ok for o in outcomes) or any(s == "ok" for o in outcomes for s in o.trials.values()):
         status = "partial"
     else:
         status = "failed"

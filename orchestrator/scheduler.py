@@ -64,8 +64,10 @@ def follow_stall_s() -> float:
     except ValueError:
         value = 0.0
     if value <= 0:
-        raise ConfigError(f"{FOLLOW_STALL_ENV}={raw!r} is not a positive number of seconds",
-                          hint=f"unset it to use the default ({FOLLOW_STALL_S:g} s)")
+        raise ConfigError(
+            f"{FOLLOW_STALL_ENV}={raw!r} is not a positive number of seconds",
+            hint=f"unset it to use the default ({FOLLOW_STALL_S:g} s)",
+        )
     return value
 
 
@@ -138,10 +140,22 @@ def safe_id(text: str) -> str:
 class DeviceWorker:
     """Runs all trials of one device; never raises (the outcome says what happened)."""
 
-    def __init__(self, *, device: Any, run_id: str, experiment: Experiment,
-                 trials: list[TrialPlan], model: ModelPayload, bundle: Any, store: Any,
-                 store_lock: threading.Lock, progress: RunProgress, stop_event: threading.Event,
-                 open_transport: Callable[[Any], Any], log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        *,
+        device: Any,
+        run_id: str,
+        experiment: Experiment,
+        trials: list[TrialPlan],
+        model: ModelPayload,
+        bundle: Any,
+        store: Any,
+        store_lock: threading.Lock,
+        progress: RunProgress,
+        stop_event: threading.Event,
+        open_transport: Callable[[Any], Any],
+        log: Callable[[str], None],
+    ) -> None:
         self.device = device
         self.run_id = run_id
         self.experiment = experiment
@@ -228,8 +242,10 @@ class DeviceWorker:
                 return
             except TransportError as exc:
                 if time.monotonic() >= deadline:
-                    raise TransportError(f"{name}: could not reconnect within "
-                                         f"{RECONNECT_WINDOW_S:.0f} s: {exc.message}") from exc
+                    raise TransportError(
+                        f"{name}: could not reconnect within "
+                        f"{RECONNECT_WINDOW_S:.0f} s: {exc.message}"
+                    ) from exc
                 delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
                 attempt += 1
                 if self.stop_event.wait(delay) and time.monotonic() >= deadline:
@@ -242,14 +258,18 @@ class DeviceWorker:
     def _deploy(self) -> None:
         from orchestrator.deploy import PushItem, deploy_files
 
-        items = [PushItem(local=self.bundle.path, remote=self.bundle_rel,
-                          sha256=self.bundle.sha256)]
+        items = [
+            PushItem(local=self.bundle.path, remote=self.bundle_rel, sha256=self.bundle.sha256)
+        ]
         from tasks.hashing import sha256_file
 
         for path in self.model.local_files:
             rel = path.relative_to(self.model.local_root).as_posix()
-            items.append(PushItem(local=path, remote=f"{self.model.remote_dir}/{rel}",
-                                  sha256=sha256_file(path)))
+            items.append(
+                PushItem(
+                    local=path, remote=f"{self.model.remote_dir}/{rel}", sha256=sha256_file(path)
+                )
+            )
         seen: set[Path] = set()
         for plan in self.trials:
             art = plan.variant.artifact_dir
@@ -258,8 +278,11 @@ class DeviceWorker:
             seen.add(art)
             for path in sorted(p for p in art.rglob("*") if p.is_file()):
                 rel = path.relative_to(art).as_posix()
-                items.append(PushItem(local=path, remote=f"artifacts/{art.name}/{rel}",
-                                      sha256=sha256_file(path)))
+                items.append(
+                    PushItem(
+                        local=path, remote=f"artifacts/{art.name}/{rel}", sha256=sha256_file(path)
+                    )
+                )
         deploy_files(self.transport, items, workdir=self.workdir)
 
     @property
@@ -277,21 +300,30 @@ class DeviceWorker:
         variant = plan.variant
         artifact = None
         if variant.artifact_dir is not None:
-            artifact = FileRef(path=f"artifacts/{variant.artifact_dir.name}",
-                               sha256=variant.artifact_sha256 or "")
+            artifact = FileRef(
+                path=f"artifacts/{variant.artifact_dir.name}", sha256=variant.artifact_sha256 or ""
+            )
         meter = self.device.meter
         return JobSpec(
-            job_id=job_id, run_id=self.run_id,
+            job_id=job_id,
+            run_id=self.run_id,
             model=FileRef(path=self.model.remote_rel, sha256=self.model.sha256),
-            model_name=self.model.name, artifact=artifact, variant=variant.spec,
+            model_name=self.model.name,
+            artifact=artifact,
+            variant=variant.spec,
             embedding_mode=exp.embedding_mode,
             tasks=(TaskSpec(name=plan.task, params=dict(plan.params)),),
-            repetitions=exp.repetitions, warmup=exp.warmup, idle_seconds=exp.idle_seconds,
-            window=WindowPolicy(min_fresh_samples=exp.min_fresh_samples,
-                                min_seconds=exp.min_window_s),
+            repetitions=exp.repetitions,
+            warmup=exp.warmup,
+            idle_seconds=exp.idle_seconds,
+            window=WindowPolicy(
+                min_fresh_samples=exp.min_fresh_samples, min_seconds=exp.min_window_s
+            ),
             threads=exp.threads,
             meter=MeterSpec(kind=meter.kind, options=meter.options()),
-            max_duration_s=exp.max_duration_s, seq_start=seq_start)
+            max_duration_s=exp.max_duration_s,
+            seq_start=seq_start,
+        )
 
     def _run_trial(self, plan: TrialPlan) -> None:
         name = self.device.name
@@ -338,15 +370,20 @@ class DeviceWorker:
             local = Path(tmp) / "job.json"
             local.write_text(spec.to_json())
             rel = f"incoming/{spec.job_id}.json"
-            deploy_files(self.transport, [PushItem(local=local, remote=rel,
-                                                   sha256=sha256_file(local))],
-                         workdir=self.workdir)
-        result = self.transport.run(self.agent_argv("start", self.remote(rel)), check=False,
-                                    timeout_s=120)
+            deploy_files(
+                self.transport,
+                [PushItem(local=local, remote=rel, sha256=sha256_file(local))],
+                workdir=self.workdir,
+            )
+        result = self.transport.run(
+            self.agent_argv("start", self.remote(rel)), check=False, timeout_s=120
+        )
         if result.exit_code != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
-            raise AgentError(f"{self.device.name}: agent refused job {spec.job_id}: "
-                             f"{detail[-1] if detail else 'exit ' + str(result.exit_code)}")
+            raise AgentError(
+                f"{self.device.name}: agent refused job {spec.job_id}: "
+                f"{detail[-1] if detail else 'exit ' + str(result.exit_code)}"
+            )
 
     def _follow(self, plan: TrialPlan, job_id: str, last_seq: int) -> str:
         """Follow a job's events into the database until `done`; returns the trial status."""
@@ -374,13 +411,20 @@ class DeviceWorker:
                     if event.seq <= last_seq:
                         continue  # already stored before a reconnect
                     if event.seq != last_seq + 1:
-                        raise ProtocolError(f"{name} job {job_id}: event seq {event.seq} "
-                                            f"follows {last_seq}: events are missing")
+                        raise ProtocolError(
+                            f"{name} job {job_id}: event seq {event.seq} "
+                            f"follows {last_seq}: events are missing"
+                        )
                     batch.append(event)
                     last_seq = event.seq
                     self.progress.apply_event(name, event)
-                    if (len(batch) >= INGEST_BATCH or event.type in ("window", "score", "done",
-                                                                      "error", "query")):
+                    if len(batch) >= INGEST_BATCH or event.type in (
+                        "window",
+                        "score",
+                        "done",
+                        "error",
+                        "query",
+                    ):
                         flush()
                     if event.type == "done":
                         done_status = event.get("status")
@@ -392,8 +436,10 @@ class DeviceWorker:
                 if done_status is not None:
                     return "ok" if done_status == "ok" else done_status
                 # follow ended without `done`: the agent died on the device
-                raise AgentError(f"{name}: job {job_id} ended without a 'done' event "
-                                 "(the agent process died on the device)")
+                raise AgentError(
+                    f"{name}: job {job_id} ended without a 'done' event "
+                    "(the agent process died on the device)"
+                )
             except RemoteCommandError as exc:
                 # the agent's `follow` itself failed (job dead, unknown job): not a link problem
                 flush()

@@ -21,8 +21,10 @@ def select_devices(inventory: Inventory, selection: str) -> list[Device]:
     """
     words = [w.strip() for w in selection.split(",") if w.strip()]
     if not words:
-        raise InventoryError("--devices: no device selected",
-                             hint=f"name devices, tags or groups: {_known_text(inventory)}")
+        raise InventoryError(
+            "--devices: no device selected",
+            hint=f"name devices, tags or groups: {_known_text(inventory)}",
+        )
     tags = inventory.tags
     chosen: set[str] = set()
     unknown: list[str] = []
@@ -44,9 +46,9 @@ def select_devices(inventory: Inventory, selection: str) -> list[Device]:
             close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
             parts.append(f"{word!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise InventoryError(
-            f"{inventory.path}: --devices names unknown device, tag or group "
-            f"{', '.join(parts)}",
-            hint=f"known: {_known_text(inventory)}")
+            f"{inventory.path}: --devices names unknown device, tag or group {', '.join(parts)}",
+            hint=f"known: {_known_text(inventory)}",
+        )
     return [device for name, device in inventory.devices.items() if name in chosen]
 
 

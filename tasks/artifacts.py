@@ -42,8 +42,10 @@ FORMAT = "tslm-embedding-artifact"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TENSORS = "cores.safetensors"
-HEAD_TIED_WARNING = ("head=tied: the LM head uses the reconstructed table; quality falls far "
-                     "more than with the input embedding alone")
+HEAD_TIED_WARNING = (
+    "head=tied: the LM head uses the reconstructed table; quality falls far "
+    "more than with the input embedding alone"
+)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -133,14 +135,24 @@ def _error_stats(errors: torch.Tensor) -> dict[str, float]:
     import torch
 
     e = errors.to(torch.float64)
-    return {"mean": float(e.mean()), "median": float(e.median()),
-            "p95": float(torch.quantile(e, 0.95)), "max": float(e.max()),
-            "rms": float((e * e).mean().sqrt())}
+    return {
+        "mean": float(e.mean()),
+        "median": float(e.median()),
+        "p95": float(torch.quantile(e, 0.95)),
+        "max": float(e.max()),
+        "rms": float((e * e).mean().sqrt()),
+    }
 
 
-def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *,
-                   progress: Progress | None = None, model: Any = None,
-                   tokenizer: Any = None) -> ArtifactInfo | None:
+def build_artifact(
+    model_ref: ModelRef,
+    variant: VariantSpec,
+    cache_dir: Path,
+    *,
+    progress: Progress | None = None,
+    model: Any = None,
+    tokenizer: Any = None,
+) -> ArtifactInfo | None:
     """Compress ``model_ref``'s input embedding as ``variant`` says, cached by content.
 
     Returns None for the identity variant ``dense`` (no artifact). An existing, intact
@@ -167,8 +179,9 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
 
     needs_tokenizer = variant.needs_calibration and tokenizer is None
     if model is None or needs_tokenizer:
-        loaded, loaded_tokenizer = load_model(model_ref, cache_dir=models_cache_dir(cache_dir),
-                                              with_tokenizer=needs_tokenizer)
+        loaded, loaded_tokenizer = load_model(
+            model_ref, cache_dir=models_cache_dir(cache_dir), with_tokenizer=needs_tokenizer
+        )
         model = loaded if model is None else model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
     table = embedding_table(model).to(torch.float32)
@@ -179,9 +192,11 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
         extra["token_counts"] = token_counts(tokenizer, int(table.shape[0]))
     tied = head_is_tied(model)
     if variant.head == "tied" and not tied:
-        raise CompressionError(f"variant '{variant.canonical}': head=tied, but {model_ref.name} "
-                               "does not tie its LM head to the input embedding",
-                               hint="leave head at keep-dense for this model")
+        raise CompressionError(
+            f"variant '{variant.canonical}': head=tied, but {model_ref.name} "
+            "does not tie its LM head to the input embedding",
+            hint="leave head at keep-dense for this model",
+        )
     method = get_method(variant.method)
     started = time.perf_counter()
     with torch.inference_mode():
@@ -198,8 +213,9 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     try:
         save_file(result.tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
-        files = {TENSORS: {"sha256": sha256_file(tmp / TENSORS),
-                           "bytes": (tmp / TENSORS).stat().st_size}}
+        files = {
+            TENSORS: {"sha256": sha256_file(tmp / TENSORS), "bytes": (tmp / TENSORS).stat().st_size}
+        }
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -227,13 +243,18 @@ def build_artifact(model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, *
             "total_params_by_head_policy": by_policy,
             "reconstruction_error": float(errors.mean()),
             "reconstruction_error_max": float(errors.max()),
-            "error": {"relative_reconstruction": _error_stats(errors),
-                      "decomposition_mean": float(result.row_errors.mean())},
+            "error": {
+                "relative_reconstruction": _error_stats(errors),
+                "decomposition_mean": float(result.row_errors.mean()),
+            },
             "files": files,
             "size_bytes": sum(f["bytes"] for f in files.values()),
             "compress_time_s": round(elapsed, 4),
-            "compute": {"torch": torch.__version__, "threads": torch.get_num_threads(),
-                        "machine": platform.machine()},
+            "compute": {
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "machine": platform.machine(),
+            },
         }
         (tmp / MANIFEST).write_bytes(_manifest_bytes(manifest))
         try:
@@ -251,8 +272,9 @@ def _manifest_bytes(manifest: dict[str, Any]) -> bytes:
     return (json.dumps(manifest, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
 
 
-def load_artifact(path: str | Path, expected_sha256: str | None = None, *,
-                  with_tensors: bool = True) -> Artifact:
+def load_artifact(
+    path: str | Path, expected_sha256: str | None = None, *, with_tensors: bool = True
+) -> Artifact:
     """Verify and load an artifact directory (no code from it is executed: no pickle).
 
     Raises :class:`ArtifactError` when the manifest's sha256 differs from
@@ -261,14 +283,17 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None, *,
     root = Path(path)
     manifest_path = root / MANIFEST
     if not manifest_path.is_file():
-        raise ArtifactError(f"{root}: no {MANIFEST}; not an artifact directory",
-                            hint="build it with tslm-fleet compress, or push it again")
+        raise ArtifactError(
+            f"{root}: no {MANIFEST}; not an artifact directory",
+            hint="build it with tslm-fleet compress, or push it again",
+        )
     raw = manifest_path.read_bytes()
     sha = hashlib.sha256(raw).hexdigest()
     if expected_sha256 is not None and sha != expected_sha256:
-        raise ArtifactError(f"{manifest_path}: sha256 {sha} does not match the expected "
-                            f"{expected_sha256}",
-                            hint="the artifact is corrupted or a different one; push it again")
+        raise ArtifactError(
+            f"{manifest_path}: sha256 {sha} does not match the expected {expected_sha256}",
+            hint="the artifact is corrupted or a different one; push it again",
+        )
     try:
         manifest = json.loads(raw)
     except ValueError as exc:
@@ -279,12 +304,15 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None, *,
         raise ArtifactError(
             f"{manifest_path}: format version {manifest.get('format_version')} is not "
             f"supported (this tool reads {FORMAT_VERSION})",
-            hint="rebuild the artifact with this version of tslm-fleet")
+            hint="rebuild the artifact with this version of tslm-fleet",
+        )
     from tasks.compression import METHODS
 
     if manifest.get("method") not in METHODS or not isinstance(manifest.get("params"), dict):
-        raise ArtifactError(f"{manifest_path}: unknown method {manifest.get('method')!r} or "
-                            "no method parameters", hint="rebuild it with this tslm-fleet")
+        raise ArtifactError(
+            f"{manifest_path}: unknown method {manifest.get('method')!r} or no method parameters",
+            hint="rebuild it with this tslm-fleet",
+        )
     files = manifest.get("files")
     if not isinstance(files, dict) or TENSORS not in files:
         raise ArtifactError(f"{manifest_path}: no file list with {TENSORS}")
@@ -296,8 +324,10 @@ def load_artifact(path: str | Path, expected_sha256: str | None = None, *,
             raise ArtifactError(f"{root}: {name} is missing", hint="push the artifact again")
         actual = sha256_file(file)
         if not isinstance(entry, dict) or actual != entry.get("sha256"):
-            raise ArtifactError(f"{file}: sha256 {actual} does not match the manifest",
-                                hint="the file is corrupted or was altered; push it again")
+            raise ArtifactError(
+                f"{file}: sha256 {actual} does not match the manifest",
+                hint="the file is corrupted or was altered; push it again",
+            )
     tensors: dict[str, Any] = {}
     if with_tensors:
         from safetensors import SafetensorError
@@ -343,24 +373,33 @@ def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> 
     current = model.get_input_embeddings()
     weight = getattr(current, "weight", None)
     if weight is None:
-        raise ArtifactError("the model's input embedding is already replaced",
-                            hint="load the model again before applying another artifact")
+        raise ArtifactError(
+            "the model's input embedding is already replaced",
+            hint="load the model again before applying another artifact",
+        )
     shape = (artifact.manifest["vocab_size"], artifact.manifest["hidden_size"])
     rows, dim = (int(s) for s in weight.shape)
     if (rows, dim) != shape:
         raise ArtifactError(
             f"{artifact.path}: built for an embedding of {shape[0]} x {shape[1]}, the model "
             f"has {rows} x {dim}",
-            hint=f"the artifact belongs to {artifact.manifest['model']}")
+            hint=f"the artifact belongs to {artifact.manifest['model']}",
+        )
     tied = head_is_tied(model)
     policy = artifact.head_policy
     if policy == "tied" and not tied:
-        raise ArtifactError(f"{artifact.path}: head policy 'tied' needs a model whose head is "
-                            "tied to its input embedding")
+        raise ArtifactError(
+            f"{artifact.path}: head policy 'tied' needs a model whose head is "
+            "tied to its input embedding"
+        )
     method = get_method(artifact.method)
     with torch.no_grad():
-        module = in_mode(method.build_embedding(artifact.tensors, artifact.manifest["params"],
-                                                dtype=weight.dtype), mode)
+        module = in_mode(
+            method.build_embedding(
+                artifact.tensors, artifact.manifest["params"], dtype=weight.dtype
+            ),
+            mode,
+        )
     if mode == "materialized":
         module.weight.data = module.weight.data.to(weight.dtype)
     _untie(model)
@@ -372,6 +411,7 @@ def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> 
             head.weight = module.weight
         else:
             with torch.no_grad():
-                head.weight = nn.Parameter(module.materialize().to(weight.dtype),
-                                           requires_grad=False)
+                head.weight = nn.Parameter(
+                    module.materialize().to(weight.dtype), requires_grad=False
+                )
     return model

@@ -58,8 +58,9 @@ class TTEmbedding(nn.Module):
             out = contract(self._cores(0, self.position[flat]))
         else:
             groups = self.group_of[flat]
-            out = torch.empty(flat.numel(), self.embedding_dim, dtype=self.g0_core0.dtype,
-                              device=flat.device)
+            out = torch.empty(
+                flat.numel(), self.embedding_dim, dtype=self.g0_core0.dtype, device=flat.device
+            )
             for g in torch.unique(groups).tolist():
                 sel = torch.nonzero(groups == g).flatten()
                 out[sel] = contract(self._cores(g, self.position[flat[sel]]))
@@ -76,8 +77,10 @@ class TTEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         shape = "x".join(map(str, self.shape))
-        return (f"{self.num_embeddings}, {self.embedding_dim}, shape={shape}, "
-                f"rank_patterns={len(self.rank_patterns)}, params={self.stored_params}")
+        return (
+            f"{self.num_embeddings}, {self.embedding_dim}, shape={shape}, "
+            f"rank_patterns={len(self.rank_patterns)}, params={self.stored_params}"
+        )
 
 
 class HybridTTEmbedding(nn.Module):
@@ -88,55 +91,74 @@ class HybridTTEmbedding(nn.Module):
     ascending id order.
     """
 
-    def __init__(self, tt: TTEmbedding, num_embeddings: int, dense_ids: torch.Tensor,
-                 dense_rows: torch.Tensor, mean: torch.Tensor | None,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        tt: TTEmbedding,
+        num_embeddings: int,
+        dense_ids: torch.Tensor,
+        dense_rows: torch.Tensor,
+        mean: torch.Tensor | None,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         dim = tt.embedding_dim
         dense_ids = dense_ids.to(torch.int64)
         if dense_rows.shape != (dense_ids.numel(), dim) or (
-                mean is not None and mean.shape != (dim,)):
-            raise ArtifactError(f"dense rows {tuple(dense_rows.shape)} / mean "
-                                f"{None if mean is None else tuple(mean.shape)} do not fit "
-                                f"{dense_ids.numel()} kept tokens of width {dim}")
+            mean is not None and mean.shape != (dim,)
+        ):
+            raise ArtifactError(
+                f"dense rows {tuple(dense_rows.shape)} / mean "
+                f"{None if mean is None else tuple(mean.shape)} do not fit "
+                f"{dense_ids.numel()} kept tokens of width {dim}"
+            )
         slot = torch.full((num_embeddings,), -1, dtype=torch.int64)
         if dense_ids.numel():
-            if int(dense_ids.min()) < 0 or int(dense_ids.max()) >= num_embeddings or int(
-                    torch.unique(dense_ids).numel()) != dense_ids.numel():
+            if (
+                int(dense_ids.min()) < 0
+                or int(dense_ids.max()) >= num_embeddings
+                or int(torch.unique(dense_ids).numel()) != dense_ids.numel()
+            ):
                 raise ArtifactError("kept token ids are out of range or repeated")
             slot[dense_ids] = torch.arange(dense_ids.numel())
         tt_rows = torch.nonzero(slot < 0).flatten()
         if tt_rows.numel() != tt.num_embeddings:
-            raise ArtifactError(f"{tt.num_embeddings} tensor trains for {tt_rows.numel()} "
-                                "tokens that are not kept dense")
+            raise ArtifactError(
+                f"{tt.num_embeddings} tensor trains for {tt_rows.numel()} "
+                "tokens that are not kept dense"
+            )
         tt_index = torch.full((num_embeddings,), -1, dtype=torch.int64)
         tt_index[tt_rows] = torch.arange(tt_rows.numel())
         tt.out_dtype = torch.float32
         self.tt = tt
         self.num_embeddings, self.embedding_dim = num_embeddings, dim
         self.out_dtype = dtype
-        self.stored_params = (tt.stored_params + dense_rows.numel()
-                              + (0 if mean is None else dim))
+        self.stored_params = tt.stored_params + dense_rows.numel() + (0 if mean is None else dim)
         self.register_buffer("slot", slot)
         self.register_buffer("tt_index", tt_index)
         self.register_buffer("dense_rows", dense_rows.to(torch.float32).contiguous())
         self.register_buffer("mean", None if mean is None else mean.to(torch.float32))
 
     @classmethod
-    def from_tensors(cls, cores: TTCores, tensors: dict[str, torch.Tensor],
-                     dtype: torch.dtype = torch.float32) -> HybridTTEmbedding:
+    def from_tensors(
+        cls, cores: TTCores, tensors: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32
+    ) -> HybridTTEmbedding:
         """From the tensors of an artifact: cores plus ``dense_ids``/``dense_rows``/``mean``."""
         dim = cores.dim
         ids = tensors.get("dense_ids", torch.zeros(0, dtype=torch.int64))
         rows = tensors.get("dense_rows", torch.zeros(0, dim))
-        return cls(TTEmbedding(cores), cores.num_rows + int(ids.numel()), ids, rows,
-                   tensors.get("mean"), dtype=dtype)
+        return cls(
+            TTEmbedding(cores),
+            cores.num_rows + int(ids.numel()),
+            ids,
+            rows,
+            tensors.get("mean"),
+            dtype=dtype,
+        )
 
     def _rows(self, flat: torch.Tensor) -> torch.Tensor:
         slot = self.slot[flat]
         kept = slot >= 0
-        out = torch.empty(flat.numel(), self.embedding_dim, dtype=torch.float32,
-                          device=flat.device)
+        out = torch.empty(flat.numel(), self.embedding_dim, dtype=torch.float32, device=flat.device)
         if bool(kept.any()):
             out[kept] = self.dense_rows[slot[kept]]
         rest = ~kept
@@ -155,16 +177,19 @@ class HybridTTEmbedding(nn.Module):
         return self._rows(torch.arange(self.num_embeddings)).to(self.out_dtype)
 
     def extra_repr(self) -> str:
-        return (f"{self.num_embeddings}, {self.embedding_dim}, "
-                f"kept={self.dense_rows.shape[0]}, centered={self.mean is not None}, "
-                f"params={self.stored_params}")
+        return (
+            f"{self.num_embeddings}, {self.embedding_dim}, "
+            f"kept={self.dense_rows.shape[0]}, centered={self.mean is not None}, "
+            f"params={self.stored_params}"
+        )
 
 
 class LowRankEmbedding(nn.Module):
     """Whole-table low-rank factorisation: ``E[ids] = left[ids] @ right``."""
 
-    def __init__(self, left: torch.Tensor, right: torch.Tensor,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, left: torch.Tensor, right: torch.Tensor, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__()
         self.register_buffer("left", left.to(torch.float32).contiguous())
         self.register_buffer("right", right.to(torch.float32).contiguous())
@@ -186,8 +211,13 @@ class LowRankEmbedding(nn.Module):
 class Int8Embedding(nn.Module):
     """Per-row affine 8-bit codes: ``E[v] = codes[v] * scale[v] + offset[v]``."""
 
-    def __init__(self, codes: torch.Tensor, scale: torch.Tensor, offset: torch.Tensor,
-                 dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        scale: torch.Tensor,
+        offset: torch.Tensor,
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
         super().__init__()
         self.register_buffer("codes", codes.to(torch.uint8).contiguous())
         self.register_buffer("scale", scale.to(torch.float32).contiguous())

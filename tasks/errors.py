@@ -112,8 +112,14 @@ class HostKeyError(TransportError):
 class RemoteCommandError(TransportError):
     """A remote command exited with a non-zero status."""
 
-    def __init__(self, message: str, *, exit_code: int | None = None, stderr: str = "",
-                 hint: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        exit_code: int | None = None,
+        stderr: str = "",
+        hint: str | None = None,
+    ) -> None:
         super().__init__(message, hint=hint)
         self.exit_code = exit_code
         self.stderr = stderr

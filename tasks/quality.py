@@ -52,9 +52,12 @@ def identical_output_share(variant_hashes: Hashes, dense_hashes: Hashes) -> floa
     output's sha256. Only indices present with a hash on both sides are compared.
     """
     variant, dense = _by_index(variant_hashes), _by_index(dense_hashes)
-    compared = [i for i in variant.keys() & dense.keys()
-                if variant[i] is not None and dense[i] is not None]
+    compared = [
+        i for i in variant.keys() & dense.keys() if variant[i] is not None and dense[i] is not None
+    ]
     if not compared:
-        raise TaskError("no query index has an output hash on both the variant and dense side",
-                        hint="compare generate results of the same prompts and query count")
+        raise TaskError(
+            "no query index has an output hash on both the variant and dense side",
+            hint="compare generate results of the same prompts and query count",
+        )
     return sum(variant[i] == dense[i] for i in compared) / len(compared)

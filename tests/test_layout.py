@@ -13,10 +13,32 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: package -> top-level modules it must never import
 FORBIDDEN = {
-    "agent": {"orchestrator", "db", "fabric", "rich", "sqlalchemy", "tensorly", "typer",
-              "alembic", "matplotlib", "pydantic", "paramiko"},
-    "tasks": {"orchestrator", "db", "agent", "fabric", "rich", "sqlalchemy", "typer",
-              "alembic", "matplotlib", "pydantic", "paramiko"},
+    "agent": {
+        "orchestrator",
+        "db",
+        "fabric",
+        "rich",
+        "sqlalchemy",
+        "tensorly",
+        "typer",
+        "alembic",
+        "matplotlib",
+        "pydantic",
+        "paramiko",
+    },
+    "tasks": {
+        "orchestrator",
+        "db",
+        "agent",
+        "fabric",
+        "rich",
+        "sqlalchemy",
+        "typer",
+        "alembic",
+        "matplotlib",
+        "pydantic",
+        "paramiko",
+    },
     "db": {"orchestrator", "agent", "torch", "transformers", "tensorly"},
 }
 #: modules allowed to break a rule, with the reason
@@ -35,9 +57,14 @@ def imported_top_levels(path: Path) -> set[str]:
             names.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == "import_module" and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             names.add(node.args[0].value.split(".")[0])
     return names
 
@@ -65,8 +92,13 @@ def test_checker_catches_a_forbidden_import(tmp_path: Path) -> None:
 
 
 def _modules_after_import(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sys.modules))"],
-                         cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint(' '.join(sys.modules))"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return set(out.stdout.split())
 
 
@@ -78,11 +110,22 @@ def test_db_does_not_load_torch() -> None:
 
 
 def test_agent_does_not_load_controller_libraries() -> None:
-    mods = sorted(p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
-                  for p in (ROOT / "agent").rglob("*.py") if p.stem != "__main__")
+    mods = sorted(
+        p.relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
+        for p in (ROOT / "agent").rglob("*.py")
+        if p.stem != "__main__"
+    )
     loaded = _modules_after_import("\n".join(f"import {m}" for m in mods))
-    assert not loaded & {"fabric", "rich", "sqlalchemy", "tensorly", "orchestrator", "db",
-                         "typer", "paramiko"}
+    assert not loaded & {
+        "fabric",
+        "rich",
+        "sqlalchemy",
+        "tensorly",
+        "orchestrator",
+        "db",
+        "typer",
+        "paramiko",
+    }
 
 
 def test_cli_help_starts_without_torch() -> None:

@@ -28,17 +28,24 @@ def _summary(info: Any, elapsed_s: float) -> Any:
         stats = params.get("rank_stats", {})
         if stats:
             means = ", ".join(f"{v:g}" for v in stats["mean"])
-            table.add_row("ranks", f"mean [{means}], max {stats['max']}, "
-                                   f"{stats['patterns']} rank pattern(s)")
+            table.add_row(
+                "ranks", f"mean [{means}], max {stats['max']}, {stats['patterns']} rank pattern(s)"
+            )
     table.add_row("table", f"{m['vocab_size']} x {m['hidden_size']}")
-    table.add_row("compression", f"{m['compression_ratio']:.3f}x "
-                                 f"({m['embedding_params']:,} -> {m['compressed_params']:,} "
-                                 "parameters)")
+    table.add_row(
+        "compression",
+        f"{m['compression_ratio']:.3f}x "
+        f"({m['embedding_params']:,} -> {m['compressed_params']:,} "
+        "parameters)",
+    )
     err = m["error"]["relative_reconstruction"]
-    table.add_row("rel. error", f"mean {err['mean']:.4f}, median {err['median']:.4f}, "
-                                f"max {err['max']:.4f}")
-    table.add_row("model params", f"{m['total_params_before']:,} -> {m['total_params']:,} "
-                                  f"(head {m['head_policy']})")
+    table.add_row(
+        "rel. error", f"mean {err['mean']:.4f}, median {err['median']:.4f}, max {err['max']:.4f}"
+    )
+    table.add_row(
+        "model params",
+        f"{m['total_params_before']:,} -> {m['total_params']:,} (head {m['head_policy']})",
+    )
     table.add_row("on disk", f"{m['size_bytes'] / 1e6:.2f} MB")
     took = "reused from the cache" if info.reused else f"{m['compress_time_s']:.2f} s"
     table.add_row("compress time", f"{took} (command {elapsed_s:.1f} s)")
@@ -52,16 +59,27 @@ def register(app: typer.Typer) -> None:
 
     @app.command("compress")
     def compress(
-        model: str = typer.Option("default", "--model", "-m",
-                                  help="default/smollm2, a .gguf file, a model directory or "
-                                       "a hub id in the local cache"),
-        variant: str = typer.Option(..., "--variant", "-v",
-                                    help="METHOD[:key=value...], e.g. tt:rank=8:shape=8x8x9, "
-                                         "tt:eps=0.4, tt:ratio=2, svd:ratio=2, int8"),
-        out: Path | None = typer.Option(None, "--out", "-o",
-                                        help="artifact cache directory "
-                                             "(default: $TSLM_CACHE/artifacts, "
-                                             "TSLM_CACHE defaulting to ~/.cache/tslm-fleet)"),
+        model: str = typer.Option(
+            "default",
+            "--model",
+            "-m",
+            help="default/smollm2, a .gguf file, a model directory or a hub id in the local cache",
+        ),
+        variant: str = typer.Option(
+            ...,
+            "--variant",
+            "-v",
+            help="METHOD[:key=value...], e.g. tt:rank=8:shape=8x8x9, "
+            "tt:eps=0.4, tt:ratio=2, svd:ratio=2, int8",
+        ),
+        out: Path | None = typer.Option(
+            None,
+            "--out",
+            "-o",
+            help="artifact cache directory "
+            "(default: $TSLM_CACHE/artifacts, "
+            "TSLM_CACHE defaulting to ~/.cache/tslm-fleet)",
+        ),
         as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
     ) -> None:
         """Compress a model's token embedding into a deployable artifact (cached by content)."""
@@ -76,14 +94,21 @@ def register(app: typer.Typer) -> None:
 
         spec = parse_variant(variant)
         if not spec.needs_artifact:
-            raise ConfigError("variant 'dense' is the unmodified model and has no artifact",
-                              hint="compress one of tt, svd, int8")
+            raise ConfigError(
+                "variant 'dense' is the unmodified model and has no artifact",
+                hint="compress one of tt, svd, int8",
+            )
         ref = resolve_model(model)
         started = time.perf_counter()
         console = Console(stderr=True)
-        with Progress("[progress.description]{task.description}", BarColumn(),
-                      TaskProgressColumn(), TimeElapsedColumn(), console=console,
-                      transient=True) as bar:
+        with Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
             task = bar.add_task(f"loading {ref.name}", total=None)
 
             def progress(description: str, done: int, total: int) -> None:

@@ -45,9 +45,11 @@ def _bundle_cache() -> Path:
     return default_cache_dir() / "bundles"
 
 
-def for_each_device(devices: Sequence[Any], work: Callable[[Any], Any], *,
-                    max_workers: int = 8) -> list[tuple[Any, Any, Exception | None]]:
+def for_each_device(
+    devices: Sequence[Any], work: Callable[[Any], Any], *, max_workers: int = 8
+) -> list[tuple[Any, Any, Exception | None]]:
     """Run ``work(device)`` for every device in parallel: (device, result, error) each."""
+
     def guarded(device: Any) -> tuple[Any, Any, Exception | None]:
         try:
             return device, work(device), None
@@ -68,8 +70,9 @@ def _error_text(exc: Exception) -> str:
     return f"internal error: {type(exc).__name__}: {exc}"
 
 
-def _summarise(results: list[tuple[Any, Any, Exception | None]], ok_text: Callable[[Any], str],
-               console: Any) -> None:
+def _summarise(
+    results: list[tuple[Any, Any, Exception | None]], ok_text: Callable[[Any], str], console: Any
+) -> None:
     from rich.markup import escape
 
     failed = 0
@@ -78,8 +81,9 @@ def _summarise(results: list[tuple[Any, Any, Exception | None]], ok_text: Callab
             console.print(f"[green]ok[/green]   {escape(device.name)}: {escape(ok_text(result))}")
         else:
             failed += 1
-            console.print(f"[bold red]FAIL[/bold red] {escape(device.name)}: "
-                          f"{escape(_error_text(error))}")
+            console.print(
+                f"[bold red]FAIL[/bold red] {escape(device.name)}: {escape(_error_text(error))}"
+            )
     if failed:
         console.print(f"{failed} of {len(results)} devices failed")
         raise typer.Exit(EXIT_DEVICE_FAILED)
@@ -87,8 +91,12 @@ def _summarise(results: list[tuple[Any, Any, Exception | None]], ok_text: Callab
 
 # --------------------------------------------------------------------------- doctor
 
-def doctor(devices: DevicesOption = "all", inventory: InventoryOption = None,
-           accept_new_hostkeys: AcceptNewHostkeysOption = False) -> None:
+
+def doctor(
+    devices: DevicesOption = "all",
+    inventory: InventoryOption = None,
+    accept_new_hostkeys: AcceptNewHostkeysOption = False,
+) -> None:
     """Check each device: reachable, Python, packages, agent bundle, meter, disk, heat."""
     from rich.markup import escape
     from rich.table import Table
@@ -103,74 +111,103 @@ def doctor(devices: DevicesOption = "all", inventory: InventoryOption = None,
         bundle_sha = build_bundle(_bundle_cache()).sha256
     except (ImportError, OSError):
         pass  # without a buildable bundle, any deployed bundle counts
-    reports = run_doctor(selected, accept_new_hostkeys=accept_new_hostkeys,
-                         bundle_sha256=bundle_sha)
+    reports = run_doctor(
+        selected, accept_new_hostkeys=accept_new_hostkeys, bundle_sha256=bundle_sha
+    )
     table = Table(title="tslm-fleet doctor", title_justify="left")
     for column in ("device", "check", "status", "detail", "fix"):
         table.add_column(column, overflow="fold")
     for report in reports:
         for i, check in enumerate(report.checks):
             style = _STATUS_STYLE.get(check.status, "")
-            table.add_row(escape(report.device) if i == 0 else "", check.name,
-                          f"[{style}]{check.status}[/{style}]", escape(check.detail),
-                          escape(check.hint or ""))
+            table.add_row(
+                escape(report.device) if i == 0 else "",
+                check.name,
+                f"[{style}]{check.status}[/{style}]",
+                escape(check.detail),
+                escape(check.hint or ""),
+            )
         table.add_section()
     console = _console()
     console.print(table)
     bad = [r.device for r in reports if not r.ok]
     if bad:
-        console.print(f"[bold red]{len(bad)} of {len(reports)} devices not ready[/bold red]: "
-                      f"{escape(', '.join(bad))}")
+        console.print(
+            f"[bold red]{len(bad)} of {len(reports)} devices not ready[/bold red]: "
+            f"{escape(', '.join(bad))}"
+        )
         raise typer.Exit(EXIT_DEVICE_FAILED)
     console.print(f"[green]all {len(reports)} devices ready[/green]")
 
 
 # --------------------------------------------------------------------------- bootstrap
 
-def bootstrap(devices: DevicesOption = "all", inventory: InventoryOption = None,
-              accept_new_hostkeys: AcceptNewHostkeysOption = False,
-              wheelhouse_dir: Annotated[Path | None, typer.Option(
-                  "--wheelhouse", help="Push this folder of wheels and install from it "
-                  "(no package index needed on the devices).")] = None,
-              index_url: Annotated[str | None, typer.Option(
-                  "--index-url", help="Package index for the devices' pip.")] = None,
-              base_python: Annotated[str, typer.Option(
-                  "--base-python", help="Python on the device that creates the venv.")
-              ] = "python3") -> None:
+
+def bootstrap(
+    devices: DevicesOption = "all",
+    inventory: InventoryOption = None,
+    accept_new_hostkeys: AcceptNewHostkeysOption = False,
+    wheelhouse_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--wheelhouse",
+            help="Push this folder of wheels and install from it "
+            "(no package index needed on the devices).",
+        ),
+    ] = None,
+    index_url: Annotated[
+        str | None, typer.Option("--index-url", help="Package index for the devices' pip.")
+    ] = None,
+    base_python: Annotated[
+        str, typer.Option("--base-python", help="Python on the device that creates the venv.")
+    ] = "python3",
+) -> None:
     """Create the venv of each device's `python` and install the agent's packages."""
     from orchestrator.deploy import bootstrap_device
     from orchestrator.transport import open_transport
     from tasks.errors import ConfigError
 
     if wheelhouse_dir is not None and not wheelhouse_dir.is_dir():
-        raise ConfigError(f"--wheelhouse {wheelhouse_dir}: not a directory",
-                          hint="build one with `tslm-fleet wheelhouse --platform aarch64 "
-                          "--out DIR`")
+        raise ConfigError(
+            f"--wheelhouse {wheelhouse_dir}: not a directory",
+            hint="build one with `tslm-fleet wheelhouse --platform aarch64 --out DIR`",
+        )
     _, selected = load_selection(inventory, devices)
     console = _console()
 
     def work(device: Any) -> Any:
         console.print(f"{device.name}: bootstrapping (this can take a while)")
         with open_transport(device, accept_new_hostkeys=accept_new_hostkeys) as transport:
-            return bootstrap_device(transport, wheelhouse=wheelhouse_dir, index_url=index_url,
-                                    base_python=base_python)
+            return bootstrap_device(
+                transport, wheelhouse=wheelhouse_dir, index_url=index_url, base_python=base_python
+            )
 
-    _summarise(for_each_device(selected, work),
-               lambda r: f"{'created' if r.created else 'reused'} {r.venv}, "
-                         f"{len(r.requirements)} requirements installed "
-                         f"({r.duration_s:.0f} s)", console)
+    _summarise(
+        for_each_device(selected, work),
+        lambda r: (
+            f"{'created' if r.created else 'reused'} {r.venv}, "
+            f"{len(r.requirements)} requirements installed "
+            f"({r.duration_s:.0f} s)"
+        ),
+        console,
+    )
 
 
 # --------------------------------------------------------------------------- wheelhouse
 
+
 def wheelhouse(
-    platform: Annotated[str, typer.Option("--platform", help="Device CPU: aarch64 "
-                                          "(Raspberry Pi 4/5, 64-bit OS) or x86_64.")],
+    platform: Annotated[
+        str,
+        typer.Option(
+            "--platform", help="Device CPU: aarch64 (Raspberry Pi 4/5, 64-bit OS) or x86_64."
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="Folder for the wheels.")],
-    python_version: Annotated[str, typer.Option("--python-version", help="The devices' "
-                                                "Python version.")] = "3.11",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pip command only.")
-                       ] = False,
+    python_version: Annotated[
+        str, typer.Option("--python-version", help="The devices' Python version.")
+    ] = "3.11",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pip command only.")] = False,
 ) -> None:
     """Download the devices' wheels with pip, for offline `bootstrap --wheelhouse DIR`."""
     import shlex
@@ -188,19 +225,26 @@ def wheelhouse(
     except OSError as exc:
         raise ConfigError(f"cannot run pip: {exc}") from exc
     if code != 0:
-        raise ConfigError(f"pip download exited with status {code}",
-                          hint="a package may have no wheel for this platform and Python "
-                          "version; see pip's message above")
+        raise ConfigError(
+            f"pip download exited with status {code}",
+            hint="a package may have no wheel for this platform and Python "
+            "version; see pip's message above",
+        )
     typer.echo(f"wheelhouse ready: {out} ({sum(1 for _ in out.glob('*.whl'))} wheels)")
 
 
 # --------------------------------------------------------------------------- deploy
 
-def deploy(devices: DevicesOption = "all", inventory: InventoryOption = None,
-           accept_new_hostkeys: AcceptNewHostkeysOption = False,
-           artifact: Annotated[list[Path] | None, typer.Option(
-               "--artifact", help="Artifact folder to push as well (repeatable).")] = None,
-           ) -> None:
+
+def deploy(
+    devices: DevicesOption = "all",
+    inventory: InventoryOption = None,
+    accept_new_hostkeys: AcceptNewHostkeysOption = False,
+    artifact: Annotated[
+        list[Path] | None,
+        typer.Option("--artifact", help="Artifact folder to push as well (repeatable)."),
+    ] = None,
+) -> None:
     """Push the agent bundle (and artifacts) to each device; skips what it already has."""
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
@@ -223,16 +267,23 @@ def deploy(devices: DevicesOption = "all", inventory: InventoryOption = None,
         items += items_for_directory(folder, RemoteLayout.artifact_dir(folder.name))
     total = sum(item.local.stat().st_size for item in items)
     console = _console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+
         def work(device: Any) -> Any:
             task = progress.add_task(device.name, total=total)
             done_before: dict[str, int] = {}
 
             def on_bytes(rel: str, done: int, _size: int) -> None:
                 done_before[rel] = done
-                progress.update(task, completed=sum(done_before.values()),
-                                description=f"{device.name} {rel}")
+                progress.update(
+                    task, completed=sum(done_before.values()), description=f"{device.name} {rel}"
+                )
 
             with open_transport(device, accept_new_hostkeys=accept_new_hostkeys) as transport:
                 report = deploy_files(transport, items, progress=on_bytes)
@@ -240,5 +291,11 @@ def deploy(devices: DevicesOption = "all", inventory: InventoryOption = None,
             return report
 
         results = for_each_device(selected, work)
-    _summarise(results, lambda r: f"{len(r.pushed)} pushed, {len(r.skipped)} already there "
-               f"({r.bytes_sent / 1e6:.1f} MB in {r.duration_s:.1f} s)", console)
+    _summarise(
+        results,
+        lambda r: (
+            f"{len(r.pushed)} pushed, {len(r.skipped)} already there "
+            f"({r.bytes_sent / 1e6:.1f} MB in {r.duration_s:.1f} s)"
+        ),
+        console,
+    )

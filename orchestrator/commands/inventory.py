@@ -16,16 +16,30 @@ from orchestrator.inventory import INVENTORY_ENV
 
 InventoryOption = Annotated[
     Path | None,
-    typer.Option("-i", "--inventory", envvar=INVENTORY_ENV, show_envvar=True,
-                 help="Inventory file (default ./inventory.yaml).")]
+    typer.Option(
+        "-i",
+        "--inventory",
+        envvar=INVENTORY_ENV,
+        show_envvar=True,
+        help="Inventory file (default ./inventory.yaml).",
+    ),
+]
 DevicesOption = Annotated[
     str,
-    typer.Option("-d", "--devices", help="Comma-separated device names, tags or groups; "
-                 "'all' for every device.")]
+    typer.Option(
+        "-d",
+        "--devices",
+        help="Comma-separated device names, tags or groups; 'all' for every device.",
+    ),
+]
 AcceptNewHostkeysOption = Annotated[
     bool,
-    typer.Option("--accept-new-hostkeys", help="On first contact, add a device's unknown "
-                 "host key to its known_hosts (a changed key is still refused).")]
+    typer.Option(
+        "--accept-new-hostkeys",
+        help="On first contact, add a device's unknown "
+        "host key to its known_hosts (a changed key is still refused).",
+    ),
+]
 
 
 def load_selection(inventory: Path | None, devices: str) -> tuple[Any, list[Any]]:
@@ -54,14 +68,22 @@ def check(inventory: InventoryOption = None) -> None:
 
     inv = load_inventory(inventory)
     table = Table(title=f"{inv.path}: {len(inv.devices)} devices", title_justify="left")
-    for column in ("device", "transport", "address", "board", "tags", "meter", "python",
-                   "workdir"):
+    for column in ("device", "transport", "address", "board", "tags", "meter", "python", "workdir"):
         table.add_column(column, overflow="fold")
     for device in inv.devices.values():
-        meter = ", ".join([device.meter.kind,
-                           *(f"{k}={v}" for k, v in device.meter.options().items())])
-        cells = (device.name, device.transport, device.address, device.board,
-                 ", ".join(device.tags), meter, device.python, device.workdir)
+        meter = ", ".join(
+            [device.meter.kind, *(f"{k}={v}" for k, v in device.meter.options().items())]
+        )
+        cells = (
+            device.name,
+            device.transport,
+            device.address,
+            device.board,
+            ", ".join(device.tags),
+            meter,
+            device.python,
+            device.workdir,
+        )
         table.add_row(*(escape(c) for c in cells))
     console = Console(highlight=False, soft_wrap=False)
     console.print(table)

@@ -23,19 +23,26 @@ def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]
         if run_id is None:
             run_id = latest_run_id(store.engine)
             if run_id is None:
-                raise ConfigError(f"no runs in {display_url(store.url)}",
-                                  hint="run an experiment first (tslm-fleet run)")
+                raise ConfigError(
+                    f"no runs in {display_url(store.url)}",
+                    hint="run an experiment first (tslm-fleet run)",
+                )
         return run_id, results(store.engine, ResultFilter(run_id=run_id))
 
 
 def plot(
-    run: str | None = typer.Option(None, "--run", metavar="ID",
-                                   help="Run to plot (default: the latest run)."),
-    db: str | None = typer.Option(None, "--db", metavar="URL",
-                                  help="Results database URL (default: $TSLM_DB, else "
-                                       "sqlite:///results.db)."),
-    out: Path = typer.Option(..., "--out", "-o", metavar="DIR",
-                             help="Directory for the PNG files (created if missing)."),
+    run: str | None = typer.Option(
+        None, "--run", metavar="ID", help="Run to plot (default: the latest run)."
+    ),
+    db: str | None = typer.Option(
+        None,
+        "--db",
+        metavar="URL",
+        help="Results database URL (default: $TSLM_DB, else sqlite:///results.db).",
+    ),
+    out: Path = typer.Option(
+        ..., "--out", "-o", metavar="DIR", help="Directory for the PNG files (created if missing)."
+    ),
 ) -> None:
     """Write PNG figures of a run: energy per query and perplexity against compression
     ratio, latency per device and variant."""

@@ -59,8 +59,9 @@ def _emit_table(table: TextTable, fmt: str) -> None:
         _print_rich(table)
 
 
-def print_compare(store: Any, *, run_id: str | None = None, by: str = "variant",
-                  task: str | None = None) -> None:
+def print_compare(
+    store: Any, *, run_id: str | None = None, by: str = "variant", task: str | None = None
+) -> None:
     """Print the comparison table of a run (used at the end of `tslm-fleet run`)."""
     _print_rich(store.compare(run_id, by=by, task=task).to_text_table())
 

@@ -23,11 +23,27 @@ def register(app: typer.Typer) -> None:
 
         infos = list_tasks()
         if as_json:
-            typer.echo(json.dumps([
-                {"name": i.name, "description": i.description,
-                 "parameters": [{"name": p.name, "type": p.type_name, "default": p.default,
-                                 "help": p.help} for p in i.parameters]}
-                for i in infos], indent=2))
+            typer.echo(
+                json.dumps(
+                    [
+                        {
+                            "name": i.name,
+                            "description": i.description,
+                            "parameters": [
+                                {
+                                    "name": p.name,
+                                    "type": p.type_name,
+                                    "default": p.default,
+                                    "help": p.help,
+                                }
+                                for p in i.parameters
+                            ],
+                        }
+                        for i in infos
+                    ],
+                    indent=2,
+                )
+            )
             return
 
         from rich.console import Console
@@ -35,8 +51,12 @@ def register(app: typer.Typer) -> None:
 
         console = Console(highlight=False)
         for info in infos:
-            table = Table(title=f"[bold]{info.name}[/]: {info.description}",
-                          title_justify="left", show_edge=False, pad_edge=False)
+            table = Table(
+                title=f"[bold]{info.name}[/]: {info.description}",
+                title_justify="left",
+                show_edge=False,
+                pad_edge=False,
+            )
             for column in ("parameter", "type", "default", "meaning"):
                 table.add_column(column, overflow="fold")
             for p in info.parameters:

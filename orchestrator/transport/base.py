@@ -70,8 +70,9 @@ class CommandResult:
         return self.exit_code == 0
 
 
-def open_transport(device: Any, *, accept_new_hostkeys: bool = False,
-                   connect_timeout_s: float | None = None) -> Transport:
+def open_transport(
+    device: Any, *, accept_new_hostkeys: bool = False, connect_timeout_s: float | None = None
+) -> Transport:
     """Connect to ``device`` with the transport its inventory entry names.
 
     ``connect_timeout_s`` defaults to the device's ``connect_timeout_s`` (10 s).
@@ -79,12 +80,17 @@ def open_transport(device: Any, *, accept_new_hostkeys: bool = False,
     """
     target = TRANSPORTS.get(device.transport)
     if target is None:
-        raise TransportError(f"{device.name}: unknown transport {device.transport!r} "
-                             f"(known: {', '.join(TRANSPORTS)})")
+        raise TransportError(
+            f"{device.name}: unknown transport {device.transport!r} "
+            f"(known: {', '.join(TRANSPORTS)})"
+        )
     module_name, cls_name = target.split(":")
     cls = getattr(importlib.import_module(module_name), cls_name)
-    timeout = connect_timeout_s if connect_timeout_s is not None else float(
-        getattr(device, "connect_timeout_s", 10.0))
+    timeout = (
+        connect_timeout_s
+        if connect_timeout_s is not None
+        else float(getattr(device, "connect_timeout_s", 10.0))
+    )
     return cls(device, accept_new_hostkeys=accept_new_hostkeys, connect_timeout_s=timeout)
 
 
@@ -96,9 +102,16 @@ class Transport(abc.ABC):
 
     # ------------------------------------------------------------------ primitives
     @abc.abstractmethod
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
-            stdin: bytes | None = None, check: bool = True, cwd: str | None = None,
-            env: Mapping[str, str] | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
+        stdin: bytes | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
         """Run ``argv`` to completion and return its exit status and output.
 
         ``check``: raise :class:`RemoteCommandError` on a non-zero exit. Running past
@@ -107,10 +120,16 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
-    def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
-               check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None,
-               idle_timeout_s: float | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> Iterator[str]:
         """Yield the lines of ``argv``'s stdout (without newline) as they arrive.
 
         A dropped connection raises :class:`~tasks.errors.ConnectError` (the caller may
@@ -184,9 +203,10 @@ class Transport(abc.ABC):
         paths = [self.resolve(r) for r in remotes]
         result: dict[str, str | None] = {}
         for start in range(0, len(paths), _HASH_BATCH):
-            batch = paths[start:start + _HASH_BATCH]
-            res = self.run([self.python(), "-c", _SHA256_SNIPPET, *batch], check=False,
-                           timeout_s=600)
+            batch = paths[start : start + _HASH_BATCH]
+            res = self.run(
+                [self.python(), "-c", _SHA256_SNIPPET, *batch], check=False, timeout_s=600
+            )
             if res.exit_code in COMMAND_NOT_FOUND:
                 result.update({p: self._sha256sum(p) for p in batch})
                 continue
@@ -195,8 +215,10 @@ class Transport(abc.ABC):
             try:
                 result.update(json.loads(res.stdout))
             except ValueError as exc:
-                raise TransportError(f"{self.device.name}: unexpected output while hashing "
-                                     f"files: {res.stdout[:200]!r}") from exc
+                raise TransportError(
+                    f"{self.device.name}: unexpected output while hashing "
+                    f"files: {res.stdout[:200]!r}"
+                ) from exc
         return result
 
     def _sha256sum(self, path: str) -> str | None:
@@ -214,9 +236,14 @@ class Transport(abc.ABC):
             shown = shown[:117] + "..."
         return RemoteCommandError(
             f"{self.device.name}: `{shown}` exited with status {result.exit_code}: {tail}",
-            exit_code=result.exit_code, stderr=result.stderr,
-            hint=("the program is missing on the device; `tslm-fleet doctor` shows what to "
-                  "install" if result.exit_code in COMMAND_NOT_FOUND else None))
+            exit_code=result.exit_code,
+            stderr=result.stderr,
+            hint=(
+                "the program is missing on the device; `tslm-fleet doctor` shows what to install"
+                if result.exit_code in COMMAND_NOT_FOUND
+                else None
+            ),
+        )
 
     def __enter__(self) -> Transport:
         return self

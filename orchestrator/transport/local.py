@@ -31,8 +31,9 @@ _CHUNK = 1 << 20
 class LocalTransport(Transport):
     """Runs commands as subprocesses of the controller."""
 
-    def __init__(self, device: Any, *, accept_new_hostkeys: bool = False,
-                 connect_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, device: Any, *, accept_new_hostkeys: bool = False, connect_timeout_s: float = 10.0
+    ) -> None:
         super().__init__(device)
 
     def _env(self, env: Mapping[str, str] | None) -> dict[str, str] | None:
@@ -41,38 +42,71 @@ class LocalTransport(Transport):
     def _cwd(self, cwd: str | None) -> str:
         return self.resolve(cwd) if cwd is not None else self.home()
 
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
-            stdin: bytes | None = None, check: bool = True, cwd: str | None = None,
-            env: Mapping[str, str] | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
+        stdin: bytes | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
         args = [str(a) for a in argv]
         try:
-            proc = subprocess.run(args, input=stdin if stdin is not None else b"",
-                                  capture_output=True, timeout=timeout_s, cwd=self._cwd(cwd),
-                                  env=self._env(env), check=False)
+            proc = subprocess.run(
+                args,
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout_s,
+                cwd=self._cwd(cwd),
+                env=self._env(env),
+                check=False,
+            )
         except subprocess.TimeoutExpired as exc:
-            raise TransportError(f"{self.device.name}: `{' '.join(args)[:120]}` did not "
-                                 f"finish within {timeout_s:g} s") from exc
+            raise TransportError(
+                f"{self.device.name}: `{' '.join(args)[:120]}` did not "
+                f"finish within {timeout_s:g} s"
+            ) from exc
         except (FileNotFoundError, PermissionError, NotADirectoryError) as exc:
             # report like a shell would, so callers handle both transports alike
-            result = CommandResult(127 if isinstance(exc, FileNotFoundError) else 126, "",
-                                   f"{args[0] if args else ''}: {exc.strerror}")
+            result = CommandResult(
+                127 if isinstance(exc, FileNotFoundError) else 126,
+                "",
+                f"{args[0] if args else ''}: {exc.strerror}",
+            )
         else:
-            result = CommandResult(proc.returncode, proc.stdout.decode("utf-8", "replace"),
-                                   proc.stderr.decode("utf-8", "replace"))
+            result = CommandResult(
+                proc.returncode,
+                proc.stdout.decode("utf-8", "replace"),
+                proc.stderr.decode("utf-8", "replace"),
+            )
         if check and result.exit_code != 0:
             raise self.command_error(args, result)
         return result
 
-    def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
-               check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None,
-               idle_timeout_s: float | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> Iterator[str]:
         args = [str(a) for a in argv]
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with tempfile.TemporaryFile() as err:
             try:
-                proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=err, cwd=self._cwd(cwd), env=self._env(env))
+                proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=err,
+                    cwd=self._cwd(cwd),
+                    env=self._env(env),
+                )
             except (FileNotFoundError, PermissionError) as exc:
                 result = CommandResult(127, "", f"{args[0]}: {exc.strerror}")
                 if check:
@@ -94,12 +128,17 @@ class LocalTransport(Transport):
                         for line in lines:
                             yield line.decode("utf-8", "replace")
                     elif deadline is not None and time.monotonic() > deadline:
-                        raise TransportError(f"{self.device.name}: `{' '.join(args)[:120]}` "
-                                             f"did not finish within {timeout_s:g} s")
-                    elif (idle_timeout_s is not None
-                          and time.monotonic() - last_data > idle_timeout_s):
-                        raise ConnectError(f"{self.device.name}: `{' '.join(args)[:120]}` "
-                                           f"printed nothing for {idle_timeout_s:g} s")
+                        raise TransportError(
+                            f"{self.device.name}: `{' '.join(args)[:120]}` "
+                            f"did not finish within {timeout_s:g} s"
+                        )
+                    elif (
+                        idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s
+                    ):
+                        raise ConnectError(
+                            f"{self.device.name}: `{' '.join(args)[:120]}` "
+                            f"printed nothing for {idle_timeout_s:g} s"
+                        )
                 if buffer:
                     yield buffer.decode("utf-8", "replace")
                 code = proc.wait()
@@ -132,8 +171,9 @@ class LocalTransport(Transport):
             os.replace(tmp, target)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise TransportError(f"{self.device.name}: cannot copy {local} to {target}: "
-                                 f"{exc.strerror or exc}") from exc
+            raise TransportError(
+                f"{self.device.name}: cannot copy {local} to {target}: {exc.strerror or exc}"
+            ) from exc
 
     def home(self) -> str:
         return str(Path.home())
@@ -145,8 +185,10 @@ class LocalTransport(Transport):
         try:
             Path(self.resolve(remote)).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise TransportError(f"{self.device.name}: cannot create directory "
-                                 f"{self.resolve(remote)}: {exc.strerror or exc}") from exc
+            raise TransportError(
+                f"{self.device.name}: cannot create directory "
+                f"{self.resolve(remote)}: {exc.strerror or exc}"
+            ) from exc
 
     def remove(self, remote: str, *, recursive: bool = False) -> None:
         path = Path(self.resolve(remote))
@@ -156,8 +198,9 @@ class LocalTransport(Transport):
             else:
                 path.unlink(missing_ok=True)
         except OSError as exc:
-            raise TransportError(f"{self.device.name}: cannot remove {path}: "
-                                 f"{exc.strerror or exc}") from exc
+            raise TransportError(
+                f"{self.device.name}: cannot remove {path}: {exc.strerror or exc}"
+            ) from exc
 
     def listdir(self, remote: str) -> list[str]:
         try:
@@ -165,8 +208,9 @@ class LocalTransport(Transport):
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise TransportError(f"{self.device.name}: cannot list {self.resolve(remote)}: "
-                                 f"{exc.strerror or exc}") from exc
+            raise TransportError(
+                f"{self.device.name}: cannot list {self.resolve(remote)}: {exc.strerror or exc}"
+            ) from exc
 
     def close(self) -> None:
         """Nothing to close: the local transport holds no connection."""

@@ -56,8 +56,9 @@ class _UnknownHostKey(paramiko.SSHException):
 class _RejectUnknown(paramiko.RejectPolicy):
     """Refuse keys that are not in known_hosts (and remember which key was offered)."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         raise _UnknownHostKey(hostname, key)
 
 
@@ -67,8 +68,9 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
     def __init__(self, known_hosts: Path) -> None:
         self.known_hosts = known_hosts
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str,
-                         key: paramiko.PKey) -> None:
+    def missing_host_key(
+        self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
+    ) -> None:
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with open(self.known_hosts, "a", encoding="ascii") as fh:
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
@@ -81,8 +83,9 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def remote_command(argv: Sequence[str], *, cwd: str | None = None,
-                   env: Mapping[str, str] | None = None) -> str:
+def remote_command(
+    argv: Sequence[str], *, cwd: str | None = None, env: Mapping[str, str] | None = None
+) -> str:
     """The command line the remote shell receives: every argument quoted."""
     if not argv:
         raise TransportError("empty command")
@@ -98,9 +101,16 @@ def remote_command(argv: Sequence[str], *, cwd: str | None = None,
 class SSHTransport(Transport):
     """A paramiko connection to one device."""
 
-    def __init__(self, device: Any, *, accept_new_hostkeys: bool = False,
-                 connect_timeout_s: float = 10.0, keepalive_s: float = KEEPALIVE_S,
-                 retries: int = RETRIES, backoff_s: float = BACKOFF_S) -> None:
+    def __init__(
+        self,
+        device: Any,
+        *,
+        accept_new_hostkeys: bool = False,
+        connect_timeout_s: float = 10.0,
+        keepalive_s: float = KEEPALIVE_S,
+        retries: int = RETRIES,
+        backoff_s: float = BACKOFF_S,
+    ) -> None:
         super().__init__(device)
         self.connect_timeout_s = connect_timeout_s
         self._sftp: paramiko.SFTPClient | None = None
@@ -112,8 +122,9 @@ class SSHTransport(Transport):
     def _where(self) -> str:
         return f"{self.device.name} ({self.device.address})"
 
-    def _connect(self, accept_new: bool, keepalive_s: float, retries: int,
-                 backoff_s: float) -> paramiko.SSHClient:
+    def _connect(
+        self, accept_new: bool, keepalive_s: float, retries: int, backoff_s: float
+    ) -> paramiko.SSHClient:
         delay = backoff_s
         for attempt in range(retries + 1):
             try:
@@ -133,28 +144,41 @@ class SSHTransport(Transport):
             if known_hosts.exists():
                 client.load_host_keys(str(known_hosts))
         except (OSError, paramiko.SSHException, ValueError) as exc:
-            raise HostKeyError(f"{self._where}: cannot read known_hosts file {known_hosts}: "
-                               f"{exc}", hint="fix or remove the malformed line") from exc
-        client.set_missing_host_key_policy(_AcceptNew(known_hosts) if accept_new
-                                           else _RejectUnknown())
+            raise HostKeyError(
+                f"{self._where}: cannot read known_hosts file {known_hosts}: {exc}",
+                hint="fix or remove the malformed line",
+            ) from exc
+        client.set_missing_host_key_policy(
+            _AcceptNew(known_hosts) if accept_new else _RejectUnknown()
+        )
         identity = Path(dev.identity_file) if dev.identity_file else None
         has_identity = identity is not None and identity.exists()
         t = self.connect_timeout_s
         try:
             client.connect(
-                hostname=dev.host, port=dev.port, username=dev.user,
+                hostname=dev.host,
+                port=dev.port,
+                username=dev.user,
                 key_filename=str(identity) if has_identity else None,
-                allow_agent=True, look_for_keys=not has_identity,
-                timeout=t, banner_timeout=t, auth_timeout=t, channel_timeout=t)
+                allow_agent=True,
+                look_for_keys=not has_identity,
+                timeout=t,
+                banner_timeout=t,
+                auth_timeout=t,
+                channel_timeout=t,
+            )
         except _UnknownHostKey as exc:
             client.close()
-            keyscan = (f"ssh-keyscan -p {dev.port} {shlex.quote(dev.host)} >> "
-                       f"{shlex.quote(str(known_hosts))}")
+            keyscan = (
+                f"ssh-keyscan -p {dev.port} {shlex.quote(dev.host)} >> "
+                f"{shlex.quote(str(known_hosts))}"
+            )
             raise HostKeyError(
                 f"{self._where}: host key is not in {known_hosts} (the device offered "
                 f"{exc.key.get_name()} {fingerprint(exc.key)}); refusing to connect",
                 hint=f"check the fingerprint on the device, then add it with `{keyscan}`, "
-                "or connect once with --accept-new-hostkeys") from None
+                "or connect once with --accept-new-hostkeys",
+            ) from None
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyError(
@@ -164,25 +188,29 @@ class SSHTransport(Transport):
                 "(nothing was run)",
                 hint="if the board was reinstalled, remove the old key with `ssh-keygen -R "
                 f"{shlex.quote(self._known_name())} -f {shlex.quote(str(known_hosts))}` and "
-                "add the new one; otherwise someone may be intercepting the connection") \
-                from None
+                "add the new one; otherwise someone may be intercepting the connection",
+            ) from None
         except paramiko.AuthenticationException as exc:
             client.close()
             raise ConnectError(
                 f"{self._where}: authentication failed as {dev.user!r}: {exc}",
                 hint=f"check `user` and `identity_file` ({identity}) in the inventory, or "
                 "load the key into ssh-agent; install the public key on the device with "
-                "ssh-copy-id") from None
+                "ssh-copy-id",
+            ) from None
         except socket.gaierror as exc:
             client.close()
-            raise ConnectError(f"{self._where}: cannot resolve host {dev.host!r}: {exc}",
-                               hint="check `host` in the inventory") from None
+            raise ConnectError(
+                f"{self._where}: cannot resolve host {dev.host!r}: {exc}",
+                hint="check `host` in the inventory",
+            ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
             client.close()
             raise _TransientConnectError(
                 f"{self._where}: cannot connect: {_describe(exc)}",
                 hint="is the device powered, on the network and running sshd? "
-                "`tslm-fleet doctor` checks every device") from None
+                "`tslm-fleet doctor` checks every device",
+            ) from None
         transport = client.get_transport()
         if transport is not None:
             transport.set_keepalive(int(max(1, keepalive_s)))
@@ -194,8 +222,10 @@ class SSHTransport(Transport):
 
     def _lost(self, exc: BaseException | None = None) -> ConnectError:
         detail = f": {_describe(exc)}" if exc is not None else ""
-        return ConnectError(f"{self._where}: connection lost{detail}",
-                            hint="the device or the network dropped; reconnect and retry")
+        return ConnectError(
+            f"{self._where}: connection lost{detail}",
+            hint="the device or the network dropped; reconnect and retry",
+        )
 
     @property
     def _transport(self) -> paramiko.Transport:
@@ -214,8 +244,13 @@ class SSHTransport(Transport):
         self._client.close()
 
     # ------------------------------------------------------------------ commands
-    def _start(self, argv: Sequence[str], cwd: str | None,
-               env: Mapping[str, str] | None, stdin: bytes | None) -> paramiko.Channel:
+    def _start(
+        self,
+        argv: Sequence[str],
+        cwd: str | None,
+        env: Mapping[str, str] | None,
+        stdin: bytes | None,
+    ) -> paramiko.Channel:
         command = remote_command(argv, cwd=cwd, env=env)
         try:
             channel = self._transport.open_session(timeout=self.connect_timeout_s)
@@ -228,9 +263,15 @@ class SSHTransport(Transport):
         channel.setblocking(False)
         return channel
 
-    def _pump(self, channel: paramiko.Channel, deadline: float | None, argv: Sequence[str],
-              timeout_s: float | None, err: bytearray,
-              idle_timeout_s: float | None = None) -> Iterator[bytes]:
+    def _pump(
+        self,
+        channel: paramiko.Channel,
+        deadline: float | None,
+        argv: Sequence[str],
+        timeout_s: float | None,
+        err: bytearray,
+        idle_timeout_s: float | None = None,
+    ) -> Iterator[bytes]:
         """Yield stdout chunks until EOF, collecting stderr; raise on drop or timeout.
 
         With ``idle_timeout_s``, a channel that delivers nothing for that long counts as a
@@ -248,8 +289,11 @@ class SSHTransport(Transport):
                 got = True
                 if data:
                     yield data
-            if channel.eof_received and not channel.recv_ready() \
-                    and not channel.recv_stderr_ready():
+            if (
+                channel.eof_received
+                and not channel.recv_ready()
+                and not channel.recv_stderr_ready()
+            ):
                 return
             if channel.closed and not channel.exit_status_ready():
                 raise self._lost()
@@ -259,14 +303,17 @@ class SSHTransport(Transport):
                 now = time.monotonic()
                 if deadline is not None and now > deadline:
                     channel.close()
-                    raise TransportError(f"{self.device.name}: `{shlex.join(argv)[:120]}` "
-                                         f"did not finish within {timeout_s:g} s")
+                    raise TransportError(
+                        f"{self.device.name}: `{shlex.join(argv)[:120]}` "
+                        f"did not finish within {timeout_s:g} s"
+                    )
                 if idle_timeout_s is not None and now - last_data > idle_timeout_s:
                     channel.close()
                     raise ConnectError(
                         f"{self._where}: connection stalled: nothing received for "
                         f"{idle_timeout_s:g} s",
-                        hint="the link to the device may be down; reconnect and retry")
+                        hint="the link to the device may be down; reconnect and retry",
+                    )
                 transport = self._client.get_transport()
                 if transport is None or not transport.is_active():
                     raise self._lost()
@@ -282,9 +329,16 @@ class SSHTransport(Transport):
             time.sleep(_POLL_S)
         return channel.recv_exit_status()
 
-    def run(self, argv: Sequence[str], *, timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
-            stdin: bytes | None = None, check: bool = True, cwd: str | None = None,
-            env: Mapping[str, str] | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = DEFAULT_COMMAND_TIMEOUT_S,
+        stdin: bytes | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> CommandResult:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         channel = self._start(argv, cwd, env, stdin)
         out, err = bytearray(), bytearray()
@@ -296,16 +350,21 @@ class SSHTransport(Transport):
             raise self._lost(exc) from None
         finally:
             channel.close()
-        result = CommandResult(code, out.decode("utf-8", "replace"),
-                               err.decode("utf-8", "replace"))
+        result = CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
         if check and code != 0:
             raise self.command_error(argv, result)
         return result
 
-    def stream(self, argv: Sequence[str], *, timeout_s: float | None = None,
-               check: bool = True, cwd: str | None = None,
-               env: Mapping[str, str] | None = None,
-               idle_timeout_s: float | None = None) -> Iterator[str]:
+    def stream(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> Iterator[str]:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         channel = self._start(argv, cwd, env, None)
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
@@ -325,8 +384,7 @@ class SSHTransport(Transport):
         finally:
             channel.close()
         if check and code != 0:
-            raise self.command_error(argv, CommandResult(code, "", err.decode("utf-8",
-                                                                               "replace")))
+            raise self.command_error(argv, CommandResult(code, "", err.decode("utf-8", "replace")))
 
     # ------------------------------------------------------------------ files
     @property
@@ -437,7 +495,8 @@ class SSHTransport(Transport):
             f"{self.device.name}: no space left on the device for {path}: it needs "
             f"{size} bytes, {free} are free in {folder}",
             hint="free space on the device (old jobs, models and artifacts in the work "
-            "directory) or point `workdir` at a larger disk")
+            "directory) or point `workdir` at a larger disk",
+        )
 
 
 def _describe(exc: BaseException | None) -> str:

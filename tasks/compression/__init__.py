@@ -24,8 +24,15 @@ from tasks.errors import ConfigError
 if TYPE_CHECKING:
     from tasks.compression.base import MethodModule
 
-__all__ = ["HEAD_POLICIES", "METHODS", "MethodInfo", "VariantSpec", "describe_methods",
-           "get_method", "parse_variant"]
+__all__ = [
+    "HEAD_POLICIES",
+    "METHODS",
+    "MethodInfo",
+    "VariantSpec",
+    "describe_methods",
+    "get_method",
+    "parse_variant",
+]
 
 
 def get_method(name: str) -> MethodModule:
@@ -33,6 +40,7 @@ def get_method(name: str) -> MethodModule:
     try:
         info = METHODS[name]
     except KeyError:
-        raise ConfigError(f"unknown compression method '{name}'",
-                          hint=f"valid methods: {', '.join(METHODS)}") from None
+        raise ConfigError(
+            f"unknown compression method '{name}'", hint=f"valid methods: {', '.join(METHODS)}"
+        ) from None
     return importlib.import_module(info.module)  # type: ignore[return-value]

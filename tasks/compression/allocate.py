@@ -78,22 +78,25 @@ def _pattern_params(pattern: tuple[int, ...], shape: tuple[int, ...]) -> int:
     return sum(pattern[k] * dim * pattern[k + 1] for k, dim in enumerate(shape))
 
 
-def _chunk_options(rows: torch.Tensor, shape: tuple[int, ...],
-                   per_bond: int) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+def _chunk_options(
+    rows: torch.Tensor, shape: tuple[int, ...], per_bond: int
+) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     """Rank patterns (boundary ranks included) and each row's squared error at each."""
     x = rows.to(torch.float64)
     batch, order = x.shape[0], len(shape)
     patterns: list[tuple[int, ...]] = []
     errors: list[torch.Tensor] = []
 
-    def descend(rest: torch.Tensor, k: int, prefix: tuple[int, ...],
-                discarded: torch.Tensor) -> None:
+    def descend(
+        rest: torch.Tensor, k: int, prefix: tuple[int, ...], discarded: torch.Tensor
+    ) -> None:
         a = rest.reshape(batch, prefix[-1] * shape[k], -1)
         full = min(a.shape[1], a.shape[2])
         _, carry, lam = leading_subspace(a, full)
         # tail[:, j] = energy discarded when keeping j singular values
-        tail = torch.cat([lam.flip(-1).cumsum(-1).flip(-1),
-                          torch.zeros(batch, 1, dtype=lam.dtype)], 1)
+        tail = torch.cat(
+            [lam.flip(-1).cumsum(-1).flip(-1), torch.zeros(batch, 1, dtype=lam.dtype)], 1
+        )
         for r in _bond_ranks(full, per_bond):
             lost = discarded + tail[:, r]
             if k == order - 2:
@@ -106,8 +109,13 @@ def _chunk_options(rows: torch.Tensor, shape: tuple[int, ...],
     return patterns, torch.stack(errors, 1)
 
 
-def rank_options(table: torch.Tensor, shape: tuple[int, ...], *,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int | None = None) -> RankOptions:
+def rank_options(
+    table: torch.Tensor,
+    shape: tuple[int, ...],
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    workers: int | None = None,
+) -> RankOptions:
     """Every row's squared TT-SVD error at every candidate rank pattern of ``shape``."""
     if math.prod(shape) != table.shape[1]:
         raise ValueError(f"shape {shape} does not multiply to {table.shape[1]}")
@@ -126,8 +134,9 @@ def rank_options(table: torch.Tensor, shape: tuple[int, ...], *,
     return RankOptions(torch.tensor(patterns, dtype=torch.int64)[order], params[order], err2)
 
 
-def allocate(options: RankOptions, budget: float,
-             weights: torch.Tensor | None = None) -> Allocation:
+def allocate(
+    options: RankOptions, budget: float, weights: torch.Tensor | None = None
+) -> Allocation:
     """Each row's pattern minimising the total weighted squared error within ``budget``.
 
     Raises :class:`CompressionError` when even the smallest pattern for every row exceeds
@@ -139,7 +148,9 @@ def allocate(options: RankOptions, budget: float,
     if rows * float(params[0]) > budget:
         raise CompressionError(
             f"a budget of {budget:.0f} parameters is out of reach: rank 1 for all {rows} rows "
-            f"needs {rows * int(params[0])}", hint="ask for a smaller ratio")
+            f"needs {rows * int(params[0])}",
+            hint="ask for a smaller ratio",
+        )
 
     def pick(lam: float) -> tuple[torch.Tensor, float]:
         choice = torch.argmin(cost + lam * params, dim=1)  # ties: the first, fewest params
@@ -164,9 +175,14 @@ def allocate(options: RankOptions, budget: float,
     return Allocation(choice, int(used), error, hi)
 
 
-def tt_svd_budget(table: torch.Tensor, shape: tuple[int, ...], budget: float, *,
-                  weights: torch.Tensor | None = None,
-                  progress: Progress | None = None) -> tuple[TTResult, Allocation]:
+def tt_svd_budget(
+    table: torch.Tensor,
+    shape: tuple[int, ...],
+    budget: float,
+    *,
+    weights: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> tuple[TTResult, Allocation]:
     """Per-row TT-SVD with the rank patterns :func:`allocate` picks for ``budget``."""
     options = rank_options(table, shape)
     plan = allocate(options, budget, weights)

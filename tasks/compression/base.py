@@ -41,11 +41,13 @@ class CompressionResult:
 class MethodModule(Protocol):
     """The interface of a method module (see the module docstring)."""
 
-    def compress(self, table: torch.Tensor, spec: VariantSpec, *,
-                 progress: Progress | None = None) -> CompressionResult: ...
+    def compress(
+        self, table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None
+    ) -> CompressionResult: ...
 
-    def build_embedding(self, tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
-                        dtype: torch.dtype) -> torch.nn.Module: ...
+    def build_embedding(
+        self, tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype
+    ) -> torch.nn.Module: ...
 
 
 def tensor_bytes(tensors: dict[str, torch.Tensor]) -> int:

@@ -70,26 +70,33 @@ class TTCores:
         """Raise :class:`ArtifactError` unless ranks, shape and core lengths agree."""
         n = self.order
         if self.ranks.ndim != 2 or self.ranks.shape[1] != n + 1 or len(self.cores) != n:
-            raise ArtifactError(f"{where}: rank table {tuple(self.ranks.shape)} does not fit "
-                                f"a tensor shape of order {n} with {len(self.cores)} cores")
-        if self.num_rows and (bool((self.ranks[:, 0] != 1).any())
-                              or bool((self.ranks[:, -1] != 1).any())
-                              or bool((self.ranks < 1).any())):
+            raise ArtifactError(
+                f"{where}: rank table {tuple(self.ranks.shape)} does not fit "
+                f"a tensor shape of order {n} with {len(self.cores)} cores"
+            )
+        if self.num_rows and (
+            bool((self.ranks[:, 0] != 1).any())
+            or bool((self.ranks[:, -1] != 1).any())
+            or bool((self.ranks < 1).any())
+        ):
             raise ArtifactError(f"{where}: boundary ranks must be 1 and all ranks >= 1")
         expected = self.core_sizes().sum(0)
         for k, core in enumerate(self.cores):
             if core.ndim != 1 or int(core.numel()) != int(expected[k]):
-                raise ArtifactError(f"{where}: core {k} holds {core.numel()} values, the "
-                                    f"ranks need {int(expected[k])}")
+                raise ArtifactError(
+                    f"{where}: core {k} holds {core.numel()} values, the "
+                    f"ranks need {int(expected[k])}"
+                )
 
     def groups(self) -> list[RankGroup]:
         """Tokens grouped by rank pattern, with their cores gathered into dense stacks."""
         patterns, inverse = torch.unique(self.ranks, dim=0, return_inverse=True)
         if patterns.shape[0] == 1:  # uniform ranks: the flat cores are already stacks
             p = patterns[0].tolist()
-            stacks = tuple(core.reshape(-1, p[k], dim, p[k + 1])
-                           for k, (core, dim) in enumerate(zip(self.cores, self.shape,
-                                                                strict=True)))
+            stacks = tuple(
+                core.reshape(-1, p[k], dim, p[k + 1])
+                for k, (core, dim) in enumerate(zip(self.cores, self.shape, strict=True))
+            )
             return [RankGroup(tuple(p), torch.arange(self.num_rows), stacks)]
         offsets = self.offsets()
         out = []
@@ -118,8 +125,9 @@ class TTCores:
         return tensors
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor], shape: tuple[int, ...],
-                     where: str = "TT cores") -> TTCores:
+    def from_tensors(
+        cls, tensors: dict[str, torch.Tensor], shape: tuple[int, ...], where: str = "TT cores"
+    ) -> TTCores:
         """Inverse of :meth:`to_tensors`; validates the layout."""
         try:
             cores = tuple(tensors[f"core{k}"] for k in range(len(shape)))
@@ -154,7 +162,8 @@ def flatten_padded(padded: list[torch.Tensor], ranks: torch.Tensor) -> tuple[tor
     flat = []
     for k, core in enumerate(padded):
         if bool((ranks[:, k] == core.shape[1]).all()) and bool(
-                (ranks[:, k + 1] == core.shape[3]).all()):
+            (ranks[:, k + 1] == core.shape[3]).all()
+        ):
             flat.append(core.reshape(-1))  # no padding in this core
             continue
         rp = torch.arange(core.shape[1])[None, :] < ranks[:, k : k + 1]
@@ -186,6 +195,5 @@ def merge_cores(parts: list[tuple[torch.Tensor, TTCores]], num_rows: int) -> TTC
             # destination of every stored value: its token's start in the merged core plus
             # its position within the token's own core
             shift = torch.repeat_interleave(starts[rows, k] - local[:, k], sizes[:, k])
-            flat[k][shift + torch.arange(int(sizes[:, k].sum()))] = part.cores[k].to(
-                torch.float32)
+            flat[k][shift + torch.arange(int(sizes[:, k].sum()))] = part.cores[k].to(torch.float32)
     return TTCores(shape, ranks, tuple(flat))

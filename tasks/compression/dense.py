@@ -11,14 +11,18 @@ from tasks.compression.spec import VariantSpec
 from tasks.errors import CompressionError
 
 
-def compress(table: torch.Tensor, spec: VariantSpec, *,
-             progress: Progress | None = None) -> CompressionResult:
+def compress(
+    table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None
+) -> CompressionResult:
     """Never called for artifacts: ``dense`` needs none (``build_artifact`` returns None)."""
-    raise CompressionError("the dense variant has no artifact to build",
-                           hint="run the unmodified model; only tt/svd/int8 build artifacts")
+    raise CompressionError(
+        "the dense variant has no artifact to build",
+        hint="run the unmodified model; only tt/svd/int8 build artifacts",
+    )
 
 
-def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
-                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_embedding(
+    tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """The identity variant has no compressed embedding."""
     raise CompressionError("the dense variant has no compressed embedding")

@@ -52,8 +52,10 @@ def split_rows(table: torch.Tensor, order: torch.Tensor, keep: int, center: bool
     """Keep the first ``keep`` tokens of ``order`` dense; the mean of the others if asked."""
     rows = int(table.shape[0])
     if keep >= rows:
-        raise CompressionError(f"keep={keep} keeps all {rows} rows dense: nothing to compress",
-                               hint="use the dense variant, or keep fewer rows")
+        raise CompressionError(
+            f"keep={keep} keeps all {rows} rows dense: nothing to compress",
+            hint="use the dense variant, or keep fewer rows",
+        )
     dense = torch.sort(order[:keep]).values
     mask = torch.ones(rows, dtype=torch.bool)
     mask[dense] = False
@@ -81,8 +83,9 @@ def split_tensors(table: torch.Tensor, split: Split) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def full_row_errors(table: torch.Tensor, split: Split, residual_rows: torch.Tensor,
-                    tt: TTResult) -> torch.Tensor:
+def full_row_errors(
+    table: torch.Tensor, split: Split, residual_rows: torch.Tensor, tt: TTResult
+) -> torch.Tensor:
     """(V,) error relative to the original rows: 0 for dense rows, the cores' otherwise."""
     absolute = tt.row_errors * residual_rows.norm(dim=1)
     norms = table[split.tt_ids].to(torch.float64).norm(dim=1)
@@ -104,8 +107,9 @@ def most_dense_rows(rows: int, dim: int, budget: float, floor: int, center: bool
     return max(0, min(rows - 1, int(spare // (dim - floor)))) if dim > floor else 0
 
 
-def choose_keep(table: torch.Tensor, order: torch.Tensor, budget: float, floor: int,
-                center: bool, fit: Fit) -> tuple[int, dict[str, Any]]:
+def choose_keep(
+    table: torch.Tensor, order: torch.Tensor, budget: float, floor: int, center: bool, fit: Fit
+) -> tuple[int, dict[str, Any]]:
     """The number of dense rows with the lowest expected error for ``budget``.
 
     ``floor``: parameters of one row at the smallest ranks. Returns the choice and what
@@ -131,10 +135,17 @@ def choose_keep(table: torch.Tensor, order: torch.Tensor, budget: float, floor: 
         err2 = (result.row_errors * sample.norm(dim=1)).pow(2).mean()
         scores[keep] = float(weights[keep:].sum() * err2) / energy
     if not scores:
-        raise CompressionError(f"a budget of {budget:.0f} parameters cannot hold the smallest "
-                               f"cores of all {rows} rows", hint="ask for a smaller ratio")
+        raise CompressionError(
+            f"a budget of {budget:.0f} parameters cannot hold the smallest "
+            f"cores of all {rows} rows",
+            hint="ask for a smaller ratio",
+        )
     best = min(scores, key=lambda k: scores[k])
-    return best, {"auto": True, "largest": top, "sample_rows": KEEP_SAMPLE_ROWS,
-                  "scores": {str(k): v for k, v in scores.items()},
-                  "score": "expected Zipf-weighted relative squared error",
-                  "reason": f"lowest expected error among {len(scores)} numbers of dense rows"}
+    return best, {
+        "auto": True,
+        "largest": top,
+        "sample_rows": KEEP_SAMPLE_ROWS,
+        "scores": {str(k): v for k, v in scores.items()},
+        "score": "expected Zipf-weighted relative squared error",
+        "reason": f"lowest expected error among {len(scores)} numbers of dense rows",
+    }

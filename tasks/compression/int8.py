@@ -34,18 +34,24 @@ def dequantize(tensors: dict[str, torch.Tensor]) -> torch.Tensor:
     return codes * tensors["scale"][:, None] + tensors["offset"][:, None]
 
 
-def compress(table: torch.Tensor, spec: VariantSpec, *,
-             progress: Progress | None = None) -> CompressionResult:
+def compress(
+    table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None
+) -> CompressionResult:
     """Quantise every row of ``table`` to 8 bits."""
     tensors = quantize(table)
     payload = tensor_bytes(tensors)
-    return CompressionResult(tensors=tensors, method={"name": "int8", "bits": 8},
-                             params=payload // 4, payload_bytes=payload,
-                             row_errors=relative_row_errors(table, dequantize(tensors)))
+    return CompressionResult(
+        tensors=tensors,
+        method={"name": "int8", "bits": 8},
+        params=payload // 4,
+        payload_bytes=payload,
+        row_errors=relative_row_errors(table, dequantize(tensors)),
+    )
 
 
-def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
-                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_embedding(
+    tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """The :class:`~tasks.embedding.Int8Embedding` of an artifact."""
     from tasks.embedding import Int8Embedding
 

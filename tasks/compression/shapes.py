@@ -15,7 +15,7 @@ def factorizations(d: int, order: int, smallest: int = 2) -> list[tuple[int, ...
         return [(d,)] if d >= smallest else []
     out = []
     f = smallest
-    while f ** order <= d:
+    while f**order <= d:
         if d % f == 0:
             out.extend((f, *rest) for rest in factorizations(d // f, order - 1, f))
         f += 1
@@ -40,7 +40,9 @@ def auto_candidates(d: int) -> list[tuple[int, ...]]:
     if not shapes:
         raise CompressionError(
             f"hidden size {d} has no factorisation into {AUTO_ORDERS[0]}-{AUTO_ORDERS[-1]} "
-            "factors >= 2", hint="give an explicit shape=AxB (order 2) or use svd/int8")
+            "factors >= 2",
+            hint="give an explicit shape=AxB (order 2) or use svd/int8",
+        )
     return shapes
 
 
@@ -48,11 +50,16 @@ def check_shape(shape: tuple[int, ...], d: int) -> None:
     """Raise :class:`CompressionError` unless ``shape`` multiplies to ``d``."""
     if math.prod(shape) != d:
         hint_shape = balanced_shape(d, len(shape))
-        hint = (f"for d={d} try shape={'x'.join(map(str, hint_shape))}" if hint_shape
-                else "leave shape out to choose one automatically")
+        hint = (
+            f"for d={d} try shape={'x'.join(map(str, hint_shape))}"
+            if hint_shape
+            else "leave shape out to choose one automatically"
+        )
         raise CompressionError(
             f"shape {'x'.join(map(str, shape))} multiplies to {math.prod(shape)}, but the "
-            f"embedding has hidden size {d}", hint=hint)
+            f"embedding has hidden size {d}",
+            hint=hint,
+        )
 
 
 def tt_params_full_rank(shape: tuple[int, ...]) -> int:

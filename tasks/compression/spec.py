@@ -121,14 +121,16 @@ def _check_tt(values: dict[str, Any]) -> str | None:
         return "keep=auto chooses the dense rows for a parameter budget: it needs ratio="
     if values.get("alloc") and "ratio" not in values:
         return f"alloc={values['alloc']} shares a parameter budget among rows: it needs ratio="
-    if values.get("impl") == "tensorly" and (values.get("keep") or values.get("center")
-                                             or values.get("alloc")):
+    if values.get("impl") == "tensorly" and (
+        values.get("keep") or values.get("center") or values.get("alloc")
+    ):
         return "keep, center and alloc run on the batched implementation only"
     return None
 
 
-_HEAD = KeySpec(_choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it",
-                default="keep-dense")
+_HEAD = KeySpec(
+    _choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it", default="keep-dense"
+)
 
 
 @dataclass(frozen=True)
@@ -147,35 +149,54 @@ class MethodInfo:
 
 #: The registry: user-facing method name -> method, in the order help lists them.
 METHODS: dict[str, MethodInfo] = {
-    "dense": MethodInfo("dense", "tasks.compression.dense",
-                        "the original embedding table (identity; no artifact)", {}),
+    "dense": MethodInfo(
+        "dense",
+        "tasks.compression.dense",
+        "the original embedding table (identity; no artifact)",
+        {},
+    ),
     "tt": MethodInfo(
-        "tt", "tasks.compression.tt",
+        "tt",
+        "tasks.compression.tt",
         "per-token tensor train (TT-SVD of every row reshaped to a tensor)",
         {
             "rank": KeySpec(_rank, "TT rank cap: one value or one per bond (8 or 4,8)"),
             "eps": KeySpec(_unit_float, "relative error bound per row, Oseledets' delta"),
             "ratio": KeySpec(_positive_float, "target compression ratio of the table"),
-            "shape": KeySpec(_shape, "tensor shape of a row, product = hidden size (8x8x9)",
-                             format=_format_shape),
+            "shape": KeySpec(
+                _shape, "tensor shape of a row, product = hidden size (8x8x9)", format=_format_shape
+            ),
             "head": _HEAD,
-            "impl": KeySpec(_choice(TT_IMPLS), "batched (ours) or tensorly (per-row loop)",
-                            default="batched"),
-            "keep": KeySpec(_keep, "rows of the N tokens most frequent in the calibration "
-                            "text kept exact, or auto (N chosen with the ranks for ratio=)",
-                            default=0),
-            "center": KeySpec(_bool, "subtract the mean row before decomposing (stored)",
-                              default=False, format=_format_bool),
-            "alloc": KeySpec(_choice(TT_ALLOCS), "ratio= budget: one error bound for every "
-                             "row (uniform), per-row ranks minimising the total squared "
-                             "error (adaptive), or that error weighted by calibration-text "
-                             "token frequency (weighted)", default="uniform"),
+            "impl": KeySpec(
+                _choice(TT_IMPLS), "batched (ours) or tensorly (per-row loop)", default="batched"
+            ),
+            "keep": KeySpec(
+                _keep,
+                "rows of the N tokens most frequent in the calibration "
+                "text kept exact, or auto (N chosen with the ranks for ratio=)",
+                default=0,
+            ),
+            "center": KeySpec(
+                _bool,
+                "subtract the mean row before decomposing (stored)",
+                default=False,
+                format=_format_bool,
+            ),
+            "alloc": KeySpec(
+                _choice(TT_ALLOCS),
+                "ratio= budget: one error bound for every "
+                "row (uniform), per-row ranks minimising the total squared "
+                "error (adaptive), or that error weighted by calibration-text "
+                "token frequency (weighted)",
+                default="uniform",
+            ),
         },
         exclusive=(frozenset({"ratio", "rank"}), frozenset({"ratio", "eps"})),
         check=_check_tt,
     ),
     "svd": MethodInfo(
-        "svd", "tasks.compression.svd",
+        "svd",
+        "tasks.compression.svd",
         "whole-table truncated SVD (rank from the parameter budget)",
         {
             "rank": KeySpec(_positive_int, "rank of the factorisation"),
@@ -184,8 +205,9 @@ METHODS: dict[str, MethodInfo] = {
         },
         exclusive=(frozenset({"ratio", "rank"}),),
     ),
-    "int8": MethodInfo("int8", "tasks.compression.int8",
-                       "per-row affine 8-bit quantisation", {"head": _HEAD}),
+    "int8": MethodInfo(
+        "int8", "tasks.compression.int8", "per-row affine 8-bit quantisation", {"head": _HEAD}
+    ),
 }
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -258,44 +280,55 @@ def parse_variant(spec: str) -> VariantSpec:
     Raises :class:`ConfigError` naming the unknown method or key, with the valid ones.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError("empty variant spec", hint=f"write METHOD[:key=value...]; methods: "
-                          f"{', '.join(METHODS)}")
+        raise ConfigError(
+            "empty variant spec", hint=f"write METHOD[:key=value...]; methods: {', '.join(METHODS)}"
+        )
     method, *items = spec.strip().split(":")
     method = method.strip().lower()
     if method not in METHODS:
         raise ConfigError(
             f"variant {spec!r}: unknown method '{method}'{_did_you_mean(method, list(METHODS))}",
-            hint=f"valid methods: {', '.join(METHODS)}")
+            hint=f"valid methods: {', '.join(METHODS)}",
+        )
     info = METHODS[method]
     values: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key = key.strip().lower()
         if not sep or not key or not raw.strip():
-            raise ConfigError(f"variant {spec!r}: '{item}' is not key=value",
-                              hint=f"keys of '{method}': {', '.join(info.keys) or '(none)'}")
+            raise ConfigError(
+                f"variant {spec!r}: '{item}' is not key=value",
+                hint=f"keys of '{method}': {', '.join(info.keys) or '(none)'}",
+            )
         if key not in info.keys:
             valid = ", ".join(info.keys) or "(none)"
             raise ConfigError(
                 f"variant {spec!r}: method '{method}' has no key '{key}'"
-                f"{_did_you_mean(key, list(info.keys))}", hint=f"keys of '{method}': {valid}")
+                f"{_did_you_mean(key, list(info.keys))}",
+                hint=f"keys of '{method}': {valid}",
+            )
         if key in values:
             raise ConfigError(f"variant {spec!r}: key '{key}' given twice")
         try:
             values[key] = info.keys[key].parse(raw.strip())
         except ValueError as exc:
-            raise ConfigError(f"variant {spec!r}: {key}={raw.strip()!r} is invalid: {exc}",
-                              hint=info.keys[key].help) from exc
+            raise ConfigError(
+                f"variant {spec!r}: {key}={raw.strip()!r} is invalid: {exc}",
+                hint=info.keys[key].help,
+            ) from exc
     for group in info.exclusive:
         both = sorted(group & set(values))
         if len(both) > 1:
-            raise ConfigError(f"variant {spec!r}: give only one of {' and '.join(both)}",
-                              hint="ratio picks the truncation itself from the parameter budget")
+            raise ConfigError(
+                f"variant {spec!r}: give only one of {' and '.join(both)}",
+                hint="ratio picks the truncation itself from the parameter budget",
+            )
     explicit_values = {k: v for k, v in values.items() if v != info.keys[k].default}
     problem = info.check(explicit_values) if info.check is not None else None
     if problem is not None:
-        raise ConfigError(f"variant {spec!r}: {problem}",
-                          hint=f"keys of '{method}': {', '.join(info.keys)}")
+        raise ConfigError(
+            f"variant {spec!r}: {problem}", hint=f"keys of '{method}': {', '.join(info.keys)}"
+        )
     order = list(info.keys)
     # a key set to its default is the same variant as the key left out
     explicit = {k: v for k, v in values.items() if v != info.keys[k].default}

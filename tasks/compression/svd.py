@@ -21,18 +21,22 @@ def rank_for_ratio(rows: int, dim: int, ratio: float) -> int:
     return max(1, int(rows * dim / (ratio * (rows + dim))))
 
 
-def compress(table: torch.Tensor, spec: VariantSpec, *,
-             progress: Progress | None = None) -> CompressionResult:
+def compress(
+    table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None
+) -> CompressionResult:
     """Truncated SVD of the whole table at ``rank=`` or at the rank ``ratio=`` allows."""
     rows, dim = table.shape
     rank, ratio = spec.get("rank"), spec.get("ratio")
     if rank is None and ratio is None:
-        raise CompressionError(f"variant '{spec.canonical}': svd needs rank= or ratio=",
-                               hint="e.g. svd:ratio=2 or svd:rank=128")
+        raise CompressionError(
+            f"variant '{spec.canonical}': svd needs rank= or ratio=",
+            hint="e.g. svd:ratio=2 or svd:rank=128",
+        )
     k = rank if rank is not None else rank_for_ratio(rows, dim, ratio)
     if k > min(rows, dim):
-        raise CompressionError(f"svd rank {k} exceeds min(V, d) = {min(rows, dim)}",
-                               hint="ask for a smaller rank")
+        raise CompressionError(
+            f"svd rank {k} exceeds min(V, d) = {min(rows, dim)}", hint="ask for a smaller rank"
+        )
     if progress is not None:
         progress("truncated SVD", 0, 1)
     x = table.to(torch.float64)
@@ -44,15 +48,24 @@ def compress(table: torch.Tensor, spec: VariantSpec, *,
     if progress is not None:
         progress("truncated SVD", 1, 1)
     energy = lam.clamp_min(0).flip(-1)
-    method = {"name": "svd", "rank": k, "target_ratio": ratio,
-              "energy_kept": float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else 1.0}
-    return CompressionResult(tensors=tensors, method=method, params=k * (rows + dim),
-                             payload_bytes=tensor_bytes(tensors),
-                             row_errors=relative_row_errors(table, approx))
+    method = {
+        "name": "svd",
+        "rank": k,
+        "target_ratio": ratio,
+        "energy_kept": float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else 1.0,
+    }
+    return CompressionResult(
+        tensors=tensors,
+        method=method,
+        params=k * (rows + dim),
+        payload_bytes=tensor_bytes(tensors),
+        row_errors=relative_row_errors(table, approx),
+    )
 
 
-def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
-                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_embedding(
+    tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """The :class:`~tasks.embedding.LowRankEmbedding` of an artifact."""
     from tasks.embedding import LowRankEmbedding
     from tasks.errors import ArtifactError
@@ -62,6 +75,8 @@ def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
     except KeyError as exc:
         raise ArtifactError(f"cores.safetensors: tensor {exc} is missing") from exc
     if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
-        raise ArtifactError(f"cores.safetensors: factors {tuple(left.shape)} and "
-                            f"{tuple(right.shape)} do not multiply")
+        raise ArtifactError(
+            f"cores.safetensors: factors {tuple(left.shape)} and "
+            f"{tuple(right.shape)} do not multiply"
+        )
     return LowRankEmbedding(left, right, dtype=dtype)

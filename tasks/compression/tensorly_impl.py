@@ -30,9 +30,14 @@ def decompose_row(row: np.ndarray, shape: tuple[int, ...], rank: list[int]) -> T
     return tensor_train(tl.tensor(row.reshape(shape)), rank=list(rank))
 
 
-def tt_loop_table(table: torch.Tensor, shape: tuple[int, ...], *, max_ranks: tuple[int, ...],
-                  rows: torch.Tensor | None = None,
-                  progress: ProgressFn | None = None) -> TTResult:
+def tt_loop_table(
+    table: torch.Tensor,
+    shape: tuple[int, ...],
+    *,
+    max_ranks: tuple[int, ...],
+    rows: torch.Tensor | None = None,
+    progress: ProgressFn | None = None,
+) -> TTResult:
     """TT-decompose every row (or only ``rows``) of ``table`` one at a time with tensorly.
 
     Cores are stored as float32 exactly like the batched implementation, and each row's

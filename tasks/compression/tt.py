@@ -55,23 +55,33 @@ def expand_ranks(rank: tuple[int, ...] | None, shape: tuple[int, ...]) -> tuple[
         raise CompressionError(
             f"rank={','.join(map(str, rank))} gives {len(rank)} caps, but shape "
             f"{'x'.join(map(str, shape))} has {bonds} bonds",
-            hint=f"give one value or {bonds} comma-separated values")
+            hint=f"give one value or {bonds} comma-separated values",
+        )
     return rank
 
 
-def _run(table: torch.Tensor, shape: tuple[int, ...], caps: tuple[int, ...] | None,
-         eps: float | None, impl: str, progress: Progress | None, label: str) -> TTResult:
+def _run(
+    table: torch.Tensor,
+    shape: tuple[int, ...],
+    caps: tuple[int, ...] | None,
+    eps: float | None,
+    impl: str,
+    progress: Progress | None,
+    label: str,
+) -> TTResult:
     report = None if progress is None else (lambda done, total: progress(label, done, total))
     if impl == "tensorly":
         from tasks.compression.tensorly_impl import tt_loop_table
 
         return tt_loop_table(table, shape, max_ranks=caps, progress=report)
-    return tt_svd_table(table, shape, max_ranks=caps, eps=eps, chunk_rows=DEFAULT_CHUNK_ROWS,
-                        progress=report)
+    return tt_svd_table(
+        table, shape, max_ranks=caps, eps=eps, chunk_rows=DEFAULT_CHUNK_ROWS, progress=report
+    )
 
 
-def search_eps(table: torch.Tensor, shape: tuple[int, ...], ratio: float,
-               progress: Progress | None = None) -> tuple[float, TTResult]:
+def search_eps(
+    table: torch.Tensor, shape: tuple[int, ...], ratio: float, progress: Progress | None = None
+) -> tuple[float, TTResult]:
     """Smallest error bound whose per-token ranks fit ``V*d/ratio`` parameters (bisection).
 
     The bound runs up to sqrt(N-1), where every rank is 1. Raises
@@ -83,19 +93,23 @@ def search_eps(table: torch.Tensor, shape: tuple[int, ...], ratio: float,
         raise CompressionError(
             f"ratio={ratio:g} is out of reach for shape {'x'.join(map(str, shape))}: rank 1 "
             f"everywhere gives {rows * d / floor:.3g}x at most",
-            hint="ask for a smaller ratio or a higher-order shape")
+            hint="ask for a smaller ratio or a higher-order shape",
+        )
     return search_eps_budget(table, shape, rows * d / ratio, progress)
 
 
-def search_eps_budget(table: torch.Tensor, shape: tuple[int, ...], budget: float,
-                      progress: Progress | None = None) -> tuple[float, TTResult]:
+def search_eps_budget(
+    table: torch.Tensor, shape: tuple[int, ...], budget: float, progress: Progress | None = None
+) -> tuple[float, TTResult]:
     """Smallest error bound, the same for every row, whose cores fit ``budget`` parameters."""
     floor = int(table.shape[0]) * sum(shape)
     if floor > budget:
         raise CompressionError(
             f"a budget of {budget:.0f} parameters is out of reach for shape "
             f"{'x'.join(map(str, shape))}: rank 1 for all {int(table.shape[0])} rows needs "
-            f"{floor}", hint="ask for a smaller ratio, fewer dense rows or another shape")
+            f"{floor}",
+            hint="ask for a smaller ratio, fewer dense rows or another shape",
+        )
     full = tt_svd_table(table, shape, eps=0.0)
     if full.cores.num_params <= budget:
         return 0.0, full
@@ -125,17 +139,21 @@ def _sample(table: torch.Tensor) -> torch.Tensor:
     return table[torch.randperm(table.shape[0], generator=gen)[:SHAPE_SAMPLE_ROWS]]
 
 
-def choose_shape(table: torch.Tensor, rank_given: bool, eps: float | None,
-                 ratio: float | None) -> tuple[tuple[int, ...], dict[str, Any]]:
+def choose_shape(
+    table: torch.Tensor, rank_given: bool, eps: float | None, ratio: float | None
+) -> tuple[tuple[int, ...], dict[str, Any]]:
     """Pick a tensor shape for ``d`` and say why (recorded in the manifest)."""
     d = table.shape[1]
     candidates = auto_candidates(d)
     names = ["x".join(map(str, s)) for s in candidates]
     if rank_given or (ratio is None and eps is None):
         shape = next((s for s in candidates if len(s) == 3), candidates[0])
-        return shape, {"auto": True, "candidates": names,
-                       "reason": "rank cap: the balanced order-3 factorisation (the papers' "
-                                 "convention; more factors compress more and lose more)"}
+        return shape, {
+            "auto": True,
+            "candidates": names,
+            "reason": "rank cap: the balanced order-3 factorisation (the papers' "
+            "convention; more factors compress more and lose more)",
+        }
     sample = _sample(table)
     scores: dict[str, float] = {}
     for name, shape in zip(names, candidates, strict=True):
@@ -149,14 +167,20 @@ def choose_shape(table: torch.Tensor, rank_given: bool, eps: float | None,
             result = tt_svd_table(sample, shape, eps=eps)
             scores[name] = float(result.cores.num_params)
     if not scores:
-        raise CompressionError(f"ratio={ratio:g} is out of reach for every automatic shape "
-                               f"({', '.join(names)})", hint="ask for a smaller ratio")
+        raise CompressionError(
+            f"ratio={ratio:g} is out of reach for every automatic shape ({', '.join(names)})",
+            hint="ask for a smaller ratio",
+        )
     best = min(scores, key=lambda n: scores[n])
     metric = "mean relative error at the budget" if ratio is not None else "parameters"
     return candidates[names.index(best)], {
-        "auto": True, "candidates": names, "scores": scores, "score": metric,
+        "auto": True,
+        "candidates": names,
+        "scores": scores,
+        "score": metric,
         "sample_rows": int(sample.shape[0]),
-        "reason": f"lowest {metric} on a sample of {int(sample.shape[0])} rows"}
+        "reason": f"lowest {metric} on a sample of {int(sample.shape[0])} rows",
+    }
 
 
 def rank_stats(cores: TTCores) -> dict[str, Any]:
@@ -173,17 +197,24 @@ def rank_stats(cores: TTCores) -> dict[str, Any]:
 
 def _fit(alloc: str, shape: tuple[int, ...]) -> Fit:
     """(rows, budget, weights) -> their tensor trains, the budget shared as ``alloc`` says."""
+
     def fit(rows: torch.Tensor, budget: float, weights: torch.Tensor | None) -> TTResult:
         if alloc == "uniform":
             return search_eps_budget(rows, shape, budget)[1]
-        return tt_svd_budget(rows, shape, budget,
-                             weights=weights if alloc == "weighted" else None)[0]
+        return tt_svd_budget(rows, shape, budget, weights=weights if alloc == "weighted" else None)[
+            0
+        ]
 
     return fit
 
 
-def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None,
-             token_counts: torch.Tensor | None = None) -> CompressionResult:
+def compress(
+    table: torch.Tensor,
+    spec: VariantSpec,
+    *,
+    progress: Progress | None = None,
+    token_counts: torch.Tensor | None = None,
+) -> CompressionResult:
     """Compress every row of ``table`` into its own tensor train as ``spec`` asks.
 
     ``token_counts`` ((V,) occurrences in the calibration text, see
@@ -193,12 +224,16 @@ def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | Non
     rank, eps, ratio = spec.get("rank"), spec.get("eps"), spec.get("ratio")
     impl, keep, center, alloc = (spec.get(k) for k in ("impl", "keep", "center", "alloc"))
     if rank is None and eps is None and ratio is None:
-        raise CompressionError(f"variant '{spec.canonical}': tt needs rank=, eps= or ratio=",
-                               hint="e.g. tt:rank=8, tt:eps=0.4 or tt:ratio=2")
+        raise CompressionError(
+            f"variant '{spec.canonical}': tt needs rank=, eps= or ratio=",
+            hint="e.g. tt:rank=8, tt:eps=0.4 or tt:ratio=2",
+        )
     if impl == "tensorly" and (rank is None or eps is not None):
         raise CompressionError(
             f"variant '{spec.canonical}': impl=tensorly takes a rank cap only (tensorly's "
-            "tensor_train has no error bound)", hint="use tt:rank=R:impl=tensorly")
+            "tensor_train has no error bound)",
+            hint="use tt:rank=R:impl=tensorly",
+        )
     rows, d = (int(s) for s in table.shape)
     budget = None if ratio is None else rows * d / ratio
     order = frequency_order(token_counts if spec.needs_calibration else None, rows)
@@ -208,14 +243,19 @@ def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | Non
         check_shape(shape, d)
         choice: dict[str, Any] = {"auto": False}
     else:
-        sub_ratio = None if budget is None else _sub_ratio(rows - int(split.dense_ids.numel()),
-                                                           d, budget - split.extra_params(d),
-                                                           spec)
+        sub_ratio = (
+            None
+            if budget is None
+            else _sub_ratio(
+                rows - int(split.dense_ids.numel()), d, budget - split.extra_params(d), spec
+            )
+        )
         shape, choice = choose_shape(residual(table, split), rank is not None, eps, sub_ratio)
     keep_choice: dict[str, Any] = {"auto": False}
     if keep == KEEP_AUTO:
-        n_keep, keep_choice = choose_keep(table, order, budget, sum(shape), center,
-                                          _fit(alloc, shape))
+        n_keep, keep_choice = choose_keep(
+            table, order, budget, sum(shape), center, _fit(alloc, shape)
+        )
         split = split_rows(table, order, n_keep, center)
     sub = residual(table, split)
     caps = expand_ranks(rank, shape)
@@ -225,8 +265,7 @@ def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | Non
         _sub_ratio(int(sub.shape[0]), d, sub_budget, spec)
         if alloc != "uniform":
             weights = row_weights(order)[split.tt_ids] if alloc == "weighted" else None
-            result, plan = tt_svd_budget(sub, shape, sub_budget, weights=weights,
-                                         progress=progress)
+            result, plan = tt_svd_budget(sub, shape, sub_budget, weights=weights, progress=progress)
             eps_used = None
         else:
             eps_used, result = search_eps_budget(sub, shape, sub_budget, progress)
@@ -247,24 +286,38 @@ def compress(table: torch.Tensor, spec: VariantSpec, *, progress: Progress | Non
         "keep": keep,
         "keep_rows": int(split.dense_ids.numel()),
         "keep_choice": keep_choice,
-        "frequency": None if not spec.needs_calibration else (
-            {"source": "token id"} if token_counts is None else
-            {"source": "calibration text", "tokens": int(token_counts.sum()),
-             "distinct": int((token_counts > 0).sum())}),
+        "frequency": None
+        if not spec.needs_calibration
+        else (
+            {"source": "token id"}
+            if token_counts is None
+            else {
+                "source": "calibration text",
+                "tokens": int(token_counts.sum()),
+                "distinct": int((token_counts > 0).sum()),
+            }
+        ),
         "center": center,
         "alloc": alloc,
-        "allocation": None if plan is None else {
-            "multiplier": plan.multiplier, "predicted_squared_error": plan.error},
-        "counts": {"tt_rows": int(split.tt_ids.numel()),
-                   "dense_rows": int(split.dense_ids.numel()),
-                   "tt_params": result.cores.num_params,
-                   "dense_params": int(split.dense_ids.numel()) * d,
-                   "mean_params": d if split.mean is not None else 0,
-                   "total_params": params},
+        "allocation": None
+        if plan is None
+        else {"multiplier": plan.multiplier, "predicted_squared_error": plan.error},
+        "counts": {
+            "tt_rows": int(split.tt_ids.numel()),
+            "dense_rows": int(split.dense_ids.numel()),
+            "tt_params": result.cores.num_params,
+            "dense_params": int(split.dense_ids.numel()) * d,
+            "mean_params": d if split.mean is not None else 0,
+            "total_params": params,
+        },
     }
-    return CompressionResult(tensors=tensors, method=method, params=params,
-                             payload_bytes=tensor_bytes(tensors),
-                             row_errors=full_row_errors(table, split, sub, result))
+    return CompressionResult(
+        tensors=tensors,
+        method=method,
+        params=params,
+        payload_bytes=tensor_bytes(tensors),
+        row_errors=full_row_errors(table, split, sub, result),
+    )
 
 
 def _sub_ratio(rows: int, d: int, budget: float, spec: VariantSpec) -> float:
@@ -273,12 +326,14 @@ def _sub_ratio(rows: int, d: int, budget: float, spec: VariantSpec) -> float:
         raise CompressionError(
             f"variant '{spec.canonical}': the dense rows and the mean alone exceed the "
             f"parameter budget of ratio={spec.get('ratio'):g}",
-            hint="keep fewer rows dense (or keep=auto), or ask for a smaller ratio")
+            hint="keep fewer rows dense (or keep=auto), or ask for a smaller ratio",
+        )
     return rows * d / budget
 
 
-def build_embedding(tensors: dict[str, torch.Tensor], method: dict[str, Any], *,
-                    dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+def build_embedding(
+    tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
+) -> torch.nn.Module:
     """The on-the-fly embedding of an artifact: :class:`~tasks.embedding.TTEmbedding`, or
     :class:`~tasks.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
     from tasks.embedding import HybridTTEmbedding, TTEmbedding

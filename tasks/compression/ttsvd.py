@@ -48,18 +48,19 @@ def leading_subspace(a: torch.Tensor, cap: int) -> tuple[torch.Tensor, torch.Ten
     m, n = a.shape[1], a.shape[2]
     if m <= n:
         lam, vecs = torch.linalg.eigh(a @ a.mT)
-        lam, u = lam.flip(-1).clamp_min(0), vecs[:, :, m - cap:].flip(-1)
+        lam, u = lam.flip(-1).clamp_min(0), vecs[:, :, m - cap :].flip(-1)
         return u, u.mT @ a, lam
     lam, vecs = torch.linalg.eigh(a.mT @ a)
-    lam, v = lam.flip(-1).clamp_min(0), vecs[:, :, n - cap:].flip(-1)
+    lam, v = lam.flip(-1).clamp_min(0), vecs[:, :, n - cap :].flip(-1)
     s = lam[:, :cap].sqrt()
     live = lam[:, :cap] > _NULL_FRACTION * lam[:, :1]
     u = a @ (v / torch.where(live, s, torch.inf)[:, None, :])
     return u, s[:, :, None] * v.mT, lam
 
 
-def tt_svd_chunk(rows: torch.Tensor, shape: tuple[int, ...], max_ranks: tuple[int, ...] | None,
-                 eps: float | None) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
+def tt_svd_chunk(
+    rows: torch.Tensor, shape: tuple[int, ...], max_ranks: tuple[int, ...] | None, eps: float | None
+) -> tuple[tuple[torch.Tensor, ...], torch.Tensor, torch.Tensor]:
     """TT-SVD of each row of ``rows`` (B x d). Returns (flat cores, ranks (B,N+1), errors).
 
     The errors are those of the float64 decomposition: with orthonormal left cores the
@@ -87,8 +88,9 @@ def tt_svd_chunk(rows: torch.Tensor, shape: tuple[int, ...], max_ranks: tuple[in
             continue
         u, carry, lam = leading_subspace(a, cap)
         # tail[:, j] = energy discarded when keeping j singular values
-        tail = torch.cat([lam.flip(-1).cumsum(-1).flip(-1), torch.zeros(batch, 1,
-                                                                         dtype=lam.dtype)], 1)
+        tail = torch.cat(
+            [lam.flip(-1).cumsum(-1).flip(-1), torch.zeros(batch, 1, dtype=lam.dtype)], 1
+        )
         if delta2 is None:
             r = torch.full((batch,), cap, dtype=torch.int64)
         else:
@@ -115,10 +117,16 @@ def default_workers() -> int:
     return max(1, min(torch.get_num_threads(), os.cpu_count() or 1))
 
 
-def tt_svd_table(table: torch.Tensor, shape: tuple[int, ...], *,
-                 max_ranks: tuple[int, ...] | None = None, eps: float | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int | None = None,
-                 progress: ProgressFn | None = None) -> TTResult:
+def tt_svd_table(
+    table: torch.Tensor,
+    shape: tuple[int, ...],
+    *,
+    max_ranks: tuple[int, ...] | None = None,
+    eps: float | None = None,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    workers: int | None = None,
+    progress: ProgressFn | None = None,
+) -> TTResult:
     """Per-row TT-SVD of a ``V x d`` table with ``d = prod(shape)``, in bounded memory.
 
     ``max_ranks`` caps the N-1 inner ranks; ``eps`` bounds each row's relative error.

@@ -32,5 +32,4 @@ def builtin_text(kind: str = "eval") -> str:
 
 def builtin_prompts() -> list[str]:
     """The built-in prompt set of the ``generate`` task, in file order."""
-    return [json.loads(line)["prompt"] for line in _read(PROMPTS_FILE).splitlines()
-            if line.strip()]
+    return [json.loads(line)["prompt"] for line in _read(PROMPTS_FILE).splitlines() if line.strip()]

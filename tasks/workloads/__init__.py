@@ -15,8 +15,18 @@ from tasks.errors import TaskError
 from tasks.workloads.base import PreparedTask, QueryResult, Score, Task
 from tasks.workloads.params import ParamInfo, TaskInfo, describe_params
 
-__all__ = ["TASKS", "ParamInfo", "PreparedTask", "QueryResult", "Score", "Task", "TaskInfo",
-           "get_task", "list_tasks", "set_threads"]
+__all__ = [
+    "TASKS",
+    "ParamInfo",
+    "PreparedTask",
+    "QueryResult",
+    "Score",
+    "Task",
+    "TaskInfo",
+    "get_task",
+    "list_tasks",
+    "set_threads",
+]
 
 #: task name -> "module:Class"
 TASKS: dict[str, str] = {
@@ -32,8 +42,10 @@ def get_task(name: str) -> Task:
     if target is None:
         close = difflib.get_close_matches(name, list(TASKS), n=1)
         guess = f" (did you mean {close[0]!r}?)" if close else ""
-        raise TaskError(f"unknown task {name!r}{guess}",
-                        hint=f"known tasks: {', '.join(TASKS)} (see tslm-fleet tasks)")
+        raise TaskError(
+            f"unknown task {name!r}{guess}",
+            hint=f"known tasks: {', '.join(TASKS)} (see tslm-fleet tasks)",
+        )
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)()
 
@@ -43,8 +55,13 @@ def list_tasks() -> list[TaskInfo]:
     infos = []
     for name in TASKS:
         task = get_task(name)
-        infos.append(TaskInfo(name=name, description=task.description,
-                              parameters=describe_params(task.params_type)))
+        infos.append(
+            TaskInfo(
+                name=name,
+                description=task.description,
+                parameters=describe_params(task.params_type),
+            )
+        )
     return infos
 
 

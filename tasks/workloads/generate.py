@@ -31,14 +31,20 @@ _BATCH_SEPARATOR = "\x1e"
 class GenerateParams:
     """Parameters of the ``generate`` task."""
 
-    prompts: str = param("builtin", "'builtin', a file (one prompt a line, or JSONL with a "
-                         "'prompt' field), or hf:DATASET[:CONFIG[:SPLIT]]")
-    num_queries: int | None = param(None, "queries per repetition, cycling through the "
-                                    "prompts (None: one pass over them)", minimum=1)
-    max_new_tokens: int = param(32, "tokens every query generates (both min and max)",
-                                minimum=1)
-    chat_template: bool | None = param(None, "wrap prompts in the tokenizer's chat template "
-                                       "(None: when it has one)")
+    prompts: str = param(
+        "builtin",
+        "'builtin', a file (one prompt a line, or JSONL with a "
+        "'prompt' field), or hf:DATASET[:CONFIG[:SPLIT]]",
+    )
+    num_queries: int | None = param(
+        None,
+        "queries per repetition, cycling through the prompts (None: one pass over them)",
+        minimum=1,
+    )
+    max_new_tokens: int = param(32, "tokens every query generates (both min and max)", minimum=1)
+    chat_template: bool | None = param(
+        None, "wrap prompts in the tokenizer's chat template (None: when it has one)"
+    )
     batch_size: int = param(1, "prompts per query (left-padded)", minimum=1)
     seed: int = param(0, "torch seed set before every query (decoding is greedy)")
 
@@ -78,17 +84,22 @@ class PreparedGenerate:
         prompts = load_prompts(params.prompts)
         has_template = bool(getattr(tokenizer, "chat_template", None))
         if params.chat_template and not has_template:
-            raise TaskError("task generate: chat_template=true but the tokenizer has no chat "
-                            "template", hint="set chat_template=false for base models")
-        self.use_chat_template = has_template if params.chat_template is None \
-            else params.chat_template
+            raise TaskError(
+                "task generate: chat_template=true but the tokenizer has no chat template",
+                hint="set chat_template=false for base models",
+            )
+        self.use_chat_template = (
+            has_template if params.chat_template is None else params.chat_template
+        )
         self.prompt_ids = [self._encode(p) for p in prompts]
         longest = max(len(ids) for ids in self.prompt_ids) + params.max_new_tokens
         context = model_context(model)
         if context is not None and longest > context:
-            raise TaskError(f"task generate: the longest prompt plus max_new_tokens is {longest} "
-                            f"tokens, more than the model's context of {context}",
-                            hint="use shorter prompts or a smaller max_new_tokens")
+            raise TaskError(
+                f"task generate: the longest prompt plus max_new_tokens is {longest} "
+                f"tokens, more than the model's context of {context}",
+                hint="use shorter prompts or a smaller max_new_tokens",
+            )
         eos = getattr(model.generation_config, "eos_token_id", None)
         if eos is None:
             eos = tokenizer.eos_token_id
@@ -97,9 +108,14 @@ class PreparedGenerate:
             pad = (eos[0] if isinstance(eos, list) else eos) or 0
         self.pad_token_id = pad
         self.generation_config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens, min_new_tokens=params.max_new_tokens,
-            do_sample=False, num_beams=1, use_cache=True, eos_token_id=eos,
-            pad_token_id=pad)
+            max_new_tokens=params.max_new_tokens,
+            min_new_tokens=params.max_new_tokens,
+            do_sample=False,
+            num_beams=1,
+            use_cache=True,
+            eos_token_id=eos,
+            pad_token_id=pad,
+        )
         passes = -(-len(self.prompt_ids) // params.batch_size)
         self._num_queries = params.num_queries or passes
 
@@ -107,7 +123,8 @@ class PreparedGenerate:
         if not self.use_chat_template:
             return list(self.tokenizer(prompt)["input_ids"])
         text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False)
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
         # the template already holds the special tokens it wants
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -126,8 +143,9 @@ class PreparedGenerate:
         from transformers import StoppingCriteriaList
 
         if not 0 <= index < self._num_queries:
-            raise TaskError(f"task generate: query {index} does not exist "
-                            f"(0..{self._num_queries - 1})")
+            raise TaskError(
+                f"task generate: query {index} does not exist (0..{self._num_queries - 1})"
+            )
         chosen = self.prompt_indices(index)
         rows = [self.prompt_ids[i] for i in chosen]
         width = max(len(r) for r in rows)
@@ -138,19 +156,24 @@ class PreparedGenerate:
         with torch.inference_mode():
             t_start = time.monotonic()
             output = self.model.generate(
-                input_ids=input_ids, attention_mask=attention_mask,
+                input_ids=input_ids,
+                attention_mask=attention_mask,
                 generation_config=self.generation_config,
-                stopping_criteria=StoppingCriteriaList([clock]))
+                stopping_criteria=StoppingCriteriaList([clock]),
+            )
             t_end = time.monotonic()
         new_tokens = output[:, width:]
         texts = [self.tokenizer.decode(row, skip_special_tokens=False) for row in new_tokens]
         return QueryResult(
-            index=index, t_start=t_start, t_end=t_end,
+            index=index,
+            t_start=t_start,
+            t_end=t_end,
             prompt_tokens=sum(len(r) for r in rows),
             output_tokens=int(new_tokens.numel()),
             ttft_s=None if clock.t_first is None else clock.t_first - t_start,
             output_sha256=output_sha256(texts),
-            extra={"prompt_indices": chosen, "new_tokens_per_row": int(new_tokens.shape[1])})
+            extra={"prompt_indices": chosen, "new_tokens_per_row": int(new_tokens.shape[1])},
+        )
 
     def scores(self, results: Sequence[QueryResult]) -> list[Score]:
         """Totals of one repetition; details carry a hash over all outputs in query order."""
@@ -158,9 +181,12 @@ class PreparedGenerate:
         generated = sum(r.output_tokens for r in ordered)
         busy_s = sum(r.latency_s for r in ordered)
         combined = hashlib.sha256("".join(r.output_sha256 or "" for r in ordered).encode())
-        details = {"queries": len(ordered), "outputs_sha256": combined.hexdigest(),
-                   "chat_template": self.use_chat_template,
-                   "max_new_tokens": self.params.max_new_tokens}
+        details = {
+            "queries": len(ordered),
+            "outputs_sha256": combined.hexdigest(),
+            "chat_template": self.use_chat_template,
+            "max_new_tokens": self.params.max_new_tokens,
+        }
         scores = [Score("generated_tokens", float(generated), details)]
         if busy_s > 0:
             scores.append(Score("tokens_per_s", generated / busy_s))
@@ -171,8 +197,10 @@ class GenerateTask:
     """Registered as ``generate``."""
 
     name: ClassVar[str] = "generate"
-    description: ClassVar[str] = ("greedy generation of a fixed number of tokens per prompt "
-                                  "(latency, time to first token, output hash)")
+    description: ClassVar[str] = (
+        "greedy generation of a fixed number of tokens per prompt "
+        "(latency, time to first token, output hash)"
+    )
     params_type: ClassVar[type] = GenerateParams
 
     def parse_params(self, params: dict[str, Any]) -> GenerateParams:

@@ -34,11 +34,13 @@ class PreparedNextToken(PreparedWindows):
         top1 = int(self._total(results, "top1_hits"))
         top5 = int(self._total(results, "top5_hits"))
         details = {**self._window_details(), "scored_tokens": scored}
-        return [Score("top1", top1 / scored, {**details, "hits": top1}),
-                Score("top5", top5 / scored, {**details, "hits": top5}),
-                Score("top1_hits", float(top1)),
-                Score("top5_hits", float(top5)),
-                Score("scored_tokens", float(scored))]
+        return [
+            Score("top1", top1 / scored, {**details, "hits": top1}),
+            Score("top5", top5 / scored, {**details, "hits": top5}),
+            Score("top1_hits", float(top1)),
+            Score("top5_hits", float(top5)),
+            Score("scored_tokens", float(scored)),
+        ]
 
 
 class NextTokenTask:

@@ -104,8 +104,9 @@ def parse_params(cls: type, raw: Mapping[str, Any] | None, task: str) -> Any:
     """
     raw = {} if raw is None else raw
     if not isinstance(raw, Mapping):
-        raise TaskError(f"task {task}: parameters must be a mapping of name to value, "
-                        f"got {type(raw).__name__}")
+        raise TaskError(
+            f"task {task}: parameters must be a mapping of name to value, got {type(raw).__name__}"
+        )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     valid = ", ".join(fields)
@@ -114,8 +115,10 @@ def parse_params(cls: type, raw: Mapping[str, Any] | None, task: str) -> Any:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             guess = f" (did you mean {close[0]!r}?)" if close else ""
-            raise TaskError(f"task {task}: unknown parameter {key!r}{guess}",
-                            hint=f"valid parameters of {task}: {valid}")
+            raise TaskError(
+                f"task {task}: unknown parameter {key!r}{guess}",
+                hint=f"valid parameters of {task}: {valid}",
+            )
         where = f"task {task}: parameter {key!r}"
         coerced = _coerce(value, hints[key], where)
         minimum = fields[key].metadata.get("minimum")
@@ -131,6 +134,12 @@ def parse_params(cls: type, raw: Mapping[str, Any] | None, task: str) -> Any:
 def describe_params(cls: type) -> tuple[ParamInfo, ...]:
     """The parameters of a params dataclass, in declaration order."""
     hints = typing.get_type_hints(cls)
-    return tuple(ParamInfo(name=f.name, type_name=_type_name(hints[f.name]), default=f.default,
-                           help=f.metadata.get("help", ""))
-                 for f in dataclasses.fields(cls))
+    return tuple(
+        ParamInfo(
+            name=f.name,
+            type_name=_type_name(hints[f.name]),
+            default=f.default,
+            help=f.metadata.get("help", ""),
+        )
+        for f in dataclasses.fields(cls)
+    )

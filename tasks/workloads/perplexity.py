@@ -30,17 +30,20 @@ class PreparedPerplexity(PreparedWindows):
         nll_sum = float(self._total(results, "nll_sum"))
         scored = int(self._total(results, "scored_tokens"))
         details = {**self._window_details(), "nll_sum": nll_sum, "scored_tokens": scored}
-        return [Score("perplexity", math.exp(nll_sum / scored), details),
-                Score("nll_sum", nll_sum),
-                Score("scored_tokens", float(scored))]
+        return [
+            Score("perplexity", math.exp(nll_sum / scored), details),
+            Score("nll_sum", nll_sum),
+            Score("scored_tokens", float(scored)),
+        ]
 
 
 class PerplexityTask:
     """Registered as ``perplexity``."""
 
     name: ClassVar[str] = "perplexity"
-    description: ClassVar[str] = ("sliding-window perplexity of a text (window and stride), "
-                                  "with exact nll sums")
+    description: ClassVar[str] = (
+        "sliding-window perplexity of a text (window and stride), with exact nll sums"
+    )
     params_type: ClassVar[type] = TextWindowParams
 
     def parse_params(self, params: dict[str, Any]) -> TextWindowParams:

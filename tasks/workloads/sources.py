@@ -35,8 +35,9 @@ def load_text(source: str) -> str:
     else:
         text = _read_file(source, "text")
     if not text.strip():
-        raise TaskError(f"text source {source!r} is empty",
-                        hint="pass a file with some prose, or use 'builtin'")
+        raise TaskError(
+            f"text source {source!r} is empty", hint="pass a file with some prose, or use 'builtin'"
+        )
     return text
 
 
@@ -49,8 +50,10 @@ def load_prompts(source: str) -> list[str]:
     else:
         prompts = _parse_prompt_file(source, _read_file(source, "prompts"))
     if not prompts:
-        raise TaskError(f"prompt source {source!r} holds no prompts",
-                        hint="write one prompt a line, or JSONL with a 'prompt' field")
+        raise TaskError(
+            f"prompt source {source!r} holds no prompts",
+            hint="write one prompt a line, or JSONL with a 'prompt' field",
+        )
     return prompts
 
 
@@ -59,9 +62,10 @@ def _read_file(source: str, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise TaskError(f"{what} file {source} does not exist",
-                        hint=f"pass an existing file, '{BUILTIN}', or "
-                             f"'{HF_PREFIX}DATASET[:CONFIG[:SPLIT]]'") from exc
+        raise TaskError(
+            f"{what} file {source} does not exist",
+            hint=f"pass an existing file, '{BUILTIN}', or '{HF_PREFIX}DATASET[:CONFIG[:SPLIT]]'",
+        ) from exc
     except UnicodeDecodeError as exc:
         raise TaskError(f"{what} file {source} is not UTF-8 text") from exc
     except OSError as exc:
@@ -95,25 +99,33 @@ def _is_json_object(line: str) -> bool:
 
 
 def _load_dataset_column(source: str, columns: tuple[str, ...]) -> list[str]:
-    spec = source[len(HF_PREFIX):]
-    name, config, split = ([*spec.split(":"), None, None][:3])
+    spec = source[len(HF_PREFIX) :]
+    name, config, split = [*spec.split(":"), None, None][:3]
     if not name:
-        raise TaskError(f"dataset source {source!r} names no dataset",
-                        hint=f"write it as {HF_PREFIX}DATASET[:CONFIG[:SPLIT]]")
+        raise TaskError(
+            f"dataset source {source!r} names no dataset",
+            hint=f"write it as {HF_PREFIX}DATASET[:CONFIG[:SPLIT]]",
+        )
     try:
         import datasets
     except ImportError as exc:
-        raise TaskError(f"dataset source {source!r} needs the optional 'datasets' package",
-                        hint="pip install 'tslm-fleet[datasets]', or pass a local file "
-                             "with --text-file / --prompts-file") from exc
+        raise TaskError(
+            f"dataset source {source!r} needs the optional 'datasets' package",
+            hint="pip install 'tslm-fleet[datasets]', or pass a local file "
+            "with --text-file / --prompts-file",
+        ) from exc
     try:
         data = datasets.load_dataset(name, config or None, split=split or "test")
     except Exception as exc:  # the hub, the cache and the loader raise many kinds
-        raise TaskError(f"dataset {source!r} cannot be loaded: {exc}",
-                        hint="check the name and that the hub or a local cache is "
-                             "reachable; or pass a local file") from exc
+        raise TaskError(
+            f"dataset {source!r} cannot be loaded: {exc}",
+            hint="check the name and that the hub or a local cache is "
+            "reachable; or pass a local file",
+        ) from exc
     for column in columns:
         if column in data.column_names:
             return [str(v) for v in data[column]]
-    raise TaskError(f"dataset {source!r} has none of the columns {', '.join(columns)} "
-                    f"(it has {', '.join(data.column_names)})")
+    raise TaskError(
+        f"dataset {source!r} has none of the columns {', '.join(columns)} "
+        f"(it has {', '.join(data.column_names)})"
+    )

@@ -28,18 +28,24 @@ class TextWindowParams:
     """Parameters of the tasks that score a text in sliding windows."""
 
     text: str = param("builtin", "'builtin', a UTF-8 text file, or hf:DATASET[:CONFIG[:SPLIT]]")
-    window: int = param(1024, "tokens the model sees per window (capped at its context)",
-                        minimum=2)
-    stride: int | None = param(None, "tokens between window starts (None: half the window); "
-                               "each window scores what the previous ones did not", minimum=1)
-    max_tokens: int | None = param(None, "score only the first N tokens of the text "
-                                   "(None: all)", minimum=2)
+    window: int = param(1024, "tokens the model sees per window (capped at its context)", minimum=2)
+    stride: int | None = param(
+        None,
+        "tokens between window starts (None: half the window); "
+        "each window scores what the previous ones did not",
+        minimum=1,
+    )
+    max_tokens: int | None = param(
+        None, "score only the first N tokens of the text (None: all)", minimum=2
+    )
 
     def __post_init__(self) -> None:
         if self.stride is not None and self.stride > self.window:
-            raise TaskError(f"stride {self.stride} is larger than window {self.window}: "
-                            "tokens between windows would never be scored",
-                            hint="choose stride <= window (half the window is usual)")
+            raise TaskError(
+                f"stride {self.stride} is larger than window {self.window}: "
+                "tokens between windows would never be scored",
+                hint="choose stride <= window (half the window is usual)",
+            )
 
 
 @dataclass(frozen=True)
@@ -107,8 +113,10 @@ class PreparedWindows:
         if params.max_tokens is not None:
             ids = ids[: params.max_tokens]
         if len(ids) < 2:
-            raise TaskError(f"task {self.task_name}: text {params.text!r} has {len(ids)} "
-                            "token(s); at least 2 are needed to score anything")
+            raise TaskError(
+                f"task {self.task_name}: text {params.text!r} has {len(ids)} "
+                "token(s); at least 2 are needed to score anything"
+            )
         context = model_context(model)
         self.window = min(params.window, context) if context else params.window
         self.stride = min(params.stride or max(1, self.window // 2), self.window)
@@ -127,36 +135,47 @@ class PreparedWindows:
         import torch
 
         win = self.windows[index]
-        inputs = self.ids[win.begin:win.end].unsqueeze(0)
+        inputs = self.ids[win.begin : win.end].unsqueeze(0)
         first = win.score_from - win.begin  # the first scored token, within the window
         with torch.inference_mode():
             # the logits at position p predict the token at p + 1: positions first - 1 to
             # the end are needed (the last one predicts past the window and is dropped)
             if self._keeps_logits:  # skip the LM head where nothing is scored
-                logits = self.model(input_ids=inputs, use_cache=False,
-                                    logits_to_keep=win.scored_tokens + 1).logits[0]
+                logits = self.model(
+                    input_ids=inputs, use_cache=False, logits_to_keep=win.scored_tokens + 1
+                ).logits[0]
             else:
-                logits = self.model(input_ids=inputs, use_cache=False).logits[0, first - 1:]
+                logits = self.model(input_ids=inputs, use_cache=False).logits[0, first - 1 :]
             predicted = logits[:-1].float()
             return torch.log_softmax(predicted, dim=-1), inputs[0, first:]
 
     def _window_details(self) -> dict[str, Any]:
-        return {"window": self.window, "stride": self.stride, "windows": len(self.windows),
-                "text_tokens": int(self.ids.numel())}
+        return {
+            "window": self.window,
+            "stride": self.stride,
+            "windows": len(self.windows),
+            "text_tokens": int(self.ids.numel()),
+        }
 
     def run_query(self, index: int) -> QueryResult:
         """Score window ``index``; the timing covers the forward pass and the scoring."""
         if not 0 <= index < len(self.windows):
-            raise TaskError(f"task {self.task_name}: query {index} does not exist "
-                            f"(0..{len(self.windows) - 1})")
+            raise TaskError(
+                f"task {self.task_name}: query {index} does not exist (0..{len(self.windows) - 1})"
+            )
         win = self.windows[index]
         t_start = time.monotonic()
         log_probs, targets = self._forward(index)
         sums = self.measure(log_probs, targets)
         t_end = time.monotonic()
-        return QueryResult(index=index, t_start=t_start, t_end=t_end,
-                           prompt_tokens=win.input_tokens, output_tokens=0,
-                           extra={"scored_tokens": win.scored_tokens, **sums})
+        return QueryResult(
+            index=index,
+            t_start=t_start,
+            t_end=t_end,
+            prompt_tokens=win.input_tokens,
+            output_tokens=0,
+            extra={"scored_tokens": win.scored_tokens, **sums},
+        )
 
     def measure(self, log_probs: Any, targets: Any) -> dict[str, Any]:
         """Exact per-window sums from the window's log-probabilities."""
@@ -166,6 +185,8 @@ class PreparedWindows:
         """Sum of ``extra[key]`` over one repetition, which must hold every window once."""
         seen = sorted(r.index for r in results)
         if seen != list(range(len(self.windows))):
-            raise TaskError(f"task {self.task_name}: scores need every window exactly once "
-                            f"(expected {len(self.windows)}, got indices {seen[:10]}...)")
+            raise TaskError(
+                f"task {self.task_name}: scores need every window exactly once "
+                f"(expected {len(self.windows)}, got indices {seen[:10]}...)"
+            )
         return sum(r.extra[key] for r in sorted(results, key=lambda r: r.index))

@@ -32,16 +32,30 @@ def save_tiny_model(target: Path) -> None:
 
     words = Tokenizer(models.WordLevel(unk_token="<unk>"))
     words.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"],
-                                        show_progress=False)
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False
+    )
     words.train_from_iterator([*builtin_prompts(), builtin_text("eval")], trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="<unk>",
-                                        bos_token="<s>", eos_token="</s>", pad_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<unk>",
+    )
     torch.manual_seed(7)
-    config = LlamaConfig(vocab_size=words.get_vocab_size(), hidden_size=32,
-                         intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256,
-                         bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=words.get_vocab_size(),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     LlamaForCausalLM(config).save_pretrained(target)
     tokenizer.save_pretrained(target)
 
@@ -64,15 +78,28 @@ def workdir(tmp_path: Path, tiny_model_dir: Path) -> Path:
 def job_dict(workdir: Path, job_id: str = "job-1", **overrides: Any) -> dict[str, Any]:
     """A valid job spec for the tiny model (generate, 'none' meter), with overrides."""
     spec: dict[str, Any] = {
-        "spec_version": 1, "job_id": job_id, "run_id": "run-1",
-        "model": {"path": MODEL_REL, "sha256": sha256_path(workdir / MODEL_REL),
-                  "name": "tiny-llama"},
-        "artifact": None, "variant": "dense",
-        "tasks": [{"name": "generate", "params": {"num_queries": 6, "max_new_tokens": 3,
-                                                   "chat_template": False}}],
-        "repetitions": 2, "warmup": 1, "idle_seconds": 0.2,
+        "spec_version": 1,
+        "job_id": job_id,
+        "run_id": "run-1",
+        "model": {
+            "path": MODEL_REL,
+            "sha256": sha256_path(workdir / MODEL_REL),
+            "name": "tiny-llama",
+        },
+        "artifact": None,
+        "variant": "dense",
+        "tasks": [
+            {
+                "name": "generate",
+                "params": {"num_queries": 6, "max_new_tokens": 3, "chat_template": False},
+            }
+        ],
+        "repetitions": 2,
+        "warmup": 1,
+        "idle_seconds": 0.2,
         "window": {"min_fresh_samples": 3, "min_seconds": 0.0},
-        "threads": 1, "meter": {"kind": "none"},
+        "threads": 1,
+        "meter": {"kind": "none"},
     }
     spec.update(overrides)
     return spec
@@ -89,8 +116,9 @@ def agent_cmd(workdir: Path, *args: str) -> list[str]:
 
 
 def run_agent(workdir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(agent_cmd(workdir, *args), cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        agent_cmd(workdir, *args), cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def parse_lines(text: str) -> list[Event]:
@@ -112,8 +140,11 @@ def tiny_artifact_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFac
     from tasks.compression.spec import parse_variant
     from tasks.models import resolve_model
 
-    info = build_artifact(resolve_model(tiny_model_dir), parse_variant("tt:rank=4"),
-                          tmp_path_factory.mktemp("artifacts"))
+    info = build_artifact(
+        resolve_model(tiny_model_dir),
+        parse_variant("tt:rank=4"),
+        tmp_path_factory.mktemp("artifacts"),
+    )
     assert info is not None
     return info.path
 
@@ -122,5 +153,7 @@ def add_artifact(workdir: Path, artifact_dir: Path) -> dict[str, str]:
     """Copy an artifact into the work directory; returns the job spec's artifact ref."""
     target = workdir / "artifacts" / artifact_dir.name
     shutil.copytree(artifact_dir, target)
-    return {"path": f"artifacts/{artifact_dir.name}",
-            "sha256": sha256_path(target / "manifest.json")}
+    return {
+        "path": f"artifacts/{artifact_dir.name}",
+        "sha256": sha256_path(target / "manifest.json"),
+    }

@@ -20,8 +20,9 @@ from tests.agent.conftest import (
     write_job,
 )
 
-LONG_TASK = [{"name": "generate", "params": {"num_queries": 40, "max_new_tokens": 4,
-                                              "chat_template": False}}]
+LONG_TASK = [
+    {"name": "generate", "params": {"num_queries": 40, "max_new_tokens": 4, "chat_template": False}}
+]
 
 
 def wait_for(predicate, timeout_s: float = 60.0, what: str = "condition") -> None:
@@ -42,8 +43,13 @@ def test_a_detached_job_survives_its_session_hanging_up(workdir: Path) -> None:
     # like an SSH session: a shell in its own session starts the job, then the whole
     # session gets SIGHUP and the shell exits
     cmd = " ".join(agent_cmd(workdir, "start", str(job)))
-    launcher = subprocess.run(["setsid", "sh", "-c", f"{cmd}; kill -HUP 0"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+    launcher = subprocess.run(
+        ["setsid", "sh", "-c", f"{cmd}; kill -HUP 0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert launcher.returncode in (0, -signal.SIGHUP, 128 + signal.SIGHUP), launcher.stderr
     started = json.loads(launcher.stdout.splitlines()[0])
     assert started["job_id"] == "detached"
@@ -70,9 +76,12 @@ def test_killed_follower_resumes_from_its_last_seq_exactly_once(workdir: Path) -
     received = []
     for _ in range(3):  # three readers in turn, each killed after a few lines
         start_seq = received[-1].seq + 1 if received else 1
-        reader = subprocess.Popen(agent_cmd(workdir, "follow", "resume", "--from",
-                                            str(start_seq)),
-                                  cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        reader = subprocess.Popen(
+            agent_cmd(workdir, "follow", "resume", "--from", str(start_seq)),
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert reader.stdout is not None
         for _ in range(4):
             line = reader.stdout.readline()

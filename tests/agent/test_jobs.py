@@ -20,9 +20,15 @@ SHA = "0" * 64
 
 
 def spec_dict(job_id: str = "job-1", model: str = "models/m.gguf") -> dict:
-    return {"spec_version": 1, "job_id": job_id, "run_id": "r", "variant": "dense",
-            "model": {"path": model, "sha256": SHA}, "artifact": None,
-            "tasks": [{"name": "generate"}]}
+    return {
+        "spec_version": 1,
+        "job_id": job_id,
+        "run_id": "r",
+        "variant": "dense",
+        "model": {"path": model, "sha256": SHA},
+        "artifact": None,
+        "tasks": [{"name": "generate"}],
+    }
 
 
 def write(tmp_path: Path, obj: dict) -> Path:
@@ -59,8 +65,13 @@ def test_invalid_json_and_unknown_fields_are_bad_input(tmp_path: Path) -> None:
     bad.write_text("{not json")
     proc = run_agent(tmp_path / "wd", "start", str(bad))
     assert proc.returncode == 2 and "not valid JSON" in proc.stderr
-    proc = subprocess.run(agent_cmd(tmp_path / "wd", "run", "-"), cwd=ROOT, text=True,
-                          capture_output=True, input=json.dumps({**spec_dict(), "colour": 1}))
+    proc = subprocess.run(
+        agent_cmd(tmp_path / "wd", "run", "-"),
+        cwd=ROOT,
+        text=True,
+        capture_output=True,
+        input=json.dumps({**spec_dict(), "colour": 1}),
+    )
     assert proc.returncode == 2 and "unknown field(s) colour" in proc.stderr
 
 
@@ -142,7 +153,11 @@ def test_cli_status_and_usage_errors(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no job 'ghost'" in proc.stderr
     proc = run_agent(tmp_path / "wd", "frobnicate")
     assert proc.returncode == 2
-    proc = subprocess.run([sys.executable, "-m", "agent", "meter", "--help"], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ,
-                                                               "TSLM_AGENT_WORKDIR": str(tmp_path)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "meter", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TSLM_AGENT_WORKDIR": str(tmp_path)},
+    )
     assert "Traceback" not in proc.stderr

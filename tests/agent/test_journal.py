@@ -26,8 +26,9 @@ def test_events_are_numbered_from_seq_start_and_echoed(tmp_path: Path) -> None:
     journal.close()
     events = list(read_events(tmp_path / "j.jsonl"))
     assert [(e.seq, e.type) for e in events] == [(41, "phase"), (42, "warning")]
-    assert [parse_event(line).to_dict() for line in echo.getvalue().splitlines()] == \
-        [e.to_dict() for e in events]
+    assert [parse_event(line).to_dict() for line in echo.getvalue().splitlines()] == [
+        e.to_dict() for e in events
+    ]
     assert emitter.last_seq == 42
 
 

@@ -39,22 +39,21 @@ class Echo(io.StringIO):
         return super().write(text)
 
 
-def run_in_process(workdir: Path, spec_obj: dict, echo: io.StringIO | None = None
-                   ) -> tuple[str, list[Event]]:
+def run_in_process(
+    workdir: Path, spec_obj: dict, echo: io.StringIO | None = None
+) -> tuple[str, list[Event]]:
     wd = Workdir.open(workdir)
     spec = JobSpec.from_dict(spec_obj)
     paths, locks = claim_job(wd, spec)
     echo = echo if echo is not None else io.StringIO()
     status = run_job(spec, wd, paths, locks, echo)
     journal = list(read_events(paths.journal))
-    assert [e.to_dict() for e in parse_lines(echo.getvalue())] == \
-        [e.to_dict() for e in journal]
+    assert [e.to_dict() for e in parse_lines(echo.getvalue())] == [e.to_dict() for e in journal]
     return status, journal
 
 
 def of(events: list[Event], type_: str, **match: object) -> list[Event]:
-    return [e for e in events if e.type == type_
-            and all(e.get(k) == v for k, v in match.items())]
+    return [e for e in events if e.type == type_ and all(e.get(k) == v for k, v in match.items())]
 
 
 def test_a_job_without_meter_runs_the_whole_method(workdir: Path) -> None:
@@ -65,12 +64,10 @@ def test_a_job_without_meter_runs_the_whole_method(workdir: Path) -> None:
     assert hello["protocol"] == 1 and hello["threads"] == 1 and hello["meter_kind"] == "none"
     assert of(events, "warning", code="no_meter")
     phases = [e["phase"] for e in of(events, "phase")]
-    assert phases == ["verifying", "loading", "preparing", "warmup", "idle", "running",
-                      "running"]
+    assert phases == ["verifying", "loading", "preparing", "warmup", "idle", "running", "running"]
     assert [w["kind"] for w in of(events, "window")] == ["load", "idle", "queries", "queries"]
     queries = of(events, "query")
-    assert [(q["rep"], q["index"]) for q in queries] == [(r, i) for r in (0, 1)
-                                                         for i in range(6)]
+    assert [(q["rep"], q["index"]) for q in queries] == [(r, i) for r in (0, 1) for i in range(6)]
     for q in queries:
         assert q["energy_j"] is None and q["under_resolved"] is False
         assert q["output_tokens"] == 3 and q["t_end"] > q["t_start"]
@@ -200,13 +197,18 @@ def test_hwmon_meter_going_silent_mid_run(workdir: Path, tmp_path: Path) -> None
                 meter.silent.set()
                 threading.Timer(0.6, meter.silent.clear).start()
 
-    spec = job_dict(workdir, idle_seconds=0.5,
-                    tasks=[{"name": "generate", "params": {"num_queries": 40,
-                                                           "max_new_tokens": 12,
-                                                           "chat_template": False}}],
-                    window={"min_fresh_samples": 5, "min_seconds": 0.0},
-                    meter={"kind": "hwmon", "hwmon_name": "ina226",
-                           "sysfs_root": str(tmp_path / "sysfs")})
+    spec = job_dict(
+        workdir,
+        idle_seconds=0.5,
+        tasks=[
+            {
+                "name": "generate",
+                "params": {"num_queries": 40, "max_new_tokens": 12, "chat_template": False},
+            }
+        ],
+        window={"min_fresh_samples": 5, "min_seconds": 0.0},
+        meter={"kind": "hwmon", "hwmon_name": "ina226", "sysfs_root": str(tmp_path / "sysfs")},
+    )
     try:
         status, events = run_in_process(workdir, spec, Echo(on_line))
     finally:

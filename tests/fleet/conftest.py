@@ -26,8 +26,9 @@ def fleet_support() -> None:
 
 
 @pytest.fixture
-def fleet_factory(fleet_support: None, tmp_path_factory: pytest.TempPathFactory
-                  ) -> Iterator[FleetFactory]:
+def fleet_factory(
+    fleet_support: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FleetFactory]:
     """``fleet_factory(n, meters=[...], names=[...], workdir=..., overrides={...}, netns=False)``.
 
     Builds ``n`` fake devices (named pi4, pi5, ... unless ``names``) and their
@@ -35,14 +36,20 @@ def fleet_factory(fleet_support: None, tmp_path_factory: pytest.TempPathFactory
     """
     fleets: list[FakeFleet] = []
 
-    def make(n: int = 2, *, meters: list[dict[str, Any] | None] | None = None,
-             names: list[str] | None = None, workdir: str = "~/.tslm",
-             overrides: dict[str, dict[str, Any]] | None = None,
-             netns: bool = False) -> FakeFleet:
+    def make(
+        n: int = 2,
+        *,
+        meters: list[dict[str, Any] | None] | None = None,
+        names: list[str] | None = None,
+        workdir: str = "~/.tslm",
+        overrides: dict[str, dict[str, Any]] | None = None,
+        netns: bool = False,
+    ) -> FakeFleet:
         chosen = list(names) if names else list(DEFAULT_NAMES[:n])
         root = tmp_path_factory.mktemp("fleet")
-        fleet = build_fleet(Path(root), chosen, meters=meters, workdir=workdir,
-                            overrides=overrides, netns=netns)
+        fleet = build_fleet(
+            Path(root), chosen, meters=meters, workdir=workdir, overrides=overrides, netns=netns
+        )
         fleets.append(fleet)
         return fleet
 
@@ -60,6 +67,7 @@ def fake_fleet(fleet_factory: FleetFactory) -> FakeFleet:
 
 
 # --------------------------------------------------------------------------- end to end
+
 
 @pytest.fixture(scope="session")
 def tiny_model(fleet_support: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -92,8 +100,9 @@ def um25c(shared_dir: Path) -> Iterator[Any]:
     from tests.emulators.traces import constant
     from tests.emulators.um import UmEmulator
 
-    emulator = UmEmulator("um25c", constant(2.5), link=shared_dir / "rfcomm0",
-                          world_accessible=True)
+    emulator = UmEmulator(
+        "um25c", constant(2.5), link=shared_dir / "rfcomm0", world_accessible=True
+    )
     emulator.start()
     try:
         yield emulator

@@ -59,11 +59,24 @@ def fleet_unavailable_reason() -> str | None:
 def _install_openssh() -> None:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True,
-                       timeout=300, check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends",
-                        "openssh-server", "openssh-client"], env=env, capture_output=True,
-                       timeout=600, check=False)
+        subprocess.run(
+            ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False
+        )
+        subprocess.run(
+            [
+                "apt-get",
+                "install",
+                "-y",
+                "-qq",
+                "--no-install-recommends",
+                "openssh-server",
+                "openssh-client",
+            ],
+            env=env,
+            capture_output=True,
+            timeout=600,
+            check=False,
+        )
 
 
 def free_port(address: str) -> int:
@@ -143,7 +156,8 @@ class FakeDevice:
             "Subsystem sftp internal-sftp\n"
             "ClientAliveInterval 5\n"
             "MaxStartups 50\n"
-            "LogLevel ERROR\n")
+            "LogLevel ERROR\n"
+        )
 
     def start(self) -> None:
         """Start (or restart) this device's sshd and wait until it answers."""
@@ -153,20 +167,20 @@ class FakeDevice:
         if self.netns is not None:
             argv = ["ip", "netns", "exec", self.netns, *argv]  # ip execs sshd: same pid
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(argv, stdout=log, stderr=log,
-                                            stdin=subprocess.DEVNULL)
+            self.process = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + SSHD_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshd of {self.name} exited: {self.log.read_text()[-500:]}")
-            with contextlib.suppress(OSError), \
-                    socket.create_connection((self.address, self.port), timeout=0.5) as sock:
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.address, self.port), timeout=0.5) as sock,
+            ):
                 sock.settimeout(1.0)
                 if sock.recv(4).startswith(b"SSH-"):
                     return
             time.sleep(0.02)
-        raise RuntimeError(f"sshd of {self.name} did not answer within "
-                           f"{SSHD_START_TIMEOUT_S:g} s")
+        raise RuntimeError(f"sshd of {self.name} did not answer within {SSHD_START_TIMEOUT_S:g} s")
 
     def stop(self) -> None:
         """Stop the listening sshd (sessions already open keep running)."""
@@ -200,10 +214,12 @@ class FakeDevice:
         Applied on both veth ends, so both directions are delayed and lossy.
         """
         assert self.netns is not None, "netem needs a device built with netns=True"
-        for prefix, dev in ((), self._host_if()), (("ip", "netns", "exec", self.netns),
-                                                    "eth0"):
-            subprocess.run([*prefix, "tc", "qdisc", "del", "dev", dev, "root"],
-                           capture_output=True, check=False)
+        for prefix, dev in ((), self._host_if()), (("ip", "netns", "exec", self.netns), "eth0"):
+            subprocess.run(
+                [*prefix, "tc", "qdisc", "del", "dev", dev, "root"],
+                capture_output=True,
+                check=False,
+            )
             if spec:
                 _run(*prefix, "tc", "qdisc", "add", "dev", dev, "root", "netem", *spec.split())
 
@@ -238,8 +254,7 @@ class FakeDevice:
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            uids = next((ln.split()[1:] for ln in status.splitlines()
-                         if ln.startswith("Uid:")), [])
+            uids = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("Uid:")), [])
             if str(uid) in uids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(int(entry.name), signal.SIGKILL)
@@ -297,23 +312,30 @@ class FakeFleet:
             ledger["modes"].clear()
         return errors
 
-    def write_inventory(self, *, workdir: str = "~/.tslm",
-                        overrides: dict[str, dict[str, Any]] | None = None) -> Path:
+    def write_inventory(
+        self, *, workdir: str = "~/.tslm", overrides: dict[str, dict[str, Any]] | None = None
+    ) -> Path:
         """(Re)write inventory.yaml for the devices; ``overrides`` per device name."""
         devices: dict[str, Any] = {}
         for device in self.devices:
             entry: dict[str, Any] = {
-                "host": device.address, "port": device.port, "user": device.user,
+                "host": device.address,
+                "port": device.port,
+                "user": device.user,
                 "identity_file": str(device.identity_file),
-                "known_hosts": str(device.known_hosts), "board": "generic",
+                "known_hosts": str(device.known_hosts),
+                "board": "generic",
                 "tags": [device.name, "lab"],
             }
             if device.meter is not None:
                 entry["meter"] = dict(device.meter)
             entry.update((overrides or {}).get(device.name, {}))
             devices[device.name] = entry
-        doc = {"defaults": {"python": str(VENV_PYTHON), "workdir": workdir},
-               "devices": devices, "groups": {"lab": [d.name for d in self.devices]}}
+        doc = {
+            "defaults": {"python": str(VENV_PYTHON), "workdir": workdir},
+            "devices": devices,
+            "groups": {"lab": [d.name for d in self.devices]},
+        }
         self.inventory_path = self.root / "inventory.yaml"
         self.inventory_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.inventory_path
@@ -325,9 +347,12 @@ class FakeFleet:
         self._closed = True
         errors: list[str] = []
         for device in self.devices:
-            for step in (device.stop, device.kill_user_processes,
-                         lambda d=device: _run("userdel", "-f", "-r", d.user),
-                         lambda d=device: delete_netns(d)):
+            for step in (
+                device.stop,
+                device.kill_user_processes,
+                lambda d=device: _run("userdel", "-f", "-r", d.user),
+                lambda d=device: delete_netns(d),
+            ):
                 try:
                     step()
                 except Exception as exc:
@@ -355,14 +380,16 @@ def _traversal_ledger() -> Iterator[dict[str, Any]]:
         ledger.setdefault("holders", {})
         ledger.setdefault("modes", {})
         # fleets of processes that died without closing hold nothing any more
-        ledger["holders"] = {k: pid for k, pid in ledger["holders"].items()
-                             if Path(f"/proc/{pid}").exists()}
+        ledger["holders"] = {
+            k: pid for k, pid in ledger["holders"].items() if Path(f"/proc/{pid}").exists()
+        }
         yield ledger
         TRAVERSAL_LEDGER.write_text(json.dumps(ledger))
 
 
-def _add_device(fleet: FakeFleet, name: str, index: int,
-                meter: dict[str, Any] | None, netns: bool = False) -> FakeDevice:
+def _add_device(
+    fleet: FakeFleet, name: str, index: int, meter: dict[str, Any] | None, netns: bool = False
+) -> FakeDevice:
     tag = f"{secrets.token_hex(3)}{index}"
     user = f"tslm{tag}"
     home = Path("/home") / user
@@ -370,20 +397,47 @@ def _add_device(fleet: FakeFleet, name: str, index: int,
     ddir.mkdir(parents=True)
     subnet = secrets.randbelow(250)
     address = f"10.213.{subnet}.2" if netns else f"127.0.0.{10 + index}"
-    device = FakeDevice(name=name, user=user, home=home, address=address,
-                        port=22 if netns else free_port(address), dir=ddir,
-                        identity_file=ddir / "id_ed25519", known_hosts=ddir / "known_hosts",
-                        host_key=ddir / "ssh_host_ed25519_key", meter=meter,
-                        netns=f"tslm-{tag}" if netns else None,
-                        host_if=f"vh{tag}" if netns else None)
+    device = FakeDevice(
+        name=name,
+        user=user,
+        home=home,
+        address=address,
+        port=22 if netns else free_port(address),
+        dir=ddir,
+        identity_file=ddir / "id_ed25519",
+        known_hosts=ddir / "known_hosts",
+        host_key=ddir / "ssh_host_ed25519_key",
+        meter=meter,
+        netns=f"tslm-{tag}" if netns else None,
+        host_if=f"vh{tag}" if netns else None,
+    )
     # registered before the user exists, so that close() removes whatever was made
     fleet.devices.append(device)
     if netns:
         make_netns(device, tag, subnet)
-    _run("useradd", "--create-home", "--home-dir", str(home), "--shell", "/bin/bash",
-         "--password", "*", user)
-    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"tslm-test-{name}",
-         "-f", str(device.identity_file))
+    _run(
+        "useradd",
+        "--create-home",
+        "--home-dir",
+        str(home),
+        "--shell",
+        "/bin/bash",
+        "--password",
+        "*",
+        user,
+    )
+    _run(
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        f"tslm-test-{name}",
+        "-f",
+        str(device.identity_file),
+    )
     _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(device.host_key))
     ssh_dir = home / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -399,11 +453,15 @@ def _add_device(fleet: FakeFleet, name: str, index: int,
     return device
 
 
-def build_fleet(root: Path, names: list[str], *,
-                meters: list[dict[str, Any] | None] | None = None,
-                workdir: str = "~/.tslm",
-                overrides: dict[str, dict[str, Any]] | None = None,
-                netns: bool = False) -> FakeFleet:
+def build_fleet(
+    root: Path,
+    names: list[str],
+    *,
+    meters: list[dict[str, Any] | None] | None = None,
+    workdir: str = "~/.tslm",
+    overrides: dict[str, dict[str, Any]] | None = None,
+    netns: bool = False,
+) -> FakeFleet:
     """Stand up one fake device per name under ``root`` and write their inventory.
 
     ``meters`` gives each device's ``meter:`` entry (None: none written); ``netns`` puts

@@ -33,18 +33,25 @@ SUMMARY_ENV = "TSLM_FAULT_SUMMARY"
 
 # --------------------------------------------------------------------------- the CLI
 
+
 def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {**os.environ, "TSLM_FOLLOW_STALL_S": "8", "COLUMNS": "200"}
     env.update(extra or {})
     return env
 
 
-def cli(*args: str, cwd: Path, timeout: float = CLI_TIMEOUT_S,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run ``tslm-fleet ARGS`` to the end and return its exit status and output."""
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          env=cli_env(env))
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=cli_env(env),
+    )
 
 
 @dataclass
@@ -75,18 +82,36 @@ class Spawned:
 def spawn_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Spawned:
     out = cwd / f"cli-{time.monotonic_ns()}.log"
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "orchestrator", *args], cwd=cwd,
-                                stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=cli_env(env))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args],
+            cwd=cwd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=cli_env(env),
+        )
     return Spawned(proc, out)
 
 
-def run_args(fleet: FakeFleet, devices: str, experiment: Path, db: str,
-             cache_dir: Path, *extra: str) -> list[str]:
+def run_args(
+    fleet: FakeFleet, devices: str, experiment: Path, db: str, cache_dir: Path, *extra: str
+) -> list[str]:
     assert fleet.inventory_path is not None
-    return ["run", "-i", str(fleet.inventory_path), "--devices", devices, "--experiment",
-            str(experiment), "--no-dashboard", "--db", db, "--cache-dir", str(cache_dir),
-            *extra]
+    return [
+        "run",
+        "-i",
+        str(fleet.inventory_path),
+        "--devices",
+        devices,
+        "--experiment",
+        str(experiment),
+        "--no-dashboard",
+        "--db",
+        db,
+        "--cache-dir",
+        str(cache_dir),
+        *extra,
+    ]
 
 
 def run_id_of(output: str) -> str:
@@ -97,19 +122,34 @@ def run_id_of(output: str) -> str:
     raise AssertionError(f"no run id in the output:\n{output[-2000:]}")
 
 
-def write_experiment(path: Path, model: Path | str, *, variants: tuple[str, ...] = ("dense",),
-                     tasks: tuple[tuple[str, dict[str, Any]], ...] = (
-                         ("generate", {"num_queries": 2, "max_new_tokens": 3}),),
-                     repetitions: int = 1, warmup: int = 0, idle_seconds: float = 0.5,
-                     **more: Any) -> Path:
-    doc = {"model": str(model), "variants": list(variants),
-           "tasks": [{name: params} for name, params in tasks], "repetitions": repetitions,
-           "warmup": warmup, "idle_seconds": idle_seconds, **more}
+def write_experiment(
+    path: Path,
+    model: Path | str,
+    *,
+    variants: tuple[str, ...] = ("dense",),
+    tasks: tuple[tuple[str, dict[str, Any]], ...] = (
+        ("generate", {"num_queries": 2, "max_new_tokens": 3}),
+    ),
+    repetitions: int = 1,
+    warmup: int = 0,
+    idle_seconds: float = 0.5,
+    **more: Any,
+) -> Path:
+    doc = {
+        "model": str(model),
+        "variants": list(variants),
+        "tasks": [{name: params} for name, params in tasks],
+        "repetitions": repetitions,
+        "warmup": warmup,
+        "idle_seconds": idle_seconds,
+        **more,
+    }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
 # --------------------------------------------------------------------------- the database
+
 
 def db_rows(url: str, sql: str, **params: Any) -> list[dict[str, Any]]:
     """Rows of a read query, as dicts (a fresh engine each time: no cached state)."""
@@ -128,12 +168,17 @@ def run_status(url: str, run_id: str) -> str:
 
 
 def trials(url: str, run_id: str) -> list[dict[str, Any]]:
-    return db_rows(url, "SELECT t.id, d.name AS device, t.variant, t.task, t.status, t.error, "
-                   "t.job_id FROM trials t JOIN devices d ON d.id = t.device_id "
-                   "WHERE t.run_id = :r ORDER BY t.id", r=run_id)
+    return db_rows(
+        url,
+        "SELECT t.id, d.name AS device, t.variant, t.task, t.status, t.error, "
+        "t.job_id FROM trials t JOIN devices d ON d.id = t.device_id "
+        "WHERE t.run_id = :r ORDER BY t.id",
+        r=run_id,
+    )
 
 
 # --------------------------------------------------------------------------- journals
+
 
 def device_jobs(device: FakeDevice, workdir: str = ".tslm") -> list[Path]:
     """Every job directory on the device (kept earlier attempts ``<id>~N`` included)."""
@@ -154,8 +199,9 @@ def _journal_events(job_dir: Path) -> list[dict[str, Any]]:
     return events
 
 
-def journal_queries(fleet: FakeFleet, url: str, run_id: str,
-                    workdir: str = ".tslm") -> list[tuple[int, int]]:
+def journal_queries(
+    fleet: FakeFleet, url: str, run_id: str, workdir: str = ".tslm"
+) -> list[tuple[int, int]]:
     """(trial id, seq) of every query event in the run's journals, across all devices."""
     by_key = {(t["device"], t["variant"], t["task"]): t["id"] for t in trials(url, run_id)}
     found: list[tuple[int, int]] = []
@@ -168,8 +214,9 @@ def journal_queries(fleet: FakeFleet, url: str, run_id: str,
             if spec.get("run_id") != run_id:
                 continue
             trial = by_key[(device.name, spec["variant"], spec["tasks"][0]["name"])]
-            found += [(trial, e["seq"]) for e in _journal_events(job_dir)
-                      if e.get("type") == "query"]
+            found += [
+                (trial, e["seq"]) for e in _journal_events(job_dir) if e.get("type") == "query"
+            ]
     return found
 
 
@@ -186,13 +233,20 @@ class Ledger:
 def check_ledger(fleet: FakeFleet, url: str, run_id: str, workdir: str = ".tslm") -> Ledger:
     """Compare journal query events with database query rows; asserts none lost or doubled."""
     on_device = journal_queries(fleet, url, run_id, workdir)
-    rows = db_rows(url, "SELECT q.trial_id, q.seq FROM queries q JOIN trials t "
-                   "ON t.id = q.trial_id WHERE t.run_id = :r", r=run_id)
+    rows = db_rows(
+        url,
+        "SELECT q.trial_id, q.seq FROM queries q JOIN trials t "
+        "ON t.id = q.trial_id WHERE t.run_id = :r",
+        r=run_id,
+    )
     stored = [(r["trial_id"], r["seq"]) for r in rows]
     counts = Counter(stored)
-    ledger = Ledger(journal=len(on_device), stored=len(stored),
-                    lost=len(set(on_device) - set(stored)),
-                    duplicated=sum(n - 1 for n in counts.values() if n > 1))
+    ledger = Ledger(
+        journal=len(on_device),
+        stored=len(stored),
+        lost=len(set(on_device) - set(stored)),
+        duplicated=sum(n - 1 for n in counts.values() if n > 1),
+    )
     assert len(set(on_device)) == len(on_device), "a journal holds a seq twice"
     assert ledger.lost == 0, f"query records lost: {sorted(set(on_device) - set(stored))}"
     assert ledger.duplicated == 0, f"query rows duplicated: {ledger}"
@@ -200,13 +254,22 @@ def check_ledger(fleet: FakeFleet, url: str, run_id: str, workdir: str = ".tslm"
     return ledger
 
 
-def wait_for_queries(device: FakeDevice, n: int, timeout: float = 120.0,
-                     spawned: Spawned | None = None, workdir: str = ".tslm") -> None:
+def wait_for_queries(
+    device: FakeDevice,
+    n: int,
+    timeout: float = 120.0,
+    spawned: Spawned | None = None,
+    workdir: str = ".tslm",
+) -> None:
     """Block until the device's journals hold ``n`` query events (the fault lands mid-run)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        count = sum(1 for job in device_jobs(device, workdir) for e in _journal_events(job)
-                    if e.get("type") == "query")
+        count = sum(
+            1
+            for job in device_jobs(device, workdir)
+            for e in _journal_events(job)
+            if e.get("type") == "query"
+        )
         if count >= n:
             return
         if spawned is not None and spawned.proc.poll() is not None:
@@ -238,6 +301,7 @@ def process_alive(pid: int) -> bool:
 
 # --------------------------------------------------------------------------- summary
 
+
 @dataclass
 class FaultRecord:
     fault: str
@@ -255,35 +319,54 @@ class FaultSummary:
 
     records: list[FaultRecord] = field(default_factory=list)
 
-    def add(self, fault: str, expected: str, ledger: Ledger | None, *, survived: bool,
-            started: float) -> None:
-        self.records.append(FaultRecord(
-            fault=fault, expected=expected, survived=survived,
-            lost=ledger.lost if ledger else 0, duplicated=ledger.duplicated if ledger else 0,
-            stored=ledger.stored if ledger else 0,
-            duration_s=round(time.monotonic() - started, 1)))
+    def add(
+        self, fault: str, expected: str, ledger: Ledger | None, *, survived: bool, started: float
+    ) -> None:
+        self.records.append(
+            FaultRecord(
+                fault=fault,
+                expected=expected,
+                survived=survived,
+                lost=ledger.lost if ledger else 0,
+                duplicated=ledger.duplicated if ledger else 0,
+                stored=ledger.stored if ledger else 0,
+                duration_s=round(time.monotonic() - started, 1),
+            )
+        )
 
     def lines(self) -> list[str]:
-        out = [f"{'fault':<56} {'survived':<9} {'queries':>7} {'lost':>5} {'dup':>4} "
-               f"{'s':>6}  expected"]
+        out = [
+            f"{'fault':<56} {'survived':<9} {'queries':>7} {'lost':>5} {'dup':>4} "
+            f"{'s':>6}  expected"
+        ]
         for r in self.records:
-            out.append(f"{r.fault:<56} {'yes' if r.survived else 'NO':<9} {r.stored:>7} "
-                       f"{r.lost:>5} {r.duplicated:>4} {r.duration_s:>6}  {r.expected}")
+            out.append(
+                f"{r.fault:<56} {'yes' if r.survived else 'NO':<9} {r.stored:>7} "
+                f"{r.lost:>5} {r.duplicated:>4} {r.duration_s:>6}  {r.expected}"
+            )
         total_lost = sum(r.lost for r in self.records)
         total_dup = sum(r.duplicated for r in self.records)
-        out.append(f"{len(self.records)} faults injected, "
-                   f"{sum(r.survived for r in self.records)} survived, "
-                   f"{total_lost} query records lost, {total_dup} duplicated")
+        out.append(
+            f"{len(self.records)} faults injected, "
+            f"{sum(r.survived for r in self.records)} survived, "
+            f"{total_lost} query records lost, {total_dup} duplicated"
+        )
         return out
 
     def write(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(json.dumps({
-            "faults": [asdict(r) for r in self.records],
-            "injected": len(self.records),
-            "survived": sum(r.survived for r in self.records),
-            "records_lost": sum(r.lost for r in self.records),
-            "records_duplicated": sum(r.duplicated for r in self.records),
-        }, indent=2) + "\n")
+        Path(path).write_text(
+            json.dumps(
+                {
+                    "faults": [asdict(r) for r in self.records],
+                    "injected": len(self.records),
+                    "survived": sum(r.survived for r in self.records),
+                    "records_lost": sum(r.lost for r in self.records),
+                    "records_duplicated": sum(r.duplicated for r in self.records),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 SUMMARY = FaultSummary()

@@ -28,12 +28,24 @@ RETRANSMIT_S = 0.2
 def netem_available() -> bool:
     """Whether ``tc qdisc ... netem`` works on this kernel (checked on a throwaway dummy)."""
     name = "tslmnetemchk"
-    if subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
-                      capture_output=True, check=False).returncode != 0:
+    if (
+        subprocess.run(
+            ["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        != 0
+    ):
         return False
     try:
-        return subprocess.run(["tc", "qdisc", "add", "dev", name, "root", "netem",
-                               "delay", "1ms"], capture_output=True, check=False).returncode == 0
+        return (
+            subprocess.run(
+                ["tc", "qdisc", "add", "dev", name, "root", "netem", "delay", "1ms"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
     finally:
         subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
 
@@ -140,8 +152,9 @@ class ShapedRelay:
                 self.chunks += 1
                 lost = self._rng.random() < self.loss
                 self.stalled_chunks += lost
-            due = max(time.monotonic() + self.delay_s + (RETRANSMIT_S if lost else 0.0),
-                      last_due)  # never overtakes an earlier chunk
+            due = max(
+                time.monotonic() + self.delay_s + (RETRANSMIT_S if lost else 0.0), last_due
+            )  # never overtakes an earlier chunk
             last_due = due
             with cond:
                 heapq.heappush(queue, (due, order, data))

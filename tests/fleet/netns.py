@@ -23,8 +23,9 @@ def _run(*argv: str) -> str:
 def delete_netns(device: FakeDevice) -> None:
     if device.netns is None:
         return
-    for pid in _run("ip", "netns", "pids", device.netns).split() \
-            if netns_exists(device.netns) else []:
+    for pid in (
+        _run("ip", "netns", "pids", device.netns).split() if netns_exists(device.netns) else []
+    ):
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
     if device.host_if is not None:  # deleting one end of a veth pair deletes both
@@ -42,8 +43,7 @@ def make_netns(device: FakeDevice, tag: str, subnet: int) -> None:
     ns, host_if = device.netns, device.host_if
     assert ns is not None and host_if is not None
     _run("ip", "netns", "add", ns)
-    _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", f"vd{tag}",
-         "netns", ns)
+    _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", f"vd{tag}", "netns", ns)
     _run("ip", "netns", "exec", ns, "ip", "link", "set", f"vd{tag}", "name", "eth0")
     _run("ip", "addr", "add", f"10.213.{subnet}.1/30", "dev", host_if)
     _run("ip", "link", "set", host_if, "up")

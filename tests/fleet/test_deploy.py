@@ -32,8 +32,10 @@ def test_deploy_pushes_skips_and_repairs(fake_fleet, tmp_path: Path) -> None:
     device = load_inventory(fake_fleet.inventory_path)["pi4"]
     with open_transport(device) as t:
         first = deploy_files(t, items)
-        assert sorted(first.pushed) == ["artifacts/tt-2x/manifest.json",
-                                        "artifacts/tt-2x/tt/cores.bin"]
+        assert sorted(first.pushed) == [
+            "artifacts/tt-2x/manifest.json",
+            "artifacts/tt-2x/tt/cores.bin",
+        ]
         second = deploy_files(t, items)
         assert second.pushed == () and second.bytes_sent == 0
         remote = t.resolve("~/.tslm/artifacts/tt-2x/tt/cores.bin")
@@ -51,11 +53,11 @@ def test_doctor_reports_a_mixed_fleet_per_device(fleet_factory, tmp_path: Path) 
     inv = load_inventory(fleet.inventory_path)
     bundle = build_bundle(tmp_path / "cache")
     with open_transport(inv["pi4"]) as t:
-        deploy_files(t, [PushItem(bundle.path, RemoteLayout.bundle_path(bundle.sha256),
-                                  bundle.sha256)])
+        deploy_files(
+            t, [PushItem(bundle.path, RemoteLayout.bundle_path(bundle.sha256), bundle.sha256)]
+        )
     fleet["pi5"].stop()
-    reports = run_doctor(list(inv.devices.values()), modules=LIGHT,
-                         bundle_sha256=bundle.sha256)
+    reports = run_doctor(list(inv.devices.values()), modules=LIGHT, bundle_sha256=bundle.sha256)
     assert [r.device for r in reports] == ["pi4", "pi5", "pi3"]
     pi4, pi5, pi3 = ({c.name: c for c in r.checks} for r in reports)
     assert pi4["bundle"].status == OK and pi4["python"].status == OK
@@ -66,10 +68,13 @@ def test_doctor_reports_a_mixed_fleet_per_device(fleet_factory, tmp_path: Path) 
 
 
 def cli(fleet, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args, "-i",
-                           str(fleet.inventory_path)], capture_output=True, text=True,
-                          timeout=150, env={"PATH": "/usr/bin:/bin", "COLUMNS": "200",
-                                            "TSLM_CACHE": str(fleet.root / "cache")})
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args, "-i", str(fleet.inventory_path)],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "TSLM_CACHE": str(fleet.root / "cache")},
+    )
 
 
 @pytest.mark.slow  # imports torch and transformers as the device user
@@ -83,13 +88,15 @@ def test_deploy_and_doctor_cli_on_a_fleet_with_one_device_down(fake_fleet) -> No
     # pi4 is ready (real package imports as the device user); pi5 is down
     out = cli(fake_fleet, "doctor", "--devices", "lab")
     assert out.returncode == 1, out.stderr
-    assert "1 of 2 devices not ready" in out.stdout and out.stdout.rstrip().endswith("pi5"), \
+    assert "1 of 2 devices not ready" in out.stdout and out.stdout.rstrip().endswith("pi5"), (
         out.stdout
+    )
     assert "Traceback" not in out.stdout + out.stderr
 
 
-def test_the_fixture_removes_users_and_restores_folder_modes(tmp_path: Path,
-                                                             fleet_support: None) -> None:
+def test_the_fixture_removes_users_and_restores_folder_modes(
+    tmp_path: Path, fleet_support: None
+) -> None:
     venv_root = Path(sys.executable).resolve().parents[3]
     before = {p: stat.S_IMODE(p.stat().st_mode) for p in (venv_root, *venv_root.parents)}
     fleet = build_fleet(tmp_path / "f", ["pi4"])

@@ -31,19 +31,29 @@ FULL_TASKS = (("generate", {"num_queries": 2, "max_new_tokens": 3}), ("perplexit
 
 
 def metered_fleet(fleet_factory, um25c, hwmon, shared_dir: Path) -> FakeFleet:
-    return fleet_factory(2, meters=[
-        {"kind": "um25c", "port": um25c.port},
-        {"kind": "hwmon", "hwmon_name": "ina226", "sysfs_root": str(shared_dir / "sysfs")},
-    ])
+    return fleet_factory(
+        2,
+        meters=[
+            {"kind": "um25c", "port": um25c.port},
+            {"kind": "hwmon", "hwmon_name": "ina226", "sysfs_root": str(shared_dir / "sysfs")},
+        ],
+    )
 
 
 @pytest.mark.timeout(420)
-def test_two_devices_with_meters_into_sqlite(fleet_factory, um25c, hwmon, shared_dir: Path,
-                                              tiny_model: Path, tmp_path: Path) -> None:
+def test_two_devices_with_meters_into_sqlite(
+    fleet_factory, um25c, hwmon, shared_dir: Path, tiny_model: Path, tmp_path: Path
+) -> None:
     fleet = metered_fleet(fleet_factory, um25c, hwmon, shared_dir)
     variants = ("dense", "tt:rank=2")
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, variants=variants,
-                           tasks=FULL_TASKS, repetitions=2, warmup=1)
+    exp = write_experiment(
+        tmp_path / "exp.yaml",
+        tiny_model,
+        variants=variants,
+        tasks=FULL_TASKS,
+        repetitions=2,
+        warmup=1,
+    )
     db = f"sqlite:///{tmp_path / 'results.db'}"
     run = cli(*run_args(fleet, "pi4,pi5", exp, db, tmp_path / "cache"), cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -60,13 +70,20 @@ def test_two_devices_with_meters_into_sqlite(fleet_factory, um25c, hwmon, shared
 
 @pytest.mark.postgres
 @pytest.mark.timeout(420)
-def test_two_devices_into_postgresql(fleet_factory, um25c, hwmon, shared_dir: Path,
-                                     tiny_model: Path, tmp_path: Path, postgres_url: str
-                                     ) -> None:
+def test_two_devices_into_postgresql(
+    fleet_factory,
+    um25c,
+    hwmon,
+    shared_dir: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    postgres_url: str,
+) -> None:
     fleet = metered_fleet(fleet_factory, um25c, hwmon, shared_dir)
     variants = ("dense", "tt:rank=2")
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, variants=variants,
-                           tasks=(FULL_TASKS[0],), repetitions=1)
+    exp = write_experiment(
+        tmp_path / "exp.yaml", tiny_model, variants=variants, tasks=(FULL_TASKS[0],), repetitions=1
+    )
     run = cli(*run_args(fleet, "pi4,pi5", exp, postgres_url, tmp_path / "cache"), cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
     run_id = run_id_of(run.stdout)
@@ -84,14 +101,16 @@ def check_results(cwd: Path, db: str, run_id: str, variants: tuple[str, ...]) ->
     assert "Traceback" not in table.stderr
     for name in ("pi4", "pi5", *variants):
         assert name in table.stdout, table.stdout
-    by_device = cli("compare", "--run", run_id, "--by", "device", "--format", "json",
-                    "--db", db, cwd=cwd)
+    by_device = cli(
+        "compare", "--run", run_id, "--by", "device", "--format", "json", "--db", db, cwd=cwd
+    )
     assert by_device.returncode == 0, by_device.stderr
     text = by_device.stdout
     for name in ("pi4", "pi5", *variants):
         assert name in text
-    results = json.loads(cli("results", "--run", run_id, "--format", "json", "--db", db,
-                             cwd=cwd).stdout)
+    results = json.loads(
+        cli("results", "--run", run_id, "--format", "json", "--db", db, cwd=cwd).stdout
+    )
     got = {(r["device"], r["variant"], r["task"]) for r in results}
     assert {(d, v, "generate") for d in ("pi4", "pi5") for v in variants} <= got
     for row in results:
@@ -104,11 +123,14 @@ def check_energy(db: str, run_id: str, watts: dict[str, float], generate_queries
     """Energy is measured (not null) on both metered devices, with sample counts, and is
     what the emulated meters showed (constant power x time)."""
     rows: list[dict[str, Any]] = db_rows(
-        db, "SELECT d.name AS device, t.variant, t.idle_power_w, w.kind, w.energy_j, "
+        db,
+        "SELECT d.name AS device, t.variant, t.idle_power_w, w.kind, w.energy_j, "
         "w.duration_s, w.samples, w.fresh_samples, w.mean_power_w, w.under_resolved "
         "FROM windows w "
         "JOIN trials t ON t.id = w.trial_id JOIN devices d ON d.id = t.device_id "
-        "WHERE t.run_id = :r AND t.task = 'generate'", r=run_id)
+        "WHERE t.run_id = :r AND t.task = 'generate'",
+        r=run_id,
+    )
     for device, power_w in watts.items():
         mine = [r for r in rows if r["device"] == device]
         assert mine, f"{device}: no windows"
@@ -120,10 +142,14 @@ def check_energy(db: str, run_id: str, watts: dict[str, float], generate_queries
             assert row["energy_j"] == pytest.approx(power_w * row["duration_s"], rel=0.05)
             # a window too short for the meter says so instead of pretending
             assert row["under_resolved"] or row["fresh_samples"] >= 10, row
-    queries = db_rows(db, "SELECT d.name AS device, COUNT(*) AS n, SUM(q.samples) AS samples "
-                      "FROM queries q JOIN trials t ON t.id = q.trial_id JOIN devices d "
-                      "ON d.id = t.device_id WHERE t.run_id = :r AND t.task = 'generate' "
-                      "AND t.variant = 'dense' GROUP BY d.name", r=run_id)
+    queries = db_rows(
+        db,
+        "SELECT d.name AS device, COUNT(*) AS n, SUM(q.samples) AS samples "
+        "FROM queries q JOIN trials t ON t.id = q.trial_id JOIN devices d "
+        "ON d.id = t.device_id WHERE t.run_id = :r AND t.task = 'generate' "
+        "AND t.variant = 'dense' GROUP BY d.name",
+        r=run_id,
+    )
     assert {q["device"]: q["n"] for q in queries} == {d: generate_queries for d in watts}
 
 
@@ -139,8 +165,12 @@ def test_smollm2_on_one_device(fleet_factory, tmp_path: Path) -> None:
         pytest.skip(f"the embedded SmolLM2 is not installed here: {exc.message}")
     fleet = fleet_factory(1)
     variants = ("dense", "tt:rank=2")
-    exp = write_experiment(tmp_path / "exp.yaml", "default", variants=variants,
-                           tasks=(("generate", {"num_queries": 1, "max_new_tokens": 2}),))
+    exp = write_experiment(
+        tmp_path / "exp.yaml",
+        "default",
+        variants=variants,
+        tasks=(("generate", {"num_queries": 1, "max_new_tokens": 2}),),
+    )
     db = f"sqlite:///{tmp_path / 'results.db'}"
     run = cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path, timeout=850)
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
@@ -148,7 +178,8 @@ def test_smollm2_on_one_device(fleet_factory, tmp_path: Path) -> None:
     assert run_status(db, run_id) == "ok"
     assert {r["status"] for r in trials(db, run_id)} == {"ok"}
     check_ledger(fleet, db, run_id)
-    results = json.loads(cli("results", "--run", run_id, "--format", "json", "--db", db,
-                             cwd=tmp_path).stdout)
+    results = json.loads(
+        cli("results", "--run", run_id, "--format", "json", "--db", db, cwd=tmp_path).stdout
+    )
     assert {r["variant"] for r in results} == set(variants)
     assert next(r for r in results if r["variant"] == "tt:rank=2")["compression_ratio"] > 1.0

@@ -38,8 +38,9 @@ SHORT = (("generate", {"num_queries": 4, "max_new_tokens": 3}),)
 
 
 @pytest.mark.timeout(180)
-def test_device_unreachable_at_start(fleet_factory, tiny_model: Path, tmp_path: Path,
-                                     fault_summary) -> None:
+def test_device_unreachable_at_start(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(2)
     fleet["pi5"].stop()  # powered off: nothing listens any more
@@ -58,13 +59,19 @@ def test_device_unreachable_at_start(fleet_factory, tiny_model: Path, tmp_path: 
     assert "pi5" in by_device["pi5"]["error"] and "connect" in by_device["pi5"]["error"]
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == 4
-    fault_summary.add("device unreachable at start", "other device completes, run partial",
-                      ledger, survived=True, started=started)
+    fault_summary.add(
+        "device unreachable at start",
+        "other device completes, run partial",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.timeout(240)
-def test_link_down_mid_run_then_back(fleet_factory, tiny_model: Path, tmp_path: Path,
-                                     fault_summary) -> None:
+def test_link_down_mid_run_then_back(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1, netns=True)
     device = fleet["pi4"]
@@ -89,8 +96,13 @@ def test_link_down_mid_run_then_back(fleet_factory, tiny_model: Path, tmp_path: 
     assert [t["status"] for t in trials(db, run_id)] == ["ok"]
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == 300
-    fault_summary.add("link down mid-run (12 s), then back", "reattach, run completes",
-                      ledger, survived=True, started=started)
+    fault_summary.add(
+        "link down mid-run (12 s), then back",
+        "reattach, run completes",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.timeout(120)
@@ -100,8 +112,7 @@ def test_a_silent_stream_is_a_lost_connection(fleet_factory) -> None:
     device = fleet["pi4"]
     inv = load_inventory(fleet.inventory_path).devices["pi4"]
     with open_transport(inv) as transport:
-        lines = transport.stream(["sh", "-c", "echo first; sleep 60; echo never"],
-                                 idle_timeout_s=3)
+        lines = transport.stream(["sh", "-c", "echo first; sleep 60; echo never"], idle_timeout_s=3)
         assert next(lines) == "first"
         device.link_down()
         t0 = time.monotonic()
@@ -112,14 +123,18 @@ def test_a_silent_stream_is_a_lost_connection(fleet_factory) -> None:
             device.link_up()
         assert time.monotonic() - t0 < 10
         # a quiet but healthy stream is not cut while it keeps talking
-        chatty = list(transport.stream(["sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 1; "
-                                        "done"], idle_timeout_s=3))
+        chatty = list(
+            transport.stream(
+                ["sh", "-c", "for i in 1 2 3 4; do echo $i; sleep 1; done"], idle_timeout_s=3
+            )
+        )
         assert chatty == ["1", "2", "3", "4"]
 
 
 @pytest.mark.timeout(240)
-def test_sshd_killed_mid_run_then_restarted(fleet_factory, tiny_model: Path, tmp_path: Path,
-                                            fault_summary) -> None:
+def test_sshd_killed_mid_run_then_restarted(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
@@ -142,14 +157,18 @@ def test_sshd_killed_mid_run_then_restarted(fleet_factory, tiny_model: Path, tmp
     assert [t["status"] for t in trials(db, run_id)] == ["ok"]
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == 300
-    fault_summary.add("sshd killed mid-run, restarted 3 s later", "reattach, run completes",
-                      ledger, survived=True, started=started)
+    fault_summary.add(
+        "sshd killed mid-run, restarted 3 s later",
+        "reattach, run completes",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_slow_lossy_link(fleet_factory, tiny_model: Path, tmp_path: Path,
-                         fault_summary) -> None:
+def test_slow_lossy_link(fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary) -> None:
     """300 ms delay and 5 % loss: with tc netem where the kernel has it, else a relay that
     delays every chunk and stalls 5 % of them for a retransmission timeout."""
     started = time.monotonic()
@@ -172,8 +191,7 @@ def test_slow_lossy_link(fleet_factory, tiny_model: Path, tmp_path: Path,
     try:
         exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=SHORT)
         db = f"sqlite:///{tmp_path / 'r.db'}"
-        run = cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path,
-                  timeout=280)
+        run = cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path, timeout=280)
     finally:
         if relay is not None:
             relay.close()
@@ -184,5 +202,6 @@ def test_slow_lossy_link(fleet_factory, tiny_model: Path, tmp_path: Path,
     assert ledger.stored == 4
     if relay is not None:
         assert relay.chunks > 20 and relay.stalled_chunks > 0
-    fault_summary.add(f"300 ms delay + 5 % loss ({how})", "run completes", ledger,
-                      survived=True, started=started)
+    fault_summary.add(
+        f"300 ms delay + 5 % loss ({how})", "run completes", ledger, survived=True, started=started
+    )

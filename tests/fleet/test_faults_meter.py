@@ -31,19 +31,32 @@ QUERIES = 60
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize(("fault", "rate", "mid_run"), [
-    ("silent", 1.0, True),      # the meter stops answering while queries run
-    ("truncated", 0.3, False),  # 30 % of the frames cut short
-    ("bad_end", 0.3, False),    # 30 % of the frames with corrupted end bytes
-])
-def test_meter_faults_never_produce_wrong_numbers(fault: str, rate: float, mid_run: bool,
-                                                  fleet_factory, um25c, tiny_model: Path,
-                                                  tmp_path: Path, fault_summary) -> None:
+@pytest.mark.parametrize(
+    ("fault", "rate", "mid_run"),
+    [
+        ("silent", 1.0, True),  # the meter stops answering while queries run
+        ("truncated", 0.3, False),  # 30 % of the frames cut short
+        ("bad_end", 0.3, False),  # 30 % of the frames with corrupted end bytes
+    ],
+)
+def test_meter_faults_never_produce_wrong_numbers(
+    fault: str,
+    rate: float,
+    mid_run: bool,
+    fleet_factory,
+    um25c,
+    tiny_model: Path,
+    tmp_path: Path,
+    fault_summary,
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1, meters=[{"kind": "um25c", "port": um25c.port}])
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(
-        ("generate", {"num_queries": QUERIES, "max_new_tokens": 16}),))
+    exp = write_experiment(
+        tmp_path / "exp.yaml",
+        tiny_model,
+        tasks=(("generate", {"num_queries": QUERIES, "max_new_tokens": 16}),),
+    )
     db = f"sqlite:///{tmp_path / 'r.db'}"
     if not mid_run:
         um25c.set_fault(fault, rate)
@@ -65,27 +78,38 @@ def test_meter_faults_never_produce_wrong_numbers(fault: str, rate: float, mid_r
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == QUERIES  # every query completed
 
-    windows = db_rows(db, "SELECT kind, duration_s, energy_j, mean_power_w, samples, "
-                      "fresh_samples, under_resolved FROM windows WHERE trial_id = :t",
-                      t=trial["id"])
+    windows = db_rows(
+        db,
+        "SELECT kind, duration_s, energy_j, mean_power_w, samples, "
+        "fresh_samples, under_resolved FROM windows WHERE trial_id = :t",
+        t=trial["id"],
+    )
     for w in windows:
         if w["energy_j"] is not None:
             assert w["mean_power_w"] == pytest.approx(WATTS, rel=0.05), w
             assert w["energy_j"] == pytest.approx(WATTS * w["duration_s"], rel=0.05), w
         assert w["under_resolved"] or w["fresh_samples"] >= 10, w
-    queries = db_rows(db, "SELECT latency_s, energy_j, t_start, t_end FROM queries "
-                      "WHERE trial_id = :t", t=trial["id"])
+    queries = db_rows(
+        db,
+        "SELECT latency_s, energy_j, t_start, t_end FROM queries WHERE trial_id = :t",
+        t=trial["id"],
+    )
     for q in queries:
         if q["energy_j"] is not None:
-            assert q["energy_j"] == pytest.approx(WATTS * (q["t_end"] - q["t_start"]),
-                                                  rel=0.05), q
-    warnings = db_rows(db, "SELECT data FROM events WHERE trial_id = :t AND type = 'warning'",
-                       t=trial["id"])
+            assert q["energy_j"] == pytest.approx(WATTS * (q["t_end"] - q["t_start"]), rel=0.05), q
+    warnings = db_rows(
+        db, "SELECT data FROM events WHERE trial_id = :t AND type = 'warning'", t=trial["id"]
+    )
     flagged = [w for w in windows if w["under_resolved"] or w["energy_j"] is None]
     meter_warnings = [w for w in warnings if "meter" in str(w["data"])]
     # the damage is reported, not hidden: gap warnings or flagged windows
     assert meter_warnings or flagged, (warnings, windows)
     if fault == "silent":
         assert warnings, "a meter that stopped answering must be reported"
-    fault_summary.add(f"meter {fault} ({rate:.0%} of frames)", "warnings/flags, no wrong "
-                      "numbers, queries complete", ledger, survived=True, started=started)
+    fault_summary.add(
+        f"meter {fault} ({rate:.0%} of frames)",
+        "warnings/flags, no wrong numbers, queries complete",
+        ledger,
+        survived=True,
+        started=started,
+    )

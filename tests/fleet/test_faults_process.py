@@ -49,19 +49,25 @@ SHORT = ("generate", {"num_queries": 2, "max_new_tokens": 3})
 
 
 def query_seqs(db: str, trial_id: int) -> list[int]:
-    return [r["seq"] for r in db_rows(db, "SELECT seq FROM queries WHERE trial_id = :t "
-                                      "ORDER BY seq", t=trial_id)]
+    return [
+        r["seq"]
+        for r in db_rows(db, "SELECT seq FROM queries WHERE trial_id = :t ORDER BY seq", t=trial_id)
+    ]
 
 
 @pytest.mark.timeout(300)
-def test_agent_killed_then_resumed_as_a_new_attempt(fleet_factory, tiny_model: Path,
-                                                    tmp_path: Path, fault_summary) -> None:
+def test_agent_killed_then_resumed_as_a_new_attempt(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model,
-                           tasks=(LONG, ("perplexity", {"max_tokens": 64})),
-                           repetitions=REPS)
+    exp = write_experiment(
+        tmp_path / "exp.yaml",
+        tiny_model,
+        tasks=(LONG, ("perplexity", {"max_tokens": 64})),
+        repetitions=REPS,
+    )
     db = f"sqlite:///{tmp_path / 'r.db'}"
     args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     spawned = spawn_cli(*args, cwd=tmp_path)
@@ -90,21 +96,25 @@ def test_agent_killed_then_resumed_as_a_new_attempt(fleet_factory, tiny_model: P
     generate = trials(db, run_id)[0]
     assert generate["status"] == "ok" and generate["job_id"].endswith("-a2")
     seqs = query_seqs(db, generate["id"])
-    assert seqs[:len(first)] == first and min(seqs[len(first):]) > max(first)  # seq continues
+    assert seqs[: len(first)] == first and min(seqs[len(first) :]) > max(first)  # seq continues
     ledger = check_ledger(fleet, db, run_id)
-    fault_summary.add("agent process killed (SIGKILL) mid-trial", "trial failed, others go "
-                      "on; --resume re-runs it as attempt 2", ledger, survived=True,
-                      started=started)
+    fault_summary.add(
+        "agent process killed (SIGKILL) mid-trial",
+        "trial failed, others go on; --resume re-runs it as attempt 2",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.timeout(300)
-def test_controller_killed_then_resume_reattaches(fleet_factory, tiny_model: Path,
-                                                  tmp_path: Path, fault_summary) -> None:
+def test_controller_killed_then_resume_reattaches(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,),
-                           repetitions=REPS)
+    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     spawned = spawn_cli(*args, cwd=tmp_path)
@@ -126,18 +136,23 @@ def test_controller_killed_then_resume_reattaches(fleet_factory, tiny_model: Pat
     assert [p.name for p in device_jobs(device)] == [job_id]
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == LONG_QUERIES
-    fault_summary.add("controller killed (SIGKILL), then --resume", "reattach to the running "
-                      "job, run completes", ledger, survived=True, started=started)
+    fault_summary.add(
+        "controller killed (SIGKILL), then --resume",
+        "reattach to the running job, run completes",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.timeout(300)
-def test_ctrl_c_interrupts_and_resume_completes(fleet_factory, tiny_model: Path,
-                                                tmp_path: Path, fault_summary) -> None:
+def test_ctrl_c_interrupts_and_resume_completes(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,),
-                           repetitions=REPS)
+    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     spawned = spawn_cli(*args, cwd=tmp_path)
@@ -159,8 +174,11 @@ def test_ctrl_c_interrupts_and_resume_completes(fleet_factory, tiny_model: Path,
     while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not process_alive(pid), "the agent was not asked to stop"
-    done = [json.loads(line) for line in (device_jobs(device)[0] / "journal.jsonl")
-            .read_text().splitlines() if '"done"' in line]
+    done = [
+        json.loads(line)
+        for line in (device_jobs(device)[0] / "journal.jsonl").read_text().splitlines()
+        if '"done"' in line
+    ]
     assert done and done[-1]["status"] == "stopped"
     check_ledger(fleet, db, run_id)
 
@@ -169,9 +187,13 @@ def test_ctrl_c_interrupts_and_resume_completes(fleet_factory, tiny_model: Path,
     assert run_status(db, run_id) == "ok"
     assert trials(db, run_id)[0]["status"] == "ok"
     ledger = check_ledger(fleet, db, run_id)
-    fault_summary.add("Ctrl-C (SIGINT) during a run, then --resume", "agents stopped, exit "
-                      "130, run interrupted; resume completes", ledger, survived=True,
-                      started=started)
+    fault_summary.add(
+        "Ctrl-C (SIGINT) during a run, then --resume",
+        "agents stopped, exit 130, run interrupted; resume completes",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 HOLD_LOCK = """
@@ -185,21 +207,22 @@ conn.execute("ROLLBACK")
 
 
 @pytest.mark.timeout(240)
-def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_path: Path,
-                                         fault_summary) -> None:
+def test_sqlite_locked_by_another_writer(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,),
-                           repetitions=REPS)
+    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
     path = tmp_path / "r.db"
     db = f"sqlite:///{path}"
     spawned = spawn_cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path)
     holder = None
     try:
         wait_for_queries(device, 5, spawned=spawned)
-        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(path), "5"],
-                                  stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", HOLD_LOCK, str(path), "5"], stdout=subprocess.PIPE, text=True
+        )
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         code = spawned.wait(180)
         assert holder.wait(30) == 0
@@ -215,13 +238,17 @@ def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_pa
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == LONG_QUERIES
-    fault_summary.add("SQLite write-locked by another process for 5 s", "waits (busy "
-                      "timeout), run completes", ledger, survived=True, started=started)
+    fault_summary.add(
+        "SQLite write-locked by another process for 5 s",
+        "waits (busy timeout), run completes",
+        ledger,
+        survived=True,
+        started=started,
+    )
 
 
 @pytest.mark.timeout(240)
-def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path,
-                          fault_summary) -> None:
+def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary) -> None:
     from orchestrator.bundle import build_bundle
 
     started = time.monotonic()
@@ -232,8 +259,18 @@ def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path,
     bundle = build_bundle(tmp_path / "cache" / "bundles")
     # room for the agent bundle, not for the model's weights
     size_kib = (bundle.path.stat().st_size + 64 * 1024) // 1024
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k,uid={device.uid},"
-                    f"mode=0755", "tmpfs", str(workdir)], check=True)
+    subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size={size_kib}k,uid={device.uid},mode=0755",
+            "tmpfs",
+            str(workdir),
+        ],
+        check=True,
+    )
     try:
         exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(SHORT,))
         db = f"sqlite:///{tmp_path / 'r.db'}"
@@ -254,8 +291,13 @@ def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path,
     assert run_status(db, run_id) == "failed"
     (trial,) = trials(db, run_id)
     assert trial["status"] == "failed" and "pi4" in trial["error"]
-    fault_summary.add("device disk full (tmpfs workdir)", "clear error naming the device, no "
-                      "partial files", None, survived=True, started=started)
+    fault_summary.add(
+        "device disk full (tmpfs workdir)",
+        "clear error naming the device, no partial files",
+        None,
+        survived=True,
+        started=started,
+    )
 
 
 def _sha256(path: Path) -> str:
@@ -263,13 +305,15 @@ def _sha256(path: Path) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_artifact_corrupted_on_the_device(fleet_factory, tiny_model: Path, tmp_path: Path,
-                                          fault_summary) -> None:
+def test_artifact_corrupted_on_the_device(
+    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+) -> None:
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, variants=("tt:rank=2",),
-                           tasks=(SHORT,))
+    exp = write_experiment(
+        tmp_path / "exp.yaml", tiny_model, variants=("tt:rank=2",), tasks=(SHORT,)
+    )
     db = f"sqlite:///{tmp_path / 'r.db'}"
     args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     first = cli(*args, cwd=tmp_path)
@@ -302,16 +346,31 @@ def test_artifact_corrupted_on_the_device(fleet_factory, tiny_model: Path, tmp_p
         local = tmp_path / "job.json"
         local.write_text(json.dumps(spec))
         transport.put(local, f"{device.home}/.tslm/incoming/corrupted-check.json")
-        result = transport.run([str(VENV_PYTHON), str(bundle), "--workdir",
-                                f"{device.home}/.tslm", "run",
-                                f"{device.home}/.tslm/incoming/corrupted-check.json"],
-                               check=False, timeout_s=120)
+        result = transport.run(
+            [
+                str(VENV_PYTHON),
+                str(bundle),
+                "--workdir",
+                f"{device.home}/.tslm",
+                "run",
+                f"{device.home}/.tslm/incoming/corrupted-check.json",
+            ],
+            check=False,
+            timeout_s=120,
+        )
     assert result.exit_code != 0
-    errors = [json.loads(line) for line in result.stdout.splitlines()
-              if '"type": "error"' in line or '"type":"error"' in line]
+    errors = [
+        json.loads(line)
+        for line in result.stdout.splitlines()
+        if '"type": "error"' in line or '"type":"error"' in line
+    ]
     assert errors, result.stdout[-2000:] + result.stderr[-2000:]
     assert "sha256" in errors[0]["message"] and tensors.name in errors[0]["message"]
     assert not [ln for ln in result.stdout.splitlines() if '"query"' in ln]
-    fault_summary.add("artifact corrupted on the device", "re-pushed at deploy (sha256); "
-                      "refused by the agent after deploy", ledger, survived=True,
-                      started=started)
+    fault_summary.add(
+        "artifact corrupted on the device",
+        "re-pushed at deploy (sha256); refused by the agent after deploy",
+        ledger,
+        survived=True,
+        started=started,
+    )

@@ -39,16 +39,16 @@ def user_processes(device: FakeDevice) -> list[int]:
                 status = (entry / "status").read_text()
             except OSError:
                 continue
-            uids = next((ln.split()[1:] for ln in status.splitlines()
-                         if ln.startswith("Uid:")), [])
+            uids = next((ln.split()[1:] for ln in status.splitlines() if ln.startswith("Uid:")), [])
             if uid in uids and process_alive(int(entry.name)):
                 found.append(int(entry.name))
     return found
 
 
 @pytest.mark.timeout(120)
-def test_changed_host_key_is_refused_and_nothing_runs(fleet_factory, tiny_model: Path,
-                                                      tmp_path: Path) -> None:
+def test_changed_host_key_is_refused_and_nothing_runs(
+    fleet_factory, tiny_model: Path, tmp_path: Path
+) -> None:
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     device.regenerate_host_key()  # reinstalled board, or someone in the middle
@@ -69,17 +69,20 @@ HOSTILE = ["; touch {m}", "$(touch {m})", "`touch {m}`", " && touch {m} ", "\nto
 
 
 @pytest.mark.timeout(240)
-def test_hostile_inventory_values_do_not_inject_commands(fleet_factory, tiny_model: Path,
-                                                         tmp_path: Path) -> None:
+def test_hostile_inventory_values_do_not_inject_commands(
+    fleet_factory, tiny_model: Path, tmp_path: Path
+) -> None:
     marker = Path(f"/tmp/tslm-injected-{secrets.token_hex(4)}")
     values = [v.format(m=marker) for v in HOSTILE]
     fleet = fleet_factory(3, names=["pi4", "pi5", "pi3"])
     hostile = "x" + "".join(values)
-    fleet.write_inventory(overrides={
-        "pi4": {"workdir": f"~/w {hostile}"},
-        "pi5": {"python": f"{VENV_PYTHON}{hostile}"},
-        "pi3": {"meter": {"kind": "um25c", "port": f"/dev/ttyX{hostile}"}},
-    })
+    fleet.write_inventory(
+        overrides={
+            "pi4": {"workdir": f"~/w {hostile}"},
+            "pi5": {"python": f"{VENV_PYTHON}{hostile}"},
+            "pi3": {"meter": {"kind": "um25c", "port": f"/dev/ttyX{hostile}"}},
+        }
+    )
     exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=SHORT)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     run = cli(*run_args(fleet, "pi4,pi5,pi3", exp, db, tmp_path / "cache"), cwd=tmp_path)
@@ -99,13 +102,24 @@ def valid_spec() -> dict:
     """A valid job spec as a dict (tests then break one field)."""
     from agent.protocol import FileRef, JobSpec, MeterSpec, TaskSpec, WindowPolicy
 
-    return JobSpec(job_id="escape", run_id="r", model=FileRef(path="models/m", sha256="0" * 64),
-                   model_name="m", artifact=None, variant="dense",
-                   embedding_mode="on-the-fly", tasks=(TaskSpec(name="generate", params={}),),
-                   repetitions=1, warmup=0, idle_seconds=0.0,
-                   window=WindowPolicy(min_fresh_samples=10, min_seconds=0.0), threads=None,
-                   meter=MeterSpec(kind="none", options={}), max_duration_s=60.0,
-                   seq_start=1).to_dict()
+    return JobSpec(
+        job_id="escape",
+        run_id="r",
+        model=FileRef(path="models/m", sha256="0" * 64),
+        model_name="m",
+        artifact=None,
+        variant="dense",
+        embedding_mode="on-the-fly",
+        tasks=(TaskSpec(name="generate", params={}),),
+        repetitions=1,
+        warmup=0,
+        idle_seconds=0.0,
+        window=WindowPolicy(min_fresh_samples=10, min_seconds=0.0),
+        threads=None,
+        meter=MeterSpec(kind="none", options={}),
+        max_duration_s=60.0,
+        seq_start=1,
+    ).to_dict()
 
 
 def _filled_store(url: str) -> None:
@@ -179,9 +193,18 @@ def test_paths_leaving_the_work_directory_are_refused(fleet_factory, tmp_path: P
             local = tmp_path / "job.json"
             local.write_text(json.dumps(spec))
             transport.put(local, f"{workdir}/incoming/job.json")
-            res = transport.run([str(VENV_PYTHON), f"{workdir}/{rel}", "--workdir", workdir,
-                                 "run", f"{workdir}/incoming/job.json"], check=False,
-                                timeout_s=120)
+            res = transport.run(
+                [
+                    str(VENV_PYTHON),
+                    f"{workdir}/{rel}",
+                    "--workdir",
+                    workdir,
+                    "run",
+                    f"{workdir}/incoming/job.json",
+                ],
+                check=False,
+                timeout_s=120,
+            )
             return subprocess.CompletedProcess([], res.exit_code, res.stdout, res.stderr)
 
         spec = valid_spec()
@@ -194,9 +217,16 @@ def test_paths_leaving_the_work_directory_are_refused(fleet_factory, tmp_path: P
         # an artifact whose manifest lists a file outside its directory
         art = tmp_path / "art"
         art.mkdir()
-        manifest = {"format": "tslm-embedding-artifact", "format_version": 1, "method": "tt",
-                    "params": {}, "files": {"../../outside": {"sha256": "0" * 64},
-                                            "cores.safetensors": {"sha256": "0" * 64}}}
+        manifest = {
+            "format": "tslm-embedding-artifact",
+            "format_version": 1,
+            "method": "tt",
+            "params": {},
+            "files": {
+                "../../outside": {"sha256": "0" * 64},
+                "cores.safetensors": {"sha256": "0" * 64},
+            },
+        }
         (art / "manifest.json").write_text(json.dumps(manifest))
         (art / "cores.safetensors").write_bytes(b"x")
         for name in ("manifest.json", "cores.safetensors"):
@@ -206,27 +236,32 @@ def test_paths_leaving_the_work_directory_are_refused(fleet_factory, tmp_path: P
         (model_dir / "config.json").write_text("{}")
         transport.put(model_dir / "config.json", f"{workdir}/models/m/config.json")
         spec = valid_spec()
-        spec.update(job_id="escape-artifact", variant="tt:rank=2",
-                    model={"path": "models/m", "sha256": sha256_path(model_dir)},
-                    artifact={"path": "artifacts/evil",
-                              "sha256": sha256_file(art / "manifest.json")})
+        spec.update(
+            job_id="escape-artifact",
+            variant="tt:rank=2",
+            model={"path": "models/m", "sha256": sha256_path(model_dir)},
+            artifact={"path": "artifacts/evil", "sha256": sha256_file(art / "manifest.json")},
+        )
         res = agent_run(spec)
         assert res.returncode != 0
-        assert "../../outside" in res.stdout + res.stderr and "not allowed" in \
-            res.stdout + res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
+        assert (
+            "../../outside" in res.stdout + res.stderr and "not allowed" in res.stdout + res.stderr
+        ), res.stdout[-2000:] + res.stderr[-2000:]
     assert (device.home / "outside").read_text() == "not yours"
 
 
 @pytest.mark.timeout(240)
-def test_secrets_never_reach_the_database_or_the_logs(fleet_factory, tiny_model: Path,
-                                                      tmp_path: Path) -> None:
+def test_secrets_never_reach_the_database_or_the_logs(
+    fleet_factory, tiny_model: Path, tmp_path: Path
+) -> None:
     secret = f"TSLMSECRET{secrets.token_hex(8)}"
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     # a key whose comment (stored inside the private key file) is the secret
     key = device.dir / "id_secret"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", secret, "-f",
-                    str(key)], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", secret, "-f", str(key)], check=True
+    )
     authorized = device.home / ".ssh" / "authorized_keys"
     authorized.write_text(key.with_suffix(".pub").read_text())
     fleet.write_inventory(overrides={"pi4": {"identity_file": str(key)}})
@@ -234,8 +269,11 @@ def test_secrets_never_reach_the_database_or_the_logs(fleet_factory, tiny_model:
     needles = {secret, base64.b64encode(secret.encode()).decode()[:16], *key_lines}
     exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=SHORT)
     db_path = tmp_path / "r.db"
-    run = cli(*run_args(fleet, "pi4", exp, f"sqlite:///{db_path}", tmp_path / "cache"),
-              cwd=tmp_path, env={"TSLM_TEST_PASSWORD": secret, "SSH_PASSPHRASE": secret})
+    run = cli(
+        *run_args(fleet, "pi4", exp, f"sqlite:///{db_path}", tmp_path / "cache"),
+        cwd=tmp_path,
+        env={"TSLM_TEST_PASSWORD": secret, "SSH_PASSPHRASE": secret},
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     haystacks = {"stdout": run.stdout.encode(), "stderr": run.stderr.encode()}
     for path in tmp_path.glob("r.db*"):

@@ -110,8 +110,10 @@ def test_a_changed_host_key_is_refused_and_nothing_runs(fake_fleet: FakeFleet) -
     device = devices_of(fake_fleet)["pi4"]
     marker = fake.home / "ran"
     for accept in (False, True):
-        with pytest.raises(HostKeyError) as info, \
-                open_transport(device, accept_new_hostkeys=accept) as t:
+        with (
+            pytest.raises(HostKeyError) as info,
+            open_transport(device, accept_new_hostkeys=accept) as t,
+        ):
             t.run(["touch", str(marker)])
         assert "CHANGED" in info.value.message and "pi4" in info.value.message
         assert "ssh-keygen -R" in info.value.hint

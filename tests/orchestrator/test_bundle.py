@@ -31,16 +31,27 @@ def test_the_bundle_is_deterministic_and_cached(bundle, tmp_path: Path) -> None:
         names = zf.namelist()
         assert names[0] == "__main__.py" and names[1:] == sorted(names[1:])
         assert {i.date_time for i in zf.infolist()} == {(1980, 1, 1, 0, 0, 0)}
-    assert {"agent/cli.py", "agent/runner.py", "tasks/models.py",
-            "tasks/data/prompts.jsonl"} <= set(names)
-    assert not any("__pycache__" in n or n.startswith(("orchestrator/", "db/", "tests/"))
-                   for n in names)
+    assert {
+        "agent/cli.py",
+        "agent/runner.py",
+        "tasks/models.py",
+        "tasks/data/prompts.jsonl",
+    } <= set(names)
+    assert not any(
+        "__pycache__" in n or n.startswith(("orchestrator/", "db/", "tests/")) for n in names
+    )
 
 
 def _run_bundle(bundle_path: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run([sys.executable, str(bundle_path), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(bundle_path), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_the_bundle_runs_info_and_a_job(bundle, tmp_path: Path) -> None:

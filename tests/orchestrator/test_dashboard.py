@@ -24,8 +24,10 @@ from orchestrator.dashboard import (
 )
 from orchestrator.progress import RunProgress
 
-LONG_ERROR = ("ConnectError: pi5 (192.0.2.15:22) did not answer within 10 s; check that the "
-              "board is powered and on the network, then run tslm-fleet doctor --devices pi5")
+LONG_ERROR = (
+    "ConnectError: pi5 (192.0.2.15:22) did not answer within 10 s; check that the "
+    "board is powered and on the network, then run tslm-fleet doctor --devices pi5"
+)
 TIMESTAMP = re.compile(r"^\d\d:\d\d:\d\d ")
 
 
@@ -33,25 +35,68 @@ def _event(seq: int, event_type: str, **data: object):
     return make_event(seq, event_type, float(seq), **data)
 
 
-def _query(seq: int, latency_s: float, *, temp_c: float | None = None,
-           throttled: bool | None = None):
-    return _event(seq, "query", task="generate", rep=0, index=seq, t_start=0.0,
-                  t_end=latency_s, latency_s=latency_s, ttft_s=None, prompt_tokens=8,
-                  output_tokens=16, tokens_per_s=None, output_sha256=None, energy_j=None,
-                  net_energy_j=None, samples=0, fresh_samples=0, under_resolved=True,
-                  throttled=throttled, temp_c=temp_c)
+def _query(
+    seq: int, latency_s: float, *, temp_c: float | None = None, throttled: bool | None = None
+):
+    return _event(
+        seq,
+        "query",
+        task="generate",
+        rep=0,
+        index=seq,
+        t_start=0.0,
+        t_end=latency_s,
+        latency_s=latency_s,
+        ttft_s=None,
+        prompt_tokens=8,
+        output_tokens=16,
+        tokens_per_s=None,
+        output_sha256=None,
+        energy_j=None,
+        net_energy_j=None,
+        samples=0,
+        fresh_samples=0,
+        under_resolved=True,
+        throttled=throttled,
+        temp_c=temp_c,
+    )
 
 
-def _window(seq: int, energy_j_per_query: float, *, temp_c_after: float | None = None,
-            throttled: bool | None = None):
-    return _event(seq, "window", kind="queries", task="generate", rep=0, index=0,
-                  t_start=0.0, t_end=10.0, duration_s=10.0, queries=5, energy_j=None,
-                  net_energy_j=None, energy_j_per_query=energy_j_per_query,
-                  net_energy_j_per_query=None, mean_power_w=None, median_power_w=None,
-                  samples=20, fresh_samples=20, under_resolved=False, throttled=throttled,
-                  temp_c_before=None, temp_c_after=temp_c_after, freq_mhz_before=None,
-                  freq_mhz_after=None, throttled_flags_before=None,
-                  throttled_flags_after=None)
+def _window(
+    seq: int,
+    energy_j_per_query: float,
+    *,
+    temp_c_after: float | None = None,
+    throttled: bool | None = None,
+):
+    return _event(
+        seq,
+        "window",
+        kind="queries",
+        task="generate",
+        rep=0,
+        index=0,
+        t_start=0.0,
+        t_end=10.0,
+        duration_s=10.0,
+        queries=5,
+        energy_j=None,
+        net_energy_j=None,
+        energy_j_per_query=energy_j_per_query,
+        net_energy_j_per_query=None,
+        mean_power_w=None,
+        median_power_w=None,
+        samples=20,
+        fresh_samples=20,
+        under_resolved=False,
+        throttled=throttled,
+        temp_c_before=None,
+        temp_c_after=temp_c_after,
+        freq_mhz_before=None,
+        freq_mhz_after=None,
+        throttled_flags_before=None,
+        throttled_flags_after=None,
+    )
 
 
 def fleet_progress() -> RunProgress:
@@ -60,8 +105,9 @@ def fleet_progress() -> RunProgress:
     progress.plan("pi4", trials_total=4, queries_total=40)
     progress.set_state("pi4", "running", trial="tt-2x/generate")
     for seq, watts in enumerate([3.1, 3.3, 3.9, 4.2, 4.25, 4.1, 3.2], start=1):
-        progress.apply_event("pi4", _event(seq, "power", watts=watts, samples=seq,
-                                           fresh_samples=seq))
+        progress.apply_event(
+            "pi4", _event(seq, "power", watts=watts, samples=seq, fresh_samples=seq)
+        )
     for seq in range(8, 20):
         progress.apply_event("pi4", _query(seq, 0.41234, temp_c=55.04))
     progress.apply_event("pi4", _window(20, 0.0123456))
@@ -74,8 +120,9 @@ def fleet_progress() -> RunProgress:
     for seq in range(1, 4):
         progress.apply_event("local", _query(seq, 1.23456))
     progress.apply_event("local", _window(4, 12.3456, temp_c_after=81.23, throttled=True))
-    progress.apply_event("local", _event(5, "warning", message="window under-resolved",
-                                         code="under_resolved"))
+    progress.apply_event(
+        "local", _event(5, "warning", message="window under-resolved", code="under_resolved")
+    )
     progress.apply_event("local", _event(6, "phase", phase="idle"))
 
     progress.plan("orin", trials_total=1, queries_total=5)
@@ -93,11 +140,22 @@ def render_text(progress: RunProgress, width: int = 140) -> str:
 
 # --------------------------------------------------------------------------- formatting
 
-@pytest.mark.parametrize(("value", "text"), [
-    (3.14159, "3.14"), (1234.5, "1230"), (0.012345, "0.0123"), (9.996, "10.0"),
-    (99.96, "100"), (0.0, "0"), (-2.346, "-2.35"), (100.0, "100"), (5.0, "5.00"),
-    (float("nan"), "–"),
-])
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (3.14159, "3.14"),
+        (1234.5, "1230"),
+        (0.012345, "0.0123"),
+        (9.996, "10.0"),
+        (99.96, "100"),
+        (0.0, "0"),
+        (-2.346, "-2.35"),
+        (100.0, "100"),
+        (5.0, "5.00"),
+        (float("nan"), "–"),
+    ],
+)
 def test_format_sig_keeps_three_significant_digits(value: float, text: str) -> None:
     assert format_sig(value) == text
 
@@ -114,6 +172,7 @@ def test_units_and_missing_values() -> None:
 
 
 # --------------------------------------------------------------------------- sparkline
+
 
 def test_sparkline_spans_lowest_to_highest_level() -> None:
     assert sparkline(range(8)) == SPARK_LEVELS
@@ -138,6 +197,7 @@ def test_sparkline_flat_noise_and_gaps() -> None:
 
 # --------------------------------------------------------------------------- live table
 
+
 def test_dashboard_renders_every_device_and_its_cells() -> None:
     text = render_text(fleet_progress())
     assert all(len(line) <= 140 for line in text.splitlines())
@@ -148,8 +208,7 @@ def test_dashboard_renders_every_device_and_its_cells() -> None:
 
     pi4 = rows["pi4"]
     assert "running" in pi4 and "1/4 tt-2x/generate" in pi4 and "12/40" in pi4
-    assert "3.20 W" in pi4 and sparkline([3.1, 3.3, 3.9, 4.2, 4.25, 4.1, 3.2],
-                                         min_span=0.1) in pi4
+    assert "3.20 W" in pi4 and sparkline([3.1, 3.3, 3.9, 4.2, 4.25, 4.1, 3.2], min_span=0.1) in pi4
     assert "412 ms" in pi4 and "0.0123 J" in pi4 and "55.0°C" in pi4 and "⚠" not in pi4
 
     pi5 = rows["pi5"]
@@ -211,11 +270,13 @@ def test_display_is_plain_without_a_terminal() -> None:
 
 # --------------------------------------------------------------------------- plain lines
 
+
 def plain_run(summary_interval_s: float = 60.0) -> tuple[RunProgress, PlainDisplay, io.StringIO]:
     progress = RunProgress("run-7", ["pi4", "local"])
     out = io.StringIO()
-    display = make_display(progress, console=Console(file=out, width=80),
-                           summary_interval_s=summary_interval_s)
+    display = make_display(
+        progress, console=Console(file=out, width=80), summary_interval_s=summary_interval_s
+    )
     assert isinstance(display, PlainDisplay)
     return progress, display, out
 
@@ -252,8 +313,7 @@ def test_plain_mode_prints_a_line_per_state_change_warning_and_error() -> None:
     assert "all trials scheduled" in bodies
     # the closing summary has one line per device, and nothing follows the close
     assert any(b.startswith("pi4    idle baseline") and "0/10 queries" in b for b in bodies[-4:])
-    assert any(b.startswith("local  failed") and "error: ssh refused" in b
-               for b in bodies[-4:])
+    assert any(b.startswith("local  failed") and "error: ssh refused" in b for b in bodies[-4:])
     assert not any("done" in b for b in bodies)
 
 
@@ -266,8 +326,9 @@ def test_plain_mode_summarises_active_devices_periodically() -> None:
     with display:
         time.sleep(0.3)
     bodies = [TIMESTAMP.sub("", line) for line in out.getvalue().splitlines()]
-    summaries = [b for b in bodies
-                 if b.startswith("pi4    running  1/2 dense/generate  1/10 queries")]
+    summaries = [
+        b for b in bodies if b.startswith("pi4    running  1/2 dense/generate  1/10 queries")
+    ]
     assert len(summaries) >= 3  # periodic ones plus the closing one
     assert "3.46 W" in summaries[0] and "latency 500 ms" in summaries[0]
     assert "60.0°C" in summaries[0] and "THROTTLED" in summaries[0]

@@ -27,8 +27,9 @@ from tasks.errors import ArtifactError, ConfigError
 
 def make_device(tmp_path: Path, python: str | None = None):
     extra = f", python: '{python}'" if python else ""
-    return parse_inventory(f"devices:\n  here: {{transport: local, "
-                           f"workdir: '{tmp_path / 'wd'}'{extra}}}\n")["here"]
+    return parse_inventory(
+        f"devices:\n  here: {{transport: local, workdir: '{tmp_path / 'wd'}'{extra}}}\n"
+    )["here"]
 
 
 def item(path: Path, remote: str) -> PushItem:
@@ -44,8 +45,9 @@ def files(tmp_path: Path) -> list[PushItem]:
     return items_for_directory(src, "artifacts/x")
 
 
-def test_push_then_skip_then_repush_what_changed_on_the_device(tmp_path: Path,
-                                                                files: list[PushItem]) -> None:
+def test_push_then_skip_then_repush_what_changed_on_the_device(
+    tmp_path: Path, files: list[PushItem]
+) -> None:
     t = open_transport(make_device(tmp_path))
     events: list[tuple[str, int, int]] = []
     first = deploy_files(t, files, progress=lambda *a: events.append(a))
@@ -84,8 +86,9 @@ class CorruptingTransport(LocalTransport):
         Path(self.resolve(remote)).write_bytes(b"garbage")
 
 
-def test_a_file_that_arrives_corrupted_is_an_artifact_error(tmp_path: Path,
-                                                             files: list[PushItem]) -> None:
+def test_a_file_that_arrives_corrupted_is_an_artifact_error(
+    tmp_path: Path, files: list[PushItem]
+) -> None:
     t = CorruptingTransport(make_device(tmp_path))
     with pytest.raises(ArtifactError, match="arrived with sha256") as info:
         deploy_files(t, files[:1])
@@ -124,7 +127,11 @@ def test_wheelhouse_command_downloads_binary_aarch64_wheels(tmp_path: Path) -> N
 
 def test_pip_install_offline_from_a_wheelhouse() -> None:
     assert pip_install_argv("/v/bin/python3", ["a==1"], find_links="/w/wheelhouse")[-4:] == [
-        "--no-index", "--find-links", "/w/wheelhouse", "a==1"]
+        "--no-index",
+        "--find-links",
+        "/w/wheelhouse",
+        "a==1",
+    ]
     assert "--index-url" in pip_install_argv("p", ["a"], index_url="http://mirror/simple")
 
 
@@ -136,7 +143,7 @@ def build_wheel(folder: Path, name: str = "tslm_probe_pkg", version: str = "1.0"
         f"{name}.py": "VALUE = 42\n",
         f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
         f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                   "Tag: py3-none-any\n",
+        "Tag: py3-none-any\n",
     }
     record = "".join(f"{n},,\n" for n in files) + f"{dist}.dist-info/RECORD,,\n"
     with zipfile.ZipFile(path, "w") as zf:
@@ -153,18 +160,19 @@ def test_bootstrap_creates_the_venv_and_installs_from_a_wheelhouse(tmp_path: Pat
     build_wheel(wheels)
     python = tmp_path / "venv" / "bin" / "python3"
     t = open_transport(make_device(tmp_path, python=str(python)))
-    report = bootstrap_device(t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"],
-                              base_python=sys.executable)
+    report = bootstrap_device(
+        t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"], base_python=sys.executable
+    )
     assert report.created and report.venv == str(tmp_path / "venv")
     assert report.wheelhouse_pushed == 1
     out = t.run([str(python), "-c", "import tslm_probe_pkg; print(tslm_probe_pkg.VALUE)"])
     assert out.stdout.strip() == "42"
-    again = bootstrap_device(t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"],
-                             base_python=sys.executable)
+    again = bootstrap_device(
+        t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"], base_python=sys.executable
+    )
     assert not again.created and again.wheelhouse_pushed == 0
 
 
 def test_bootstrap_needs_a_python_path(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="bare command"):
-        bootstrap_device(open_transport(make_device(tmp_path, python="python3")),
-                         requirements=[])
+        bootstrap_device(open_transport(make_device(tmp_path, python="python3")), requirements=[])

@@ -39,8 +39,9 @@ def by_name(health) -> dict[str, object]:
 
 
 def test_missing_packages_and_bundle_are_reported_with_fixes(tmp_path: Path) -> None:
-    health = check_device(inventory(tmp_path)["here"],
-                          modules={**LIGHT, "tslm_no_such_module": "tslm-no-such"})
+    health = check_device(
+        inventory(tmp_path)["here"], modules={**LIGHT, "tslm_no_such_module": "tslm-no-such"}
+    )
     checks = by_name(health)
     assert checks["reachable"].status == OK and checks["python"].status == OK
     assert checks["packages"].status == FAIL
@@ -56,8 +57,9 @@ def test_a_deployed_bundle_is_run_for_its_info(tmp_path: Path) -> None:
     device = inventory(tmp_path)["here"]
     bundle = build_bundle(tmp_path / "cache")
     with open_transport(device) as t:
-        deploy_files(t, [PushItem(bundle.path, RemoteLayout.bundle_path(bundle.sha256),
-                                  bundle.sha256)])
+        deploy_files(
+            t, [PushItem(bundle.path, RemoteLayout.bundle_path(bundle.sha256), bundle.sha256)]
+        )
     health = check_device(device, modules=LIGHT, bundle_sha256=bundle.sha256)
     checks = by_name(health)
     assert checks["bundle"].status == OK and "agent " in checks["bundle"].detail
@@ -90,24 +92,42 @@ def test_one_unreachable_device_does_not_stop_the_others(tmp_path: Path) -> None
 def test_inventory_check_cli(tmp_path: Path) -> None:
     good = tmp_path / "inv.yaml"
     good.write_text("devices:\n  pi4: {host: pi4.local, tags: [lab]}\n")
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "inventory", "check", "-i",
-                          str(good)], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "inventory", "check", "-i", str(good)],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "pi4" in out.stdout and "is valid" in out.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("devices:\n  pi4:\n    host: h\n    meter: {kind: um26c}\n")
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "inventory", "check"],
-                         capture_output=True, text=True, env={"TSLM_INVENTORY": str(bad),
-                                                              "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "inventory", "check"],
+        capture_output=True,
+        text=True,
+        env={"TSLM_INVENTORY": str(bad), "PATH": "/usr/bin:/bin"},
+    )
     assert out.returncode == 2
     assert f"{bad}:4 devices.pi4.meter.kind: unknown meter kind 'um26c'" in out.stderr
     assert "Traceback" not in out.stderr + out.stdout
 
 
 def test_wheelhouse_cli_dry_run(tmp_path: Path) -> None:
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "wheelhouse", "--platform",
-                          "aarch64", "--out", str(tmp_path / "wh"), "--dry-run"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator",
+            "wheelhouse",
+            "--platform",
+            "aarch64",
+            "--out",
+            str(tmp_path / "wh"),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "pip download --only-binary=:all: --platform manylinux2014_aarch64" in out.stdout
     assert "torch==2.13.0" in out.stdout and not (tmp_path / "wh").exists()
@@ -117,7 +137,10 @@ def test_wheelhouse_cli_dry_run(tmp_path: Path) -> None:
 def test_fleet_commands_reject_unknown_devices(tmp_path: Path, devices: str) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text("devices:\n  pi4: {host: pi4.local, tags: [lab]}\n")
-    out = subprocess.run([sys.executable, "-m", "orchestrator", "doctor", "-i", str(inv),
-                          "--devices", devices], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "orchestrator", "doctor", "-i", str(inv), "--devices", devices],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "unknown device, tag or group" in out.stderr
     assert "Traceback" not in out.stderr

@@ -51,8 +51,9 @@ def test_the_example_inventory_of_the_repository_validates() -> None:
 
 
 def test_devices_override_defaults_and_local_uses_the_controller_python() -> None:
-    inv = parse_inventory(GOOD.replace("pi5: {host: 192.0.2.15,",
-                                       "pi5: {host: 192.0.2.15, port: 2222, user: lab,"))
+    inv = parse_inventory(
+        GOOD.replace("pi5: {host: 192.0.2.15,", "pi5: {host: 192.0.2.15, port: 2222, user: lab,")
+    )
     assert (inv["pi5"].port, inv["pi5"].user) == (2222, "lab")
     assert inv["pi5"].board == "generic"
     local = inv["local"]
@@ -68,8 +69,9 @@ def test_a_device_without_meter_gets_the_default_meter() -> None:
 def test_unknown_meter_kind_names_file_line_field_and_the_known_kinds() -> None:
     text = GOOD.replace("kind: pi5-pmic", "kind: um26c")
     message = str(error_of(text))
-    assert message.startswith("inventory.yaml:4 devices.pi5.meter.kind: unknown meter kind "
-                              "'um26c' (known: ")
+    assert message.startswith(
+        "inventory.yaml:4 devices.pi5.meter.kind: unknown meter kind 'um26c' (known: "
+    )
     for kind in agent.meters.KNOWN_METER_KINDS:
         assert kind in message
     assert "did you mean" in message
@@ -84,38 +86,53 @@ def test_errors_on_block_style_files_point_at_the_right_lines() -> None:
     text = (ROOT / "inventory.yaml").read_text()
     lines = text.splitlines()
     bad = text.replace("    board: raspberrypi5", "    board: raspberrypi6").replace(
-        "  port: 22", "  port: '22'")
+        "  port: 22", "  port: '22'"
+    )
     message = str(error_of(bad))
     board_line = lines.index("    board: raspberrypi5") + 1
     port_line = lines.index("  port: 22") + 1
-    assert f"inventory.yaml:{board_line} devices.pi5.board: unknown board 'raspberrypi6'" \
-        in message
+    assert f"inventory.yaml:{board_line} devices.pi5.board: unknown board 'raspberrypi6'" in message
     assert "(did you mean 'raspberrypi5'?)" in message
     assert f"inventory.yaml:{port_line} defaults.port: " in message
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("devices:\n  a: {hots: h}\n",
-     "inventory.yaml:2 devices.a.hots: unknown field 'hots' (did you mean 'host'?)"),
-    ("devices:\n  a: {host: h}\ndevics: {}\n",
-     "inventory.yaml:3 devics: unknown field 'devics' (did you mean 'devices'?)"),
-    ("devices:\n  a:\n    host: h\n    port: 70000\n",
-     "inventory.yaml:4 devices.a.port: port 70000 is not in 1-65535"),
-    ("devices:\n  a: {host: h, transport: telnet}\n",
-     "inventory.yaml:2 devices.a.transport: unknown transport 'telnet'"),
-    ("devices:\n  a: {port: 22}\n", "inventory.yaml:2 devices.a: an ssh device needs a `host:`"),
-    ("devices:\n  a: {host: h}\ngroups:\n  g: [a,\n      b]\n",
-     "inventory.yaml:5 groups.g.1: unknown device 'b' (devices: a)"),
-    ("devices:\n  a: {host: h}\n  a: {host: k}\n",
-     "inventory.yaml:3 devices.a: duplicate key"),
-    ("devices:\n  all: {host: h}\n", "inventory.yaml:2 devices.all: device name 'all'"),
-    ("devices:\n  a: {host: h, tags: lab}\n", "inventory.yaml:2 devices.a.tags: "),
-    ("devices: {}\n", "inventory.yaml:1 devices: at least one device is required"),
-    ("defaults: {user: pi}\n", "inventory.yaml:1 devices: required field is missing"),
-    ("devices:\n  a: {host: h\n", "inventory.yaml:3: invalid YAML"),
-    ("", "inventory.yaml:1: the inventory must be a mapping"),
-    ("- a\n- b\n", "inventory.yaml:1: the inventory must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "devices:\n  a: {hots: h}\n",
+            "inventory.yaml:2 devices.a.hots: unknown field 'hots' (did you mean 'host'?)",
+        ),
+        (
+            "devices:\n  a: {host: h}\ndevics: {}\n",
+            "inventory.yaml:3 devics: unknown field 'devics' (did you mean 'devices'?)",
+        ),
+        (
+            "devices:\n  a:\n    host: h\n    port: 70000\n",
+            "inventory.yaml:4 devices.a.port: port 70000 is not in 1-65535",
+        ),
+        (
+            "devices:\n  a: {host: h, transport: telnet}\n",
+            "inventory.yaml:2 devices.a.transport: unknown transport 'telnet'",
+        ),
+        (
+            "devices:\n  a: {port: 22}\n",
+            "inventory.yaml:2 devices.a: an ssh device needs a `host:`",
+        ),
+        (
+            "devices:\n  a: {host: h}\ngroups:\n  g: [a,\n      b]\n",
+            "inventory.yaml:5 groups.g.1: unknown device 'b' (devices: a)",
+        ),
+        ("devices:\n  a: {host: h}\n  a: {host: k}\n", "inventory.yaml:3 devices.a: duplicate key"),
+        ("devices:\n  all: {host: h}\n", "inventory.yaml:2 devices.all: device name 'all'"),
+        ("devices:\n  a: {host: h, tags: lab}\n", "inventory.yaml:2 devices.a.tags: "),
+        ("devices: {}\n", "inventory.yaml:1 devices: at least one device is required"),
+        ("defaults: {user: pi}\n", "inventory.yaml:1 devices: required field is missing"),
+        ("devices:\n  a: {host: h\n", "inventory.yaml:3: invalid YAML"),
+        ("", "inventory.yaml:1: the inventory must be a mapping"),
+        ("- a\n- b\n", "inventory.yaml:1: the inventory must be a mapping"),
+    ],
+)
 def test_invalid_inventories_say_where_and_what(text: str, expected: str) -> None:
     err = error_of(text)
     assert expected in str(err)
@@ -128,11 +145,12 @@ def test_every_problem_is_reported_at_once() -> None:
 
 
 def test_braces_in_values_are_not_templates() -> None:
-    assert "unknown board '{board}'" in str(error_of("devices:\n  a: {host: h, board: '{board}'}\n"))
+    assert "unknown board '{board}'" in str(
+        error_of("devices:\n  a: {host: h, board: '{board}'}\n")
+    )
 
 
-def test_missing_file_and_path_resolution(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_file_and_path_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InventoryError, match="inventory file not found") as info:
         load_inventory(tmp_path / "nope.yaml")
     assert INVENTORY_ENV in (info.value.hint or "")
@@ -147,6 +165,7 @@ def test_missing_file_and_path_resolution(tmp_path: Path,
 
 # --------------------------------------------------------------------------- fuzzing
 
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.text(max_size=300))
 def test_arbitrary_text_never_gives_a_traceback(text: str) -> None:
@@ -156,14 +175,42 @@ def test_arbitrary_text_never_gives_a_traceback(text: str) -> None:
         pass
 
 
-_KEYS = st.sampled_from(["defaults", "devices", "groups", "host", "port", "user", "tags",
-                         "meter", "kind", "board", "transport", "python", "workdir",
-                         "identity_file", "known_hosts", "pi4", "lab", "all", "x"])
-_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-5, 70000),
-                     st.floats(allow_nan=True), st.text(max_size=12),
-                     st.sampled_from(["um25c", "ssh", "local", "raspberrypi4", "pi4", "lab"]))
-_VALUES = st.recursive(_SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)), max_leaves=25)
+_KEYS = st.sampled_from(
+    [
+        "defaults",
+        "devices",
+        "groups",
+        "host",
+        "port",
+        "user",
+        "tags",
+        "meter",
+        "kind",
+        "board",
+        "transport",
+        "python",
+        "workdir",
+        "identity_file",
+        "known_hosts",
+        "pi4",
+        "lab",
+        "all",
+        "x",
+    ]
+)
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["um25c", "ssh", "local", "raspberrypi4", "pi4", "lab"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(_KEYS, inner, max_size=5)),
+    max_leaves=25,
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

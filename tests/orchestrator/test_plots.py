@@ -21,12 +21,16 @@ from orchestrator.plots import (
 from tasks.errors import ConfigError, DatabaseError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-VARIANTS = (("dense", "dense", None, 6.75), ("tt-1.5x", "tt", 1.48, 14.6),
-            ("tt-2x", "tt", 1.99, 9.23))
+VARIANTS = (
+    ("dense", "dense", None, 6.75),
+    ("tt-1.5x", "tt", 1.48, 14.6),
+    ("tt-2x", "tt", 1.99, 9.23),
+)
 
 
-def result_rows(*, metered: tuple[str, ...] = ("pi4", "pi5"),
-                devices: tuple[str, ...] = ("pi4", "pi5", "local")) -> list[dict[str, Any]]:
+def result_rows(
+    *, metered: tuple[str, ...] = ("pi4", "pi5"), devices: tuple[str, ...] = ("pi4", "pi5", "local")
+) -> list[dict[str, Any]]:
     """Rows shaped like ``db.queries.results``: 3 variants x 2 tasks per device."""
     rows = []
     for k, device in enumerate(devices):
@@ -34,17 +38,26 @@ def result_rows(*, metered: tuple[str, ...] = ("pi4", "pi5"),
         for variant, method, ratio, ppl in VARIANTS:
             for task in ("generate", "perplexity"):
                 energy = 3.0 * speed / (ratio or 1.0) ** 0.2 if device in metered else None
-                rows.append({
-                    "run_id": "run-1", "device": device, "model": "smollm2",
-                    "variant": variant, "method": method, "compression_ratio": ratio,
-                    "task": task, "n_queries": 24,
-                    "latency_s_median": 0.8 * speed, "latency_s_p90": 0.95 * speed,
-                    "latency_s_ci_low": 0.75 * speed, "latency_s_ci_high": 0.84 * speed,
-                    "energy_j_per_query_median": energy,
-                    "net_energy_j_per_query_median": None if energy is None else energy * 0.4,
-                    "energy_j_per_query_iqr": None if energy is None else energy * 0.2,
-                    "perplexity": ppl if task == "perplexity" else None,
-                })
+                rows.append(
+                    {
+                        "run_id": "run-1",
+                        "device": device,
+                        "model": "smollm2",
+                        "variant": variant,
+                        "method": method,
+                        "compression_ratio": ratio,
+                        "task": task,
+                        "n_queries": 24,
+                        "latency_s_median": 0.8 * speed,
+                        "latency_s_p90": 0.95 * speed,
+                        "latency_s_ci_low": 0.75 * speed,
+                        "latency_s_ci_high": 0.84 * speed,
+                        "energy_j_per_query_median": energy,
+                        "net_energy_j_per_query_median": None if energy is None else energy * 0.4,
+                        "energy_j_per_query_iqr": None if energy is None else energy * 0.2,
+                        "perplexity": ppl if task == "perplexity" else None,
+                    }
+                )
     return rows
 
 
@@ -61,12 +74,16 @@ def assert_png(path: Path, min_bytes: int = 10_000) -> tuple[int, int]:
 def figure_texts(fig: Any) -> str:
     texts = [t.get_text() for t in fig.texts]
     for ax in fig.axes:
-        texts += [t.get_text() for t in ax.texts] + [ax.get_title(), ax.get_xlabel(),
-                                                       ax.get_ylabel()]
+        texts += [t.get_text() for t in ax.texts] + [
+            ax.get_title(),
+            ax.get_xlabel(),
+            ax.get_ylabel(),
+        ]
     return "\n".join(texts)
 
 
 # --------------------------------------------------------------------------- adapter
+
 
 def test_adapter_reads_mappings_and_objects_alike() -> None:
     row = result_rows()[0]
@@ -82,9 +99,15 @@ def test_adapter_reads_mappings_and_objects_alike() -> None:
 
 
 def test_adapter_prefers_the_confidence_interval_and_tolerates_gaps() -> None:
-    row = {**result_rows()[2], "energy_j_per_query_ci_low": 2.5,
-           "energy_j_per_query_ci_high": 3.1, "model": None, "method": None,
-           "perplexity": float("nan"), "n_queries": None}
+    row = {
+        **result_rows()[2],
+        "energy_j_per_query_ci_low": 2.5,
+        "energy_j_per_query_ci_high": 3.1,
+        "model": None,
+        "method": None,
+        "perplexity": float("nan"),
+        "n_queries": None,
+    }
     adapted = as_result_row(row)
     assert (adapted.energy_j_per_query_low, adapted.energy_j_per_query_high) == (2.5, 3.1)
     assert adapted.model == "unknown model" and adapted.method == ""
@@ -100,6 +123,7 @@ def test_adapter_rejects_rows_without_identity() -> None:
 
 
 # --------------------------------------------------------------------------- figures
+
 
 def test_write_plots_writes_every_figure_as_a_png(tmp_path: Path) -> None:
     out = tmp_path / "figures" / "run-1"
@@ -143,8 +167,9 @@ def test_latency_figure_has_a_bar_per_device_and_variant() -> None:
 
 
 def test_latency_switches_to_seconds_for_slow_queries() -> None:
-    rows = [as_result_row({**r, "latency_s_median": 2.5, "latency_s_p90": 3.0})
-            for r in result_rows()]
+    rows = [
+        as_result_row({**r, "latency_s_median": 2.5, "latency_s_p90": 3.0}) for r in result_rows()
+    ]
     assert plot_latency(rows).axes[0].get_ylabel() == "latency per query (s)"
 
 
@@ -167,6 +192,7 @@ def test_perplexity_figure_without_scores_says_so() -> None:
 
 # --------------------------------------------------------------------------- errors
 
+
 def test_no_rows_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no results for run run-9") as info:
         write_plots([], tmp_path / "out", run_id="run-9")
@@ -183,27 +209,29 @@ def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- command
 
+
 def populated_store(url: str) -> None:
     """One run, two devices (one without a meter), dense and TT, through the real store."""
     from db.engine import open_store
     from tests.db.factories import trial_events
 
     with open_store(url) as store:
-        store.create_run("run-a", {"devices": ["pi5", "local"]}, "inventory.yaml",
-                         model="smollm2")
+        store.create_run("run-a", {"devices": ["pi5", "local"]}, "inventory.yaml", model="smollm2")
         store.finish_run("run-a", "ok")
-        store.create_run("run-b", {"devices": ["pi5", "local"]}, "inventory.yaml",
-                         model="smollm2")
+        store.create_run("run-b", {"devices": ["pi5", "local"]}, "inventory.yaml", model="smollm2")
         dense = store.register_artifact({"model": "smollm2", "method": "dense"})
-        tt = store.register_artifact({"model": "smollm2", "method": "tt",
-                                      "compression_ratio": 1.99, "params": {"rank": 4}})
+        tt = store.register_artifact(
+            {"model": "smollm2", "method": "tt", "compression_ratio": 1.99, "params": {"rank": 4}}
+        )
         for device, meter in (("pi5", "pi5-pmic"), ("local", None)):
             store.upsert_device(device, meter_kind=meter)
             for seed, (variant, artifact, latency) in enumerate(
-                    (("dense", dense, 0.30), ("tt-2x", tt, 0.28))):
+                (("dense", dense, 0.30), ("tt-2x", tt, 0.28))
+            ):
                 trial = store.create_trial("run-b", device, variant, "generate", artifact)
-                store.ingest_events(trial, trial_events(meter_kind=meter, latency_s=latency,
-                                                        seed=seed))
+                store.ingest_events(
+                    trial, trial_events(meter_kind=meter, latency_s=latency, seed=seed)
+                )
                 store.set_trial_status(trial, "ok")
         store.finish_run("run-b", "ok")
 
@@ -231,7 +259,8 @@ def test_plot_command_names_a_run_without_results(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'results.db'}"
     populated_store(url)
-    result = CliRunner().invoke(build_app(), ["plot", "--db", url, "--run", "run-a",
-                                              "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        build_app(), ["plot", "--db", url, "--run", "run-a", "--out", str(tmp_path / "out")]
+    )
     assert isinstance(result.exception, ConfigError)
     assert "no results for run run-a" in str(result.exception)

@@ -22,30 +22,52 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_full_run_on_the_local_device(tmp_path: Path, tiny_llama: Path) -> None:
     (tmp_path / "inventory.yaml").write_text(
         f"devices:\n  local: {{transport: local, workdir: {tmp_path / 'work'}, "
-        "meter: {kind: none}}\n")
+        "meter: {kind: none}}\n"
+    )
     (tmp_path / "exp.yaml").write_text(
         f"model: {tiny_llama}\n"
         "variants: [dense, 'tt:rank=2']\n"
         "tasks:\n  - generate: {num_queries: 2, max_new_tokens: 3}\n  - perplexity: {}\n"
-        "repetitions: 2\nwarmup: 1\nidle_seconds: 0.5\n")
+        "repetitions: 2\nwarmup: 1\nidle_seconds: 0.5\n"
+    )
     db = f"sqlite:///{tmp_path / 'results.db'}"
-    run = cli("run", "--devices", "local", "--experiment", "exp.yaml", "--no-dashboard",
-              "--db", db, "--cache-dir", str(tmp_path / "cache"), cwd=tmp_path)
+    run = cli(
+        "run",
+        "--devices",
+        "local",
+        "--experiment",
+        "exp.yaml",
+        "--no-dashboard",
+        "--db",
+        db,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
     assert "tt:rank=2" in run.stdout and "dense" in run.stdout
 
     rows = json.loads(cli("results", "--db", db, "--format", "json", cwd=tmp_path).stdout)
     got = {(r["variant"], r["task"]): r for r in rows}
-    assert set(got) == {("dense", "generate"), ("dense", "perplexity"),
-                        ("tt:rank=2", "generate"), ("tt:rank=2", "perplexity")}
+    assert set(got) == {
+        ("dense", "generate"),
+        ("dense", "perplexity"),
+        ("tt:rank=2", "generate"),
+        ("tt:rank=2", "perplexity"),
+    }
     for row in rows:
         assert row["status"] == "ok"
         assert row["device"] == "local"
@@ -56,9 +78,16 @@ def test_full_run_on_the_local_device(tmp_path: Path, tiny_llama: Path) -> None:
     assert got[("dense", "perplexity")]["perplexity"] > 1.0
 
     # every event of every trial stored exactly once, seq 1..N without gaps
-    out = cli("query", "--db", db, "--format", "json",
-              "SELECT trial_id, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi "
-              "FROM events GROUP BY trial_id", cwd=tmp_path)
+    out = cli(
+        "query",
+        "--db",
+        db,
+        "--format",
+        "json",
+        "SELECT trial_id, COUNT(*) AS n, MIN(seq) AS lo, MAX(seq) AS hi "
+        "FROM events GROUP BY trial_id",
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr
     for trial in json.loads(out.stdout):
         assert trial["lo"] == 1 and trial["hi"] == trial["n"]

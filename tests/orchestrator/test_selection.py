@@ -24,18 +24,21 @@ def names(selection: str) -> list[str]:
     return [d.name for d in select_devices(INV, selection)]
 
 
-@pytest.mark.parametrize(("selection", "expected"), [
-    ("pi4", ["pi4"]),
-    ("pi4,pi5", ["pi4", "pi5"]),
-    ("pi5, pi4", ["pi4", "pi5"]),          # inventory order, spaces ignored
-    ("arm", ["pi4", "pi5"]),               # tag
-    ("fast", ["pi5"]),
-    ("bench", ["pi4", "nuc"]),             # group, in inventory order
-    ("lab,x86", ["pi4", "pi5", "nuc"]),
-    ("pi4,arm,lab", ["pi4", "pi5"]),       # each device once
-    ("all", ["pi4", "pi5", "nuc", "local"]),
-    ("local,", ["local"]),
-])
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        ("pi4", ["pi4"]),
+        ("pi4,pi5", ["pi4", "pi5"]),
+        ("pi5, pi4", ["pi4", "pi5"]),  # inventory order, spaces ignored
+        ("arm", ["pi4", "pi5"]),  # tag
+        ("fast", ["pi5"]),
+        ("bench", ["pi4", "nuc"]),  # group, in inventory order
+        ("lab,x86", ["pi4", "pi5", "nuc"]),
+        ("pi4,arm,lab", ["pi4", "pi5"]),  # each device once
+        ("all", ["pi4", "pi5", "nuc", "local"]),
+        ("local,", ["local"]),
+    ],
+)
 def test_selection_by_name_tag_group_and_all(selection: str, expected: list[str]) -> None:
     assert names(selection) == expected
 

@@ -17,8 +17,22 @@ from orchestrator.transport.local import LocalTransport
 from orchestrator.transport.ssh import remote_command
 from tasks.errors import RemoteCommandError, TransportError
 
-HOSTILE = ["a b", "'quoted'", '"dq"', "$(touch {m})", "`touch {m}`", "; touch {m}", "x\ny",
-           "*", "~", "$HOME", "-n", "ü€", "\\", "&& touch {m} &"]
+HOSTILE = [
+    "a b",
+    "'quoted'",
+    '"dq"',
+    "$(touch {m})",
+    "`touch {m}`",
+    "; touch {m}",
+    "x\ny",
+    "*",
+    "~",
+    "$HOME",
+    "-n",
+    "ü€",
+    "\\",
+    "&& touch {m} &",
+]
 
 
 def local_device(tmp_path: Path, *, python: str | None = None, workdir: str | None = None):
@@ -36,8 +50,14 @@ def transport(tmp_path: Path) -> LocalTransport:
 
 
 def test_run_returns_exit_status_and_output(transport: LocalTransport) -> None:
-    res = transport.run([sys.executable, "-c", "import sys; print('out'); "
-                         "print('err', file=sys.stderr); sys.exit(3)"], check=False)
+    res = transport.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; print('out'); print('err', file=sys.stderr); sys.exit(3)",
+        ],
+        check=False,
+    )
     assert (res.exit_code, res.stdout, res.stderr) == (3, "out\n", "err\n")
     with pytest.raises(RemoteCommandError) as info:
         transport.run([sys.executable, "-c", "import sys; sys.exit('boom')"])
@@ -46,9 +66,16 @@ def test_run_returns_exit_status_and_output(transport: LocalTransport) -> None:
 
 
 def test_run_passes_stdin_env_and_cwd(transport: LocalTransport, tmp_path: Path) -> None:
-    res = transport.run([sys.executable, "-c", "import os, sys; print(sys.stdin.read(), "
-                         "os.environ['TSLM_X'], os.getcwd())"], stdin=b"hello",
-                        env={"TSLM_X": "v w"}, cwd=str(tmp_path))
+    res = transport.run(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; print(sys.stdin.read(), os.environ['TSLM_X'], os.getcwd())",
+        ],
+        stdin=b"hello",
+        env={"TSLM_X": "v w"},
+        cwd=str(tmp_path),
+    )
     assert res.stdout.split() == ["hello", "v", "w", str(tmp_path)]
 
 
@@ -129,13 +156,19 @@ def test_failed_put_leaves_no_temporary_file(transport: LocalTransport, tmp_path
 
 # --------------------------------------------------------------------------- quoting
 
+
 def test_remote_command_quotes_every_argument_for_a_real_shell(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     args = [a.format(m=marker) for a in HOSTILE]
     workdir = tmp_path / f"w d; touch {marker}"
     workdir.mkdir(parents=True)
-    argv = [sys.executable, "-c", "import json, os, sys; print(json.dumps([os.getcwd(), "
-            "os.environ['TSLM_V'], *sys.argv[1:]]))", *args]
+    argv = [
+        sys.executable,
+        "-c",
+        "import json, os, sys; print(json.dumps([os.getcwd(), "
+        "os.environ['TSLM_V'], *sys.argv[1:]]))",
+        *args,
+    ]
     line = remote_command(argv, cwd=str(workdir), env={"TSLM_V": f"$(touch {marker})"})
     out = subprocess.run(["sh", "-c", line], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [str(workdir), f"$(touch {marker})", *args]

@@ -103,8 +103,11 @@ def test_tampered_tensor_file_is_detected(tiny_dirs, tmp_path) -> None:
 
 def test_tampered_manifest_is_detected(tiny_dirs, tmp_path) -> None:
     info = _build(tiny_dirs, "opt", "tt:rank=2", tmp_path)
-    text = (info.path / MANIFEST).read_text().replace('"head_policy": "keep-dense"',
-                                                       '"head_policy": "tied"')
+    text = (
+        (info.path / MANIFEST)
+        .read_text()
+        .replace('"head_policy": "keep-dense"', '"head_policy": "tied"')
+    )
     (info.path / MANIFEST).write_text(text)
     with pytest.raises(ArtifactError, match="does not match the expected"):
         load_artifact(info.path, info.sha256)
@@ -123,7 +126,8 @@ def test_a_pickle_beside_the_tensors_is_never_loaded(tiny_dirs, tmp_path) -> Non
     info = _build(tiny_dirs, "gpt2", "tt:rank=2", tmp_path)
     marker = tmp_path / "executed"
     (info.path / "evil.pt").write_bytes(
-        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR.")
+        b"cos\nsystem\n(S'touch " + str(marker).encode() + b"'\ntR."
+    )
     artifact = load_artifact(info.path, info.sha256)
     apply_artifact(_model(tiny_dirs["gpt2"]), artifact)
     assert not marker.exists()
@@ -162,8 +166,10 @@ def test_tied_head_policy_uses_the_reconstruction(tiny_dirs, tmp_path, mode) -> 
     assert torch.equal(model.get_output_embeddings().weight, table)
     if mode == "materialized":
         assert model.get_output_embeddings().weight is emb.weight
-    keep = apply_artifact(_model(tiny_dirs["llama"]),
-                          load_artifact(_build(tiny_dirs, "llama", "tt:rank=2", tmp_path).path))
+    keep = apply_artifact(
+        _model(tiny_dirs["llama"]),
+        load_artifact(_build(tiny_dirs, "llama", "tt:rank=2", tmp_path).path),
+    )
     assert not torch.allclose(_logits(model), _logits(keep))
     total = count_params(_model(tiny_dirs["llama"]))
     assert info.manifest["total_params"] == total - 256 * 48 + info.manifest["compressed_params"]
@@ -173,8 +179,9 @@ def test_tied_policy_needs_a_tied_model(tiny_dirs, tmp_path) -> None:
     with pytest.raises(CompressionError, match="does not tie"):
         _build(tiny_dirs, "llama-untied", "tt:rank=2:head=tied", tmp_path)
     info = _build(tiny_dirs, "llama-untied", "tt:rank=2", tmp_path)
-    assert info.manifest["total_params"] == (info.manifest["total_params_before"] - 256 * 48
-                                             + info.manifest["compressed_params"])
+    assert info.manifest["total_params"] == (
+        info.manifest["total_params_before"] - 256 * 48 + info.manifest["compressed_params"]
+    )
 
 
 def test_generation_runs_with_a_compressed_embedding(tiny_dirs, tmp_path) -> None:

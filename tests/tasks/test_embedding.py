@@ -23,8 +23,16 @@ def _module(spec: str, table: torch.Tensor) -> torch.nn.Module:
     return method.build_embedding(result.tensors, result.method, dtype=torch.float32)
 
 
-@pytest.mark.parametrize("spec", ["tt:rank=3:shape=4x4x4", "tt:eps=0.4:shape=4x4x4",
-                                  "tt:eps=0.3:shape=2x2x4x4", "svd:rank=8", "int8"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "tt:rank=3:shape=4x4x4",
+        "tt:eps=0.4:shape=4x4x4",
+        "tt:eps=0.3:shape=2x2x4x4",
+        "svd:rank=8",
+        "int8",
+    ],
+)
 def test_on_the_fly_matches_materialized(spec: str) -> None:
     table = _table()
     module = _module(spec, table)

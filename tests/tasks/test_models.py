@@ -43,11 +43,14 @@ def test_default_resolves_to_the_embedded_gguf() -> None:
     assert resolve_model("smollm2") == ref
 
 
-@pytest.mark.parametrize(("ref", "needle"), [
-    ("no/such-model", "no hub access"),
-    ("./missing.gguf", "does not exist"),
-    ("bad name!", "neither a file"),
-])
+@pytest.mark.parametrize(
+    ("ref", "needle"),
+    [
+        ("no/such-model", "no hub access"),
+        ("./missing.gguf", "does not exist"),
+        ("bad name!", "neither a file"),
+    ],
+)
 def test_errors(ref: str, needle: str) -> None:
     with pytest.raises(ModelError, match=needle):
         resolve_model(ref)

@@ -14,8 +14,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_real_table_agrees_with_tensorly_on_a_sample(tmp_path_factory) -> None:
-    model, _ = load_model("default", with_tokenizer=False,
-                          cache_dir=tmp_path_factory.mktemp("models"))
+    model, _ = load_model(
+        "default", with_tokenizer=False, cache_dir=tmp_path_factory.mktemp("models")
+    )
     table = embedding_table(model).float()
     assert tuple(table.shape) == (49152, 576)
     ours = tt_svd_table(table, (8, 8, 9), max_ranks=(8, 8))

@@ -27,20 +27,45 @@ def build(arch: str, *, tie: bool = True, seed: int = 0):
 
     torch.manual_seed(seed)
     if arch == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-                            bos_token_id=0, eos_token_id=1, tie_word_embeddings=tie)
+        config = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=1,
+            tie_word_embeddings=tie,
+        )
         model = GPT2LMHeadModel(config)
     elif arch == "opt":
-        config = OPTConfig(vocab_size=VOCAB, hidden_size=48, ffn_dim=96, num_hidden_layers=2,
-                           num_attention_heads=4, word_embed_proj_dim=32,
-                           max_position_embeddings=64, pad_token_id=1, bos_token_id=0,
-                           eos_token_id=2, tie_word_embeddings=tie)
+        config = OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=48,
+            ffn_dim=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            word_embed_proj_dim=32,
+            max_position_embeddings=64,
+            pad_token_id=1,
+            bos_token_id=0,
+            eos_token_id=2,
+            tie_word_embeddings=tie,
+        )
         model = OPTForCausalLM(config)
     elif arch == "llama":
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=48, intermediate_size=96,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
-                             tie_word_embeddings=tie)
+        config = LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=48,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=0,
+            eos_token_id=1,
+            tie_word_embeddings=tie,
+        )
         model = LlamaForCausalLM(config)
     else:
         raise ValueError(arch)
@@ -59,8 +84,13 @@ def tokenizer():
     words = ["<s>", "</s>", "<pad>", "<unk>"] + [f"w{i}" for i in range(VOCAB - 4)]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+    )
 
 
 def save(directory: Path, arch: str, *, tie: bool = True) -> Path:

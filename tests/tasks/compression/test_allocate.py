@@ -30,21 +30,22 @@ def _sq_error(table: torch.Tensor, result) -> float:
     return float(((module.materialize().double() - table.double()) ** 2).sum())
 
 
-@pytest.mark.parametrize(("ratio", "shape"), [(2.0, "4x4x4"), (1.5, "4x4x4"),
-                                              (3.0, "2x2x4x4")])
+@pytest.mark.parametrize(("ratio", "shape"), [(2.0, "4x4x4"), (1.5, "4x4x4"), (3.0, "2x2x4x4")])
 def test_adaptive_meets_the_ratio_with_less_error_than_uniform(ratio, shape) -> None:
     table = _heterogeneous()
     variant = parse_variant(f"tt:ratio={ratio:g}:shape={shape}")
     uniform = get_method("tt").compress(table, variant)
     adaptive = get_method("tt").compress(
-        table, parse_variant(f"{variant.canonical}:alloc=adaptive"))
+        table, parse_variant(f"{variant.canonical}:alloc=adaptive")
+    )
     achieved = table.numel() / adaptive.params
     assert ratio <= achieved <= ratio * 1.02, achieved
     assert _sq_error(table, adaptive) < 0.9 * _sq_error(table, uniform)
     stats = adaptive.method["rank_stats"]
     assert not stats["uniform"] and stats["min"][0] == 1
     assert adaptive.method["allocation"]["predicted_squared_error"] == pytest.approx(
-        _sq_error(table, adaptive), rel=1e-4)
+        _sq_error(table, adaptive), rel=1e-4
+    )
 
 
 def test_rank_options_are_the_exact_truncation_errors() -> None:
@@ -82,8 +83,10 @@ def test_merge_cores_restores_the_row_order() -> None:
     table = torch.randn(120, 64, generator=torch.Generator().manual_seed(1))
     whole = tt_svd_table(table, (4, 4, 4), eps=0.4).cores
     perm = torch.randperm(120, generator=torch.Generator().manual_seed(2))
-    parts = [(rows, tt_svd_table(table[rows], (4, 4, 4), eps=0.4).cores)
-             for rows in (perm[:50], perm[50:51], perm[51:])]
+    parts = [
+        (rows, tt_svd_table(table[rows], (4, 4, 4), eps=0.4).cores)
+        for rows in (perm[:50], perm[50:51], perm[51:])
+    ]
     merged = merge_cores(parts, 120)
     merged.validate()
     assert torch.equal(merged.ranks, whole.ranks)

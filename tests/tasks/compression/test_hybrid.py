@@ -56,8 +56,13 @@ def test_kept_rows_are_exact_and_the_others_are_not() -> None:
     assert float((rebuilt[others] - table[others]).abs().max()) > 0.1
     counts_section = result.method["counts"]
     assert counts_section["dense_rows"] == 20 and counts_section["tt_rows"] == 580
-    assert result.params == result.tensors["core0"].numel() + result.tensors[
-        "core1"].numel() + result.tensors["core2"].numel() + 20 * 64
+    assert (
+        result.params
+        == result.tensors["core0"].numel()
+        + result.tensors["core1"].numel()
+        + result.tensors["core2"].numel()
+        + 20 * 64
+    )
     assert result.method["frequency"]["source"] == "calibration text"
 
 
@@ -86,15 +91,17 @@ def test_center_and_keep_at_a_ratio_count_every_parameter() -> None:
 def test_keep_auto_chooses_and_records_the_number_of_dense_rows() -> None:
     table = _table(1200)
     counts = _counts(1200, {i: 100 - i for i in range(0, 100)})
-    result = _compress("tt:ratio=2:shape=4x4x4:keep=auto:center=true:alloc=adaptive", table,
-                       counts)
+    result = _compress("tt:ratio=2:shape=4x4x4:keep=auto:center=true:alloc=adaptive", table, counts)
     choice = result.method["keep_choice"]
     assert choice["auto"] and str(result.method["keep_rows"]) in choice["scores"]
     best = min(choice["scores"], key=lambda k: choice["scores"][k])
     assert int(best) == result.method["keep_rows"] > 0
     assert 2.0 <= table.numel() / result.params <= 2.0 * 1.02
-    assert result.method["frequency"] == {"source": "calibration text", "tokens": 5050,
-                                          "distinct": 100}
+    assert result.method["frequency"] == {
+        "source": "calibration text",
+        "tokens": 5050,
+        "distinct": 100,
+    }
 
 
 def test_too_many_dense_rows_for_the_budget() -> None:
@@ -104,9 +111,14 @@ def test_too_many_dense_rows_for_the_budget() -> None:
         _compress("tt:rank=2:shape=4x4x4:keep=600", _table())
 
 
-@pytest.mark.parametrize("spec", ["tt:rank=2:shape=4x4x4:keep=25:center=true",
-                                  "tt:eps=0.5:shape=4x4x4:center=true",
-                                  "tt:ratio=2.5:shape=2x2x4x4:keep=40:alloc=adaptive"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "tt:rank=2:shape=4x4x4:keep=25:center=true",
+        "tt:eps=0.5:shape=4x4x4:center=true",
+        "tt:ratio=2.5:shape=2x2x4x4:keep=40:alloc=adaptive",
+    ],
+)
 def test_hybrid_embedding_on_the_fly_matches_materialized(spec: str) -> None:
     table = _table()
     result = _compress(spec, table)

@@ -19,8 +19,16 @@ def _compress(spec: str, table: torch.Tensor):
     return get_method(variant.method).compress(table, variant)
 
 
-@pytest.mark.parametrize("spec", ["tt:ratio=2:shape=4x4x4", "tt:ratio=1.5:shape=2x2x4x4",
-                                  "tt:ratio=3", "svd:ratio=2", "svd:ratio=4"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "tt:ratio=2:shape=4x4x4",
+        "tt:ratio=1.5:shape=2x2x4x4",
+        "tt:ratio=3",
+        "svd:ratio=2",
+        "svd:ratio=4",
+    ],
+)
 def test_ratio_targeting_within_two_percent(spec: str) -> None:
     # svd's rank is an integer: a table where one rank step is well under 2%
     table = _table(4000, 128) if spec.startswith("svd") else _table()
@@ -32,8 +40,9 @@ def test_ratio_targeting_within_two_percent(spec: str) -> None:
 
 def test_ratio_trades_accuracy_monotonically() -> None:
     table = _table()
-    errors = [float(_compress(f"tt:ratio={r}:shape=4x4x4", table).row_errors.mean())
-              for r in (1.2, 2, 3)]
+    errors = [
+        float(_compress(f"tt:ratio={r}:shape=4x4x4", table).row_errors.mean()) for r in (1.2, 2, 3)
+    ]
     assert errors == sorted(errors)
 
 

@@ -10,19 +10,22 @@ from tasks.compression import METHODS, get_method, parse_variant
 from tasks.errors import ConfigError
 
 
-@pytest.mark.parametrize(("text", "canonical"), [
-    ("dense", "dense"),
-    ("tt:rank=8:shape=8x8x9", "tt:rank=8:shape=8x8x9"),
-    ("TT:shape=8X8X9:rank=8", "tt:rank=8:shape=8x8x9"),
-    ("tt:rank=1,8,8,1", "tt:rank=8"),
-    ("tt:rank=4,8", "tt:rank=4,8"),
-    ("tt:eps=0.40", "tt:eps=0.4"),
-    ("tt:ratio=2.0", "tt:ratio=2"),
-    ("tt:rank=8:head=keep-dense:impl=batched", "tt:rank=8"),
-    ("tt:rank=8:impl=tensorly:head=tied", "tt:rank=8:head=tied:impl=tensorly"),
-    ("svd:ratio=2", "svd:ratio=2"),
-    ("int8", "int8"),
-])
+@pytest.mark.parametrize(
+    ("text", "canonical"),
+    [
+        ("dense", "dense"),
+        ("tt:rank=8:shape=8x8x9", "tt:rank=8:shape=8x8x9"),
+        ("TT:shape=8X8X9:rank=8", "tt:rank=8:shape=8x8x9"),
+        ("tt:rank=1,8,8,1", "tt:rank=8"),
+        ("tt:rank=4,8", "tt:rank=4,8"),
+        ("tt:eps=0.40", "tt:eps=0.4"),
+        ("tt:ratio=2.0", "tt:ratio=2"),
+        ("tt:rank=8:head=keep-dense:impl=batched", "tt:rank=8"),
+        ("tt:rank=8:impl=tensorly:head=tied", "tt:rank=8:head=tied:impl=tensorly"),
+        ("svd:ratio=2", "svd:ratio=2"),
+        ("int8", "int8"),
+    ],
+)
 def test_canonical_form(text: str, canonical: str) -> None:
     spec = parse_variant(text)
     assert spec.canonical == canonical
@@ -47,20 +50,23 @@ def test_values_and_defaults() -> None:
     assert not parse_variant("dense").needs_artifact
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("tx:rank=8", "did you mean 'tt'"),
-    ("tt:rnak=8", "did you mean 'rank'"),
-    ("svd:eps=0.3", "has no key 'eps'"),
-    ("tt:rank", "not key=value"),
-    ("tt:rank=0", "rank='0' is invalid"),
-    ("tt:eps=1.5", "eps='1.5' is invalid"),
-    ("tt:shape=8x1x72", "shape='8x1x72' is invalid"),
-    ("tt:rank=8:ratio=2", "only one of"),
-    ("tt:rank=8:rank=4", "given twice"),
-    ("tt:head=both", "must be one of keep-dense/tied"),
-    ("int8:bits=4", "has no key 'bits'"),
-    ("", "empty variant"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("tx:rank=8", "did you mean 'tt'"),
+        ("tt:rnak=8", "did you mean 'rank'"),
+        ("svd:eps=0.3", "has no key 'eps'"),
+        ("tt:rank", "not key=value"),
+        ("tt:rank=0", "rank='0' is invalid"),
+        ("tt:eps=1.5", "eps='1.5' is invalid"),
+        ("tt:shape=8x1x72", "shape='8x1x72' is invalid"),
+        ("tt:rank=8:ratio=2", "only one of"),
+        ("tt:rank=8:rank=4", "given twice"),
+        ("tt:head=both", "must be one of keep-dense/tied"),
+        ("int8:bits=4", "has no key 'bits'"),
+        ("", "empty variant"),
+    ],
+)
 def test_errors_say_what_is_wrong(text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
         parse_variant(text)

@@ -68,8 +68,9 @@ def test_rank_cap_per_bond() -> None:
     assert cores.ranks.tolist() == [[1, 2, 3, 1]] * 50
 
 
-@pytest.mark.parametrize(("shape", "ranks"), [((4, 4, 4), (3, 3)), ((2, 4, 8), (2, 5)),
-                                               ((2, 2, 4, 4), (2, 3, 3))])
+@pytest.mark.parametrize(
+    ("shape", "ranks"), [((4, 4, 4), (3, 3)), ((2, 4, 8), (2, 5)), ((2, 2, 4, 4), (2, 3, 3))]
+)
 def test_agrees_with_the_tensorly_loop(shape: tuple[int, ...], ranks: tuple[int, ...]) -> None:
     table = _table(200, math.prod(shape), seed=4)
     ours = tt_svd_table(table, shape, max_ranks=ranks, chunk_rows=64)

@@ -26,12 +26,16 @@ def tokenizer():
     bpe = Tokenizer(models.BPE(unk_token="<unk>"))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=["<unk>", "<s>", "</s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     bpe.train_from_iterator([builtin_text("eval"), builtin_text("calibration")], trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
-                                   unk_token="<unk>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -57,20 +61,42 @@ def build_model(arch: str, context: int = 256):
 
     torch.manual_seed(1234)
     if arch == "llama":
-        config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
-                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                             max_position_embeddings=context, bos_token_id=BOS,
-                             eos_token_id=EOS)
+        config = LlamaConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=context,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+        )
         model = LlamaForCausalLM(config)
     elif arch == "gpt2":
-        config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4,
-                            n_positions=context, bos_token_id=BOS, eos_token_id=EOS)
+        config = GPT2Config(
+            vocab_size=VOCAB,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=context,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+        )
         model = GPT2LMHeadModel(config)
     elif arch == "opt":
-        config = OPTConfig(vocab_size=VOCAB, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
-                           num_attention_heads=4, max_position_embeddings=context,
-                           word_embed_proj_dim=32, bos_token_id=BOS, eos_token_id=EOS,
-                           pad_token_id=0)
+        config = OPTConfig(
+            vocab_size=VOCAB,
+            hidden_size=32,
+            ffn_dim=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=context,
+            word_embed_proj_dim=32,
+            bos_token_id=BOS,
+            eos_token_id=EOS,
+            pad_token_id=0,
+        )
         model = OPTForCausalLM(config)
     else:
         raise ValueError(arch)

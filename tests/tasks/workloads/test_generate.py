@@ -95,8 +95,7 @@ def test_batches_are_left_padded_and_do_the_same_work(llama, tokenizer) -> None:
     assert prepare(llama, tokenizer, batch_size=5).num_queries() == 5  # ceil(24 / 5)
 
 
-def test_chat_template_is_used_when_the_tokenizer_has_one(llama, chat_tokenizer,
-                                                          tokenizer) -> None:
+def test_chat_template_is_used_when_the_tokenizer_has_one(llama, chat_tokenizer, tokenizer) -> None:
     templated = prepare(llama, chat_tokenizer, max_new_tokens=2, num_queries=1)
     plain = prepare(llama, chat_tokenizer, max_new_tokens=2, num_queries=1, chat_template=False)
     assert templated.use_chat_template and not plain.use_chat_template
@@ -118,8 +117,10 @@ def test_scores_and_bad_query_index(llama, tokenizer) -> None:
     results = run_all(prepared)
     scores = {s.metric: s for s in prepared.scores(results)}
     assert scores["generated_tokens"].value == 9
-    assert scores["generated_tokens"].details["outputs_sha256"] == hashlib.sha256(
-        "".join(r.output_sha256 for r in results).encode()).hexdigest()
+    assert (
+        scores["generated_tokens"].details["outputs_sha256"]
+        == hashlib.sha256("".join(r.output_sha256 for r in results).encode()).hexdigest()
+    )
     assert scores["tokens_per_s"].value > 0
     with pytest.raises(TaskError, match="does not exist"):
         prepared.run_query(3)

@@ -32,7 +32,10 @@ def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
     assert gen["chat_template"].type_name == "bool|None"
     ppl = {p.name: p for p in infos["perplexity"].parameters}
     assert (ppl["window"].default, ppl["stride"].default, ppl["text"].default) == (
-        1024, None, "builtin")
+        1024,
+        None,
+        "builtin",
+    )
     assert all(p.help for info in infos.values() for p in info.parameters)
 
 
@@ -50,15 +53,18 @@ def test_unknown_parameter_is_named_with_the_valid_ones() -> None:
     assert "prompts" in err.value.hint and "seed" in err.value.hint
 
 
-@pytest.mark.parametrize(("raw", "needle"), [
-    ({"max_new_tokens": "many"}, "max_new_tokens"),
-    ({"max_new_tokens": 0}, ">= 1"),
-    ({"max_new_tokens": True}, "max_new_tokens"),
-    ({"chat_template": "maybe"}, "chat_template"),
-    ({"batch_size": 1.5}, "batch_size"),
-    ({"prompts": 3}, "prompts"),
-    ({"max_new_tokens": None}, "required"),
-])
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"max_new_tokens": "many"}, "max_new_tokens"),
+        ({"max_new_tokens": 0}, ">= 1"),
+        ({"max_new_tokens": True}, "max_new_tokens"),
+        ({"chat_template": "maybe"}, "chat_template"),
+        ({"batch_size": 1.5}, "batch_size"),
+        ({"prompts": 3}, "prompts"),
+        ({"max_new_tokens": None}, "required"),
+    ],
+)
 def test_bad_generate_values_raise_task_error(raw: dict, needle: str) -> None:
     with pytest.raises(TaskError, match=needle):
         get_task("generate").parse_params(raw)
@@ -77,10 +83,12 @@ def test_params_must_be_a_mapping() -> None:
 
 def test_command_line_strings_are_coerced() -> None:
     params = get_task("generate").parse_params(
-        {"max_new_tokens": "16", "chat_template": "false", "num_queries": "none", "seed": "7"})
+        {"max_new_tokens": "16", "chat_template": "false", "num_queries": "none", "seed": "7"}
+    )
     assert params == GenerateParams(max_new_tokens=16, chat_template=False, seed=7)
-    text = get_task("perplexity").parse_params({"window": 64.0, "stride": "32",
-                                                 "max_tokens": "100"})
+    text = get_task("perplexity").parse_params(
+        {"window": 64.0, "stride": "32", "max_tokens": "100"}
+    )
     assert text == TextWindowParams(window=64, stride=32, max_tokens=100)
 
 

@@ -48,8 +48,12 @@ def test_prompt_file_one_a_line(tmp_path: Path) -> None:
 
 def test_prompt_file_jsonl(tmp_path: Path) -> None:
     path = tmp_path / "p.txt"  # recognised by content, not only by extension
-    path.write_text("\n".join(json.dumps({"prompt": p, "id": i})
-                              for i, p in enumerate(["a {b}", "line\nbreak"])) + "\n")
+    path.write_text(
+        "\n".join(
+            json.dumps({"prompt": p, "id": i}) for i, p in enumerate(["a {b}", "line\nbreak"])
+        )
+        + "\n"
+    )
     assert load_prompts(str(path)) == ["a {b}", "line\nbreak"]
 
 
@@ -78,8 +82,9 @@ def test_non_utf8_file(tmp_path: Path) -> None:
         load_text(str(path))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("datasets") is not None,
-                    reason="the datasets package is installed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("datasets") is not None, reason="the datasets package is installed"
+)
 def test_dataset_source_without_datasets_package() -> None:
     with pytest.raises(TaskError, match="optional 'datasets' package") as err:
         load_text("hf:wikitext:wikitext-2-raw-v1:test")

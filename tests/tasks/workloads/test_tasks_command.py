@@ -10,8 +10,12 @@ from tasks.workloads import TASKS
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "orchestrator", "tasks", *args],
-                          capture_output=True, text=True, check=True)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", "tasks", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 def test_tasks_lists_every_task_with_its_parameters() -> None:
@@ -27,13 +31,17 @@ def test_tasks_json() -> None:
     assert [t["name"] for t in listed] == list(TASKS)
     generate = {p["name"]: p for p in listed[0]["parameters"]}
     assert generate["max_new_tokens"] == {
-        "name": "max_new_tokens", "type": "int", "default": 32,
-        "help": generate["max_new_tokens"]["help"]}
+        "name": "max_new_tokens",
+        "type": "int",
+        "default": 32,
+        "help": generate["max_new_tokens"]["help"],
+    }
 
 
 def test_listing_tasks_does_not_import_torch() -> None:
-    code = ("from tasks.workloads import list_tasks; list_tasks(); import sys; "
-            "print('torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "from tasks.workloads import list_tasks; list_tasks(); import sys; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

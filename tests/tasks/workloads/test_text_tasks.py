@@ -31,8 +31,9 @@ def token_ids(tokenizer, max_tokens: int) -> torch.Tensor:
 
 def test_disjoint_windows_match_the_models_own_loss(any_model, tokenizer) -> None:
     window, n = 64, 600
-    _, results, scores = run_all("perplexity", any_model, tokenizer, window=window,
-                                 stride=window, max_tokens=n)
+    _, results, scores = run_all(
+        "perplexity", any_model, tokenizer, window=window, stride=window, max_tokens=n
+    )
     ids = token_ids(tokenizer, n)
     nll, count = 0.0, 0
     with torch.no_grad():
@@ -42,23 +43,23 @@ def test_disjoint_windows_match_the_models_own_loss(any_model, tokenizer) -> Non
             loss = any_model(input_ids=chunk[None], labels=chunk[None]).loss
             nll += float(loss) * (len(chunk) - 1)
             count += len(chunk) - 1
-    assert scores["scored_tokens"].value == count == sum(r.extra["scored_tokens"]
-                                                         for r in results)
+    assert scores["scored_tokens"].value == count == sum(r.extra["scored_tokens"] for r in results)
     assert scores["nll_sum"].value == pytest.approx(nll, rel=1e-5)
     assert scores["perplexity"].value == pytest.approx(math.exp(nll / count), rel=1e-5)
 
 
 def test_overlapping_windows_match_token_by_token_scoring(llama, tokenizer) -> None:
     window, stride, n = 16, 5, 45
-    _, _, scores = run_all("perplexity", llama, tokenizer, window=window, stride=stride,
-                           max_tokens=n)
+    _, _, scores = run_all(
+        "perplexity", llama, tokenizer, window=window, stride=stride, max_tokens=n
+    )
     ids = token_ids(tokenizer, n)
     nll = 0.0
     with torch.no_grad():
         for p in range(1, n):
             # token p is scored by the first window that reaches past it
             k = 0 if p < window else (p - window) // stride + 1
-            context = ids[k * stride: p + 1]
+            context = ids[k * stride : p + 1]
             logits = llama(input_ids=context[None]).logits[0, -2]
             nll -= float(torch.log_softmax(logits.double(), -1)[ids[p]])
     assert scores["scored_tokens"].value == n - 1
@@ -73,8 +74,10 @@ def test_perplexity_is_deterministic_and_combines_exactly(llama, tokenizer) -> N
     assert prepared.num_queries() == len(prepared.windows) > 10
     # two devices each running half of the windows give the same number
     half = len(first) // 2
-    parts = [(sum(r.extra["nll_sum"] for r in rs), sum(r.extra["scored_tokens"] for r in rs))
-             for rs in (first[:half], first[half:])]
+    parts = [
+        (sum(r.extra["nll_sum"] for r in rs), sum(r.extra["scored_tokens"] for r in rs))
+        for rs in (first[:half], first[half:])
+    ]
     assert combined_perplexity(parts) == pytest.approx(scores["perplexity"].value, rel=1e-12)
     assert all(r.t_end > r.t_start and r.prompt_tokens <= 128 for r in first)
     assert scores["perplexity"].details["text_tokens"] == len(token_ids(tokenizer, 10**6))
@@ -105,8 +108,9 @@ def test_too_short_text(llama, tokenizer, tmp_path: Path) -> None:
 
 def test_next_token_accuracy_matches_direct_argmax(any_model, tokenizer) -> None:
     window, n = 50, 400
-    _, results, scores = run_all("next-token", any_model, tokenizer, window=window,
-                                 stride=window, max_tokens=n)
+    _, results, scores = run_all(
+        "next-token", any_model, tokenizer, window=window, stride=window, max_tokens=n
+    )
     ids = token_ids(tokenizer, n)
     top1 = top5 = count = 0
     with torch.no_grad():
@@ -132,14 +136,13 @@ def test_next_token_counts_a_memorised_text_as_hits(tokenizer) -> None:
 
         def forward(self, input_ids, use_cache=False):
             row = input_ids[0]
-            start = next(s for s in range(len(ids)) if torch.equal(ids[s:s + len(row)], row))
-            following = torch.cat([ids, ids[:1]])[start + 1: start + 1 + len(row)]
+            start = next(s for s in range(len(ids)) if torch.equal(ids[s : s + len(row)], row))
+            following = torch.cat([ids, ids[:1]])[start + 1 : start + 1 + len(row)]
             logits = torch.full((1, len(row), 300), -5.0)
             logits[0, torch.arange(len(row)), following] = 5.0
             return type("Out", (), {"logits": logits})()
 
-    _, _, scores = run_all("next-token", Oracle(), tokenizer, window=40, stride=20,
-                           max_tokens=120)
+    _, _, scores = run_all("next-token", Oracle(), tokenizer, window=40, stride=20, max_tokens=120)
     assert scores["top1"].value == 1.0 and scores["scored_tokens"].value == 119
 
 

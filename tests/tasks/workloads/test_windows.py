@@ -42,8 +42,7 @@ def test_disjoint_windows_drop_a_trailing_single_token() -> None:
 
 def test_overlapping_plan_by_hand() -> None:
     windows = plan_windows(10, 6, 3)
-    assert [(w.begin, w.end, w.score_from) for w in windows] == [(0, 6, 1), (3, 9, 6),
-                                                                 (6, 10, 9)]
+    assert [(w.begin, w.end, w.score_from) for w in windows] == [(0, 6, 1), (3, 9, 6), (6, 10, 9)]
 
 
 @pytest.mark.parametrize(("window", "stride"), [(1, 1), (4, 0), (4, 5)])
