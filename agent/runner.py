@@ -5,14 +5,8 @@ window) -> preparing the tasks -> warm-up queries (not recorded) -> idle baselin
 median power with the model loaded, an ``idle`` window) -> per task and repetition, the
 queries back to back, grouped into ``queries`` windows -> ``score`` events -> done.
 
-The sampler polls the meter in its own thread and knows nothing of queries; energies are
-integrated afterwards over each query's and each window's [t_start, t_end] on the same
-monotonic clock. A query window closes once it holds ``min_fresh_samples`` fresh samples
-and lasts ``min_seconds`` (this is how a 2 Hz meter measures 300 ms queries); the last
-window of a repetition may be short and is then flagged under-resolved. The events of a
-closed window are written once the sampler has a reading past its end (or after a short
-grace period), so the edge of the window is interpolated, not extrapolated, while the
-next window's queries already run.
+The windows, their energies and their ``query`` and ``window`` events are kept by
+:class:`agent.windows.WindowRecorder`.
 
 With the ``none`` meter every energy field is null and ``under_resolved`` is False
 (nothing to resolve); a warning says so once.
@@ -28,7 +22,6 @@ import socket
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -36,39 +29,17 @@ from agent import sysinfo
 from agent.jobs import JobLocks, JobPaths, Workdir
 from agent.journal import EventEmitter, Journal
 from agent.protocol import PROTOCOL_VERSION, JobSpec
+from agent.windows import WindowRecorder
 from tasks import __version__
 from tasks.errors import ArtifactError, ModelError, TslmError
 from tasks.hashing import sha256_file, sha256_path
 
 POWER_EVENT_PERIOD_S = 1.0
-#: how long a closed window waits for the meter's first reading past its end
-MIN_CATCH_UP_S = 0.5
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class _Stopped(Exception):
     """Raised inside the runner when a stop was requested between two steps."""
-
-
-@dataclass
-class _Window:
-    """A group of back-to-back queries of one task repetition."""
-
-    task: str
-    rep: int
-    index: int
-    before: sysinfo.ThermalState
-    queries: list[tuple[Any, float | None]] = field(default_factory=list)
-    after: sysinfo.ThermalState | None = None
-    last_of_rep: bool = False
-
-    @property
-    def t_start(self) -> float:
-        return self.queries[0][0].t_start
-
-    @property
-    def t_end(self) -> float:
-        return self.queries[-1][0].t_end
 
 
 class JobRunner:
@@ -91,12 +62,8 @@ class JobRunner:
         self.stop_reason: str | None = None
         self.queries_done = 0
         self.phase = "starting"
-        self.idle_power_w: float | None = None
         self._t_job = time.monotonic()
-        self._window_index = 0
-        self._pending: list[_Window] = []
-        self._open: _Window | None = None
-        self._last_thermal: sysinfo.ThermalState | None = None
+        self._windows = WindowRecorder(spec, emitter, sys_root)
         self._meter: Any = None
         self._sampler: Any = None
         self._power_stop = threading.Event()
@@ -129,7 +96,12 @@ class JobRunner:
 
     @property
     def _measures(self) -> bool:
-        return self._meter is not None and self._meter.nominal_period_s is not None
+        return self._windows.measures
+
+    @property
+    def idle_power_w(self) -> float | None:
+        """The median power of the idle baseline (None before it, or without readings)."""
+        return self._windows.idle_power_w
 
     # ------------------------------------------------------------------ main
 
@@ -165,7 +137,7 @@ class JobRunner:
         from agent.meters import create_meter
 
         spec = self.spec
-        self._meter = create_meter(spec.meter.kind, **spec.meter.options)
+        self._meter = self._windows.meter = create_meter(spec.meter.kind, **spec.meter.options)
         threads = _set_threads(spec.threads)
         self._hello(threads)
         if not self._measures:
@@ -257,7 +229,7 @@ class JobRunner:
     def _start_sampler(self) -> None:
         from agent.sampler import Sampler
 
-        self._sampler = Sampler(self._meter, on_event=self._on_meter_event)
+        self._sampler = self._windows.sampler = Sampler(self._meter, on_event=self._on_meter_event)
         self._sampler.start()
         threading.Thread(target=self._power_loop, name="power-events", daemon=True).start()
 
@@ -299,7 +271,7 @@ class JobRunner:
 
             model = apply_artifact(model, artifact, mode=self.spec.embedding_mode)
         t1 = time.monotonic()
-        self._emit_window("load", None, None, t0, t1, 0, before, self._thermal())
+        self._windows.emit_window("load", None, None, t0, t1, 0, before, self._thermal())
         return model, tokenizer
 
     def _prepare(self, model: Any, tokenizer: Any) -> list[tuple[str, Any]]:
@@ -333,9 +305,9 @@ class JobRunner:
             self.stop_requested.wait(min(left, 0.5))
             self._check_stop()
         t1 = time.monotonic()
-        self._wait_for_reading_after(t1)
-        energy = self._emit_window("idle", None, None, t0, t1, 0, before, self._thermal())
-        self.idle_power_w = None if energy is None else energy.median_power_w
+        self._windows.wait_for_reading_after(t1)
+        energy = self._windows.emit_window("idle", None, None, t0, t1, 0, before, self._thermal())
+        self._windows.idle_power_w = None if energy is None else energy.median_power_w
         if self._measures and self.idle_power_w is None:
             self.emitter.emit(
                 "warning",
@@ -357,7 +329,7 @@ class JobRunner:
             repetitions=self.spec.repetitions,
         )
         results = []
-        self._last_thermal = None
+        self._windows.start_repetition()
         stopped = False
         for i in range(task.num_queries()):
             try:
@@ -365,19 +337,15 @@ class JobRunner:
             except _Stopped:
                 stopped = True
                 break
-            if self._open is None:
-                self._open = _Window(
-                    name, rep, self._next_window_index(), self._last_thermal or self._thermal()
-                )
+            self._windows.open(name, rep)
             result = task.run_query(i)
             results.append(result)
-            self._open.queries.append((result, sysinfo.cpu_temp_c(self.sys_root)))
+            self._windows.add(result)
             self.queries_done += 1
-            if self._window_full(self._open):
-                self._close()
-            self._flush(force=False)
-        self._close(last_of_rep=True)
-        self._flush(force=True)
+            self._windows.close_if_full()
+            self._windows.flush(force=False)
+        self._windows.close(last_of_rep=True)
+        self._windows.flush(force=True)
         if stopped:
             raise _Stopped
         for score in task.scores(results):
@@ -391,182 +359,16 @@ class JobRunner:
             )
         self.emitter.sync()
 
-    def _next_window_index(self) -> int:
-        self._window_index += 1
-        return self._window_index - 1
-
-    def _window_full(self, window: _Window) -> bool:
-        policy = self.spec.window
-        duration = window.t_end - window.t_start
-        if duration < policy.min_seconds:
-            return False
-        if not self._measures:  # latency only: one window per repetition unless timed
-            return policy.min_seconds > 0
-        return self._energy(window.t_start, window.t_end).fresh_samples >= policy.min_fresh_samples
-
-    def _close(self, last_of_rep: bool = False) -> None:
-        """Close the open window (if it holds queries) and queue its events."""
-        window, self._open = self._open, None
-        if window is None or not window.queries:
-            return
-        window.after = self._last_thermal = self._thermal()
-        window.last_of_rep = last_of_rep
-        self._pending.append(window)
-
-    def _catch_up_s(self) -> float:
-        period = self._meter.nominal_period_s if self._measures else None
-        return max(MIN_CATCH_UP_S, 2.5 * (period or 0.0))
-
-    def _has_reading_after(self, t: float) -> bool:
-        return not self._measures or self._sampler.wait_for(t, 0.0)
-
-    def _wait_for_reading_after(self, t: float) -> None:
-        if self._measures:
-            self._sampler.wait_for(t, max(0.0, t + self._catch_up_s() - time.monotonic()))
-
-    def _flush(self, force: bool) -> None:
-        """Write the events of closed windows whose end the meter has caught up with."""
-        while self._pending:
-            window = self._pending[0]
-            if force:
-                self._wait_for_reading_after(window.t_end)
-            elif not (
-                self._has_reading_after(window.t_end)
-                or time.monotonic() > window.t_end + self._catch_up_s()
-            ):
-                return
-            self._pending.pop(0)
-            self._emit_query_window(window)
-
-    def _emit_query_window(self, window: _Window) -> None:
-        throttled = sysinfo.any_throttled(window.before, window.after)
-        for result, temp_c in window.queries:
-            energy = self._energy(result.t_start, result.t_end)
-            self.emitter.emit(
-                "query",
-                task=window.task,
-                rep=window.rep,
-                index=result.index,
-                t_start=result.t_start,
-                t_end=result.t_end,
-                latency_s=result.latency_s,
-                ttft_s=result.ttft_s,
-                prompt_tokens=result.prompt_tokens,
-                output_tokens=result.output_tokens,
-                tokens_per_s=result.tokens_per_s,
-                output_sha256=result.output_sha256,
-                throttled=throttled,
-                temp_c=temp_c,
-                window_index=window.index,
-                extra=dict(result.extra),
-                **self._energy_fields(energy, result.latency_s),
-            )
-        self._emit_window(
-            "queries",
-            window.task,
-            window.rep,
-            window.t_start,
-            window.t_end,
-            len(window.queries),
-            window.before,
-            window.after,
-            window.index,
-            query_first=window.queries[0][0].index,
-            query_last=window.queries[-1][0].index,
-            last_of_rep=window.last_of_rep,
-        )
-
-    def _energy(self, t0: float, t1: float) -> Any:
-        if not self._measures:
-            return None
-        return self._sampler.window(t0, t1, min_fresh_samples=self.spec.window.min_fresh_samples)
-
-    def _energy_fields(self, energy: Any, duration_s: float) -> dict[str, Any]:
-        if energy is None:
-            return {
-                "energy_j": None,
-                "net_energy_j": None,
-                "samples": 0,
-                "fresh_samples": 0,
-                "under_resolved": False,
-                "gap": False,
-                "extrapolated_s": None,
-            }
-        net = None
-        if energy.energy_j is not None and self.idle_power_w is not None:
-            net = energy.energy_j - self.idle_power_w * duration_s
-        return {
-            "energy_j": energy.energy_j,
-            "net_energy_j": net,
-            "samples": energy.samples,
-            "fresh_samples": energy.fresh_samples,
-            "under_resolved": energy.under_resolved,
-            "gap": energy.gap,
-            "extrapolated_s": energy.extrapolated_s,
-        }
-
-    def _emit_window(
-        self,
-        kind: str,
-        task: str | None,
-        rep: int | None,
-        t0: float,
-        t1: float,
-        queries: int,
-        before: sysinfo.ThermalState,
-        after: sysinfo.ThermalState | None,
-        index: int | None = None,
-        **extra: Any,
-    ) -> Any:
-        energy = self._energy(t0, t1)
-        fields = self._energy_fields(energy, t1 - t0)
-        per_query = {"energy_j_per_query": None, "net_energy_j_per_query": None}
-        if queries:
-            per_query = {
-                "energy_j_per_query": None
-                if fields["energy_j"] is None
-                else fields["energy_j"] / queries,
-                "net_energy_j_per_query": None
-                if fields["net_energy_j"] is None
-                else fields["net_energy_j"] / queries,
-            }
-        after = after or before
-        self.emitter.emit(
-            "window",
-            kind=kind,
-            task=task,
-            rep=rep,
-            index=self._next_window_index() if index is None else index,
-            t_start=t0,
-            t_end=t1,
-            duration_s=t1 - t0,
-            queries=queries,
-            mean_power_w=None if energy is None else energy.mean_power_w,
-            median_power_w=None if energy is None else energy.median_power_w,
-            throttled=sysinfo.any_throttled(before, after),
-            temp_c_before=before.temp_c,
-            temp_c_after=after.temp_c,
-            freq_mhz_before=before.freq_mhz,
-            freq_mhz_after=after.freq_mhz,
-            throttled_flags_before=before.throttled_flags,
-            throttled_flags_after=after.throttled_flags,
-            **fields,
-            **per_query,
-            **extra,
-        )
-        self.emitter.sync()
-        return energy
-
     def _thermal(self) -> sysinfo.ThermalState:
         return sysinfo.thermal_state(self.sys_root)
 
     # ------------------------------------------------------------------ end
 
     def _finish(self, status: str) -> str:
-        self._close(last_of_rep=True)
-        if self._pending:
+        self._windows.close(last_of_rep=True)
+        if self._windows.pending:
             try:
-                self._flush(force=True)
+                self._windows.flush(force=True)
             except Exception as exc:  # the done event must still be written
                 self._error(f"could not write the last window: {exc}", type(exc).__name__)
                 status = "failed"

@@ -11,7 +11,6 @@ that fails is marked failed with its error; the other devices go on.
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import threading
@@ -27,15 +26,12 @@ from agent.protocol import (
     MeterSpec,
     TaskSpec,
     WindowPolicy,
-    parse_event,
 )
 from orchestrator.experiment import Experiment
+from orchestrator.follow import TrialFollower, follow_stall_s
 from orchestrator.progress import RunProgress
 from tasks.errors import (
     AgentError,
-    ConfigError,
-    ProtocolError,
-    RemoteCommandError,
     TransportError,
     TslmError,
 )
@@ -43,32 +39,8 @@ from tasks.errors import (
 #: how long a worker keeps trying to reach a device that dropped mid-run
 RECONNECT_WINDOW_S = 300.0
 RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
-#: events are stored in batches of at most this many, or at window/done boundaries
-INGEST_BATCH = 32
 #: how long a stopping job may take to finish its current query and write `done`
 STOP_GRACE_S = 120.0
-#: a follow stream silent for this long is treated as a lost connection (the agent writes
-#: a `power` event about once a second, so silence means a dead link, not a quiet job);
-#: a false alarm costs one reconnect and a `follow --from`, never an event
-FOLLOW_STALL_S = 20.0
-FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
-
-
-def follow_stall_s() -> float:
-    """The follow stall limit: ``$TSLM_FOLLOW_STALL_S`` when set, else :data:`FOLLOW_STALL_S`."""
-    raw = os.environ.get(FOLLOW_STALL_ENV)
-    if not raw:
-        return FOLLOW_STALL_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise ConfigError(
-            f"{FOLLOW_STALL_ENV}={raw!r} is not a positive number of seconds",
-            hint=f"unset it to use the default ({FOLLOW_STALL_S:g} s)",
-        )
-    return value
 
 
 @dataclass(frozen=True)
@@ -123,13 +95,6 @@ def _attempt_of(job_id: str | None) -> int:
         return 0
     tail = job_id.rsplit("-a", 1)[-1]
     return int(tail) if tail.isdigit() else 1
-
-
-def _agent_error_line(stderr: str) -> str | None:
-    """The agent's ``error: ...`` line (its last stderr line is usually the hint)."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    errors = [ln.removeprefix("error: ") for ln in lines if ln.startswith("error: ")]
-    return errors[-1] if errors else (lines[-1] if lines else None)
 
 
 def safe_id(text: str) -> str:
@@ -224,7 +189,8 @@ class DeviceWorker:
         self.workdir = self.transport.workdir()
         self.python = self.transport.python()
 
-    def _reconnect(self, why: str) -> None:
+    def reconnect(self, why: str) -> None:
+        """Reconnect after a lost connection, retrying for :data:`RECONNECT_WINDOW_S`."""
         name = self.device.name
         self.progress.set_state(name, "reconnecting", message=why)
         deadline = time.monotonic() + RECONNECT_WINDOW_S
@@ -348,7 +314,7 @@ class DeviceWorker:
                 self.store.start_attempt(plan.trial_id, job_id)
         else:
             self.log(f"{name}: reattaching to job {job_id} from seq {last_seq + 1}")
-        status = self._follow(plan, job_id, last_seq)
+        status = TrialFollower(self, plan, job_id).follow(last_seq)
         self.outcome.trials[plan.label] = status
         if status == "failed":
             self.outcome.ok = False
@@ -384,87 +350,3 @@ class DeviceWorker:
                 f"{self.device.name}: agent refused job {spec.job_id}: "
                 f"{detail[-1] if detail else 'exit ' + str(result.exit_code)}"
             )
-
-    def _follow(self, plan: TrialPlan, job_id: str, last_seq: int) -> str:
-        """Follow a job's events into the database until `done`; returns the trial status."""
-        name = self.device.name
-        stop_sent = False
-        batch: list[Any] = []
-
-        def flush() -> None:
-            if batch:
-                with self.store_lock:
-                    self.store.ingest_events(plan.trial_id, [e.to_dict() for e in batch])
-                batch.clear()
-
-        while True:
-            if self.stop_event.is_set() and not stop_sent:
-                self._request_stop(job_id)
-                stop_sent = True
-            try:
-                done_status = None
-                argv = self.agent_argv("follow", job_id, "--from", str(last_seq + 1))
-                for line in self.transport.stream(argv, idle_timeout_s=self.stall_s):
-                    if not line.strip():
-                        continue
-                    event = parse_event(line, where=f"{name} job {job_id}")
-                    if event.seq <= last_seq:
-                        continue  # already stored before a reconnect
-                    if event.seq != last_seq + 1:
-                        raise ProtocolError(
-                            f"{name} job {job_id}: event seq {event.seq} "
-                            f"follows {last_seq}: events are missing"
-                        )
-                    batch.append(event)
-                    last_seq = event.seq
-                    self.progress.apply_event(name, event)
-                    if len(batch) >= INGEST_BATCH or event.type in (
-                        "window",
-                        "score",
-                        "done",
-                        "error",
-                        "query",
-                    ):
-                        flush()
-                    if event.type == "done":
-                        done_status = event.get("status")
-                        break
-                    if self.stop_event.is_set() and not stop_sent:
-                        self._request_stop(job_id)
-                        stop_sent = True
-                flush()
-                if done_status is not None:
-                    return "ok" if done_status == "ok" else done_status
-                # follow ended without `done`: the agent died on the device
-                raise AgentError(
-                    f"{name}: job {job_id} ended without a 'done' event "
-                    "(the agent process died on the device)"
-                )
-            except RemoteCommandError as exc:
-                # the agent's `follow` itself failed (job dead, unknown job): not a link problem
-                flush()
-                detail = _agent_error_line(exc.stderr) or exc.message
-                raise_as = AgentError(f"{name}: following job {job_id} failed: {detail}")
-                with self.store_lock:
-                    self.store.set_trial_status(plan.trial_id, "failed", error=raise_as.message)
-                self.progress.set_state(name, "failed", message=raise_as.message)
-                self.outcome.ok = False
-                self.outcome.error = self.outcome.error or raise_as.message
-                return "failed"
-            except TransportError as exc:
-                flush()
-                self._reconnect(f"connection lost while following {job_id}: {exc.message}")
-            except AgentError as exc:
-                flush()
-                with self.store_lock:
-                    self.store.set_trial_status(plan.trial_id, "failed", error=exc.message)
-                self.progress.set_state(name, "failed", message=exc.message)
-                self.outcome.ok = False
-                self.outcome.error = self.outcome.error or exc.message
-                return "failed"
-
-    def _request_stop(self, job_id: str) -> None:
-        try:
-            self.transport.run(self.agent_argv("stop", job_id), check=False, timeout_s=30)
-        except TransportError:
-            pass  # the follow loop reconnects and asks again

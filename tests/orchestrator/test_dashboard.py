@@ -11,15 +11,17 @@ from rich.console import Console
 
 from agent.protocol import make_event
 from orchestrator.dashboard import (
-    SPARK_LEVELS,
     LiveDisplay,
     PlainDisplay,
+    make_display,
+    render_dashboard,
+)
+from orchestrator.formatting import (
+    SPARK_LEVELS,
     format_energy,
     format_latency,
     format_power,
     format_sig,
-    make_display,
-    render_dashboard,
     sparkline,
 )
 from orchestrator.progress import RunProgress
