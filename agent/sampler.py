@@ -293,7 +293,10 @@ class Sampler:
         self._begin_gap(time.monotonic(), exc)
 
     def _begin_gap(self, now: float, exc: BaseException) -> None:
-        message = exc.message if isinstance(exc, TslmError) else f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, TslmError):
+            message = exc.message
+        else:  # a driver let a raw exception through: still say which meter failed
+            message = f"{self.meter.description}: {type(exc).__name__}: {exc}"
         with self._lock:
             if self._open_gap is not None:
                 return

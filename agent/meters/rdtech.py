@@ -199,6 +199,8 @@ class UmMeter(Meter):
 
     def _request_frame(self, *, first: bool) -> tuple[float, UmReading]:
         """Send 0xF0 (again when the meter ignores it) until a valid frame arrives."""
+        import termios
+
         import serial
 
         deadline = time.monotonic() + self.timeout_s
@@ -227,7 +229,8 @@ class UmMeter(Meter):
                     reading = decode_frame(frame, self.model)
                     self.last_reading = reading
                     return t_request, reading
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, termios.error) as exc:
+            # a pty or RFCOMM device that vanished fails in tcflush with termios.error
             raise MeterError(
                 f"{self.model.name} on {self.port}: port failed: {exc}",
                 hint="the meter or its Bluetooth link went away; the sampler reconnects",
