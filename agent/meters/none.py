@@ -39,4 +39,4 @@ def auto_meter(*, sysfs_root: str = "/") -> Meter:
     reason = rapl_unavailable_reason(sysfs_root)
     if reason is None:
         return RaplMeter(sysfs_root=sysfs_root)
-    return NoMeter(reason=f"auto: RAPL not usable: {reason}")
+    return NoMeter(reason=f"no readable RAPL counter ({reason.removeprefix('rapl: ')})")
