@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
-SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql sudo procps
+SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql procps util-linux passwd
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages demo test test-fast lint format bench clean
