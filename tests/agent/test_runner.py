@@ -224,12 +224,14 @@ def test_hwmon_meter_going_silent_mid_run(workdir: Path, tmp_path: Path) -> None
     windows = of(events, "window", kind="queries")
     assert any(w["gap"] for w in windows)
     assert sum(w["queries"] for w in windows) == 80
-    for w in windows:
+    for i, w in enumerate(windows):
         assert w["energy_j"] is not None
         assert abs(w["energy_j_per_query"] * w["queries"] - w["energy_j"]) < 1e-9
         expected_net = w["energy_j"] - idle["median_power_w"] * w["duration_s"]
         assert abs(w["net_energy_j"] - expected_net) < 1e-6
-        if not w["gap"] and not w["last_of_rep"]:
+        # the fake meter switches to busy power only when the `running` phase line has
+        # been echoed, so the first window may still hold a few idle-power samples
+        if i > 0 and not w["gap"] and not w["last_of_rep"]:
             assert w["fresh_samples"] >= 5 and not w["under_resolved"]
             assert abs(w["mean_power_w"] - BUSY_W) < 0.2
     for q in of(events, "query"):
