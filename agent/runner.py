@@ -31,8 +31,8 @@ from agent.journal import EventEmitter, Journal
 from agent.protocol import PROTOCOL_VERSION, JobSpec
 from agent.windows import WindowRecorder
 from tasks import __version__
-from tasks.errors import ArtifactError, ModelError, TslmError
-from tasks.hashing import sha256_file, sha256_path
+from tasks.errors import ModelError, TslmError
+from tasks.hashing import sha256_path
 
 POWER_EVENT_PERIOD_S = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -209,21 +209,9 @@ class JobRunner:
         if spec.artifact is None:
             return model_path, None
         art_path = self.workdir.resolve_inside(spec.artifact.path, "job.json artifact.path")
-        manifest = art_path / "manifest.json"
-        if not manifest.is_file():
-            raise ArtifactError(
-                f"artifact {spec.artifact.path}: no manifest.json in {art_path}",
-                hint="push the artifact again",
-            )
-        actual = sha256_file(manifest)
-        if actual != spec.artifact.sha256:
-            raise ArtifactError(
-                f"artifact {spec.artifact.path}/manifest.json: sha256 {actual} "
-                f"does not match the job's {spec.artifact.sha256}",
-                hint="push the artifact again (tslm-fleet deploy)",
-            )
         from tasks.artifacts import load_artifact
 
+        # verifies the manifest against the job's sha256, then every file it lists
         return model_path, load_artifact(art_path, spec.artifact.sha256)
 
     def _start_sampler(self) -> None:
