@@ -109,6 +109,7 @@ def fill_queries(store: Store, trials: list[int], total: int) -> None:
     """``total`` query rows spread over the trials, inserted in bulk (not timed)."""
     from sqlalchemy import insert
 
+    from db.derive import QUERY_COLUMNS
     from db.schema import Query
 
     rng = random.Random(2)
@@ -119,29 +120,7 @@ def fill_queries(store: Store, trials: list[int], total: int) -> None:
             for i in range(per_trial):
                 e = query_event(i + 1, i % 100, rng)
                 rows.append(
-                    {
-                        k: e[k]
-                        for k in (
-                            "task",
-                            "rep",
-                            "index",
-                            "t_start",
-                            "t_end",
-                            "latency_s",
-                            "ttft_s",
-                            "prompt_tokens",
-                            "output_tokens",
-                            "tokens_per_s",
-                            "energy_j",
-                            "net_energy_j",
-                            "samples",
-                            "fresh_samples",
-                            "under_resolved",
-                            "throttled",
-                            "temp_c",
-                        )
-                    }
-                    | {"trial_id": trial, "seq": i + 1}
+                    {k: e.get(k) for k in QUERY_COLUMNS} | {"trial_id": trial, "seq": i + 1}
                 )
             conn.execute(insert(Query), rows)
 

@@ -15,7 +15,8 @@ from db.schema import Message, MessageLevel, Query, Score, Trial, TrialStatus, W
 
 #: trial statuses a ``done`` event can set
 _DONE_STATUS = {"ok": TrialStatus.ok, "failed": TrialStatus.failed, "stopped": TrialStatus.stopped}
-_QUERY_COLUMNS = (
+#: event fields copied into a ``queries`` row
+QUERY_COLUMNS = (
     "task",
     "rep",
     "index",
@@ -82,7 +83,7 @@ def apply_event(trial: Trial, ev: dict[str, Any], rows: dict[type, list[dict[str
         trial.status = TrialStatus.running
         trial.started_at = trial.started_at or parse_wall(ev["wall"])
     if kind == "query":
-        rows[Query].append({**base, **{c: ev.get(c) for c in _QUERY_COLUMNS}})
+        rows[Query].append({**base, **{c: ev.get(c) for c in QUERY_COLUMNS}})
     elif kind == "window":
         rows[Window].append({**base, **{c: ev.get(c) for c in _WINDOW_COLUMNS}})
         if ev.get("kind") == "idle":
