@@ -59,17 +59,17 @@ def default_cache_dir() -> Path:
 
 def prepare_model(model: str) -> tuple[Any, ModelPayload]:
     """Resolve the model and describe what to push to the devices."""
+    from orchestrator.deploy import RemoteLayout
     from tasks.models import resolve_model
 
     ref = resolve_model(model)
     files = tuple(ref.files())
+    remote_dir = RemoteLayout.model_dir(ref.sha256)
     if ref.path is not None and Path(ref.path).is_dir():
         root = Path(ref.path)
-        remote_dir = f"models/{ref.sha256[:16]}"
         remote_rel = remote_dir
     else:
         root = files[0].parent
-        remote_dir = f"models/{ref.sha256[:16]}"
         remote_rel = f"{remote_dir}/{files[0].name}"
     return ref, ModelPayload(
         name=ref.name,

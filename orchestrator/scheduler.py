@@ -27,6 +27,7 @@ from agent.protocol import (
     TaskSpec,
     WindowPolicy,
 )
+from orchestrator.deploy import PushItem, RemoteLayout, deploy_files, items_for_directory
 from orchestrator.experiment import Experiment
 from orchestrator.follow import TrialFollower, follow_stall_s
 from orchestrator.progress import RunProgress
@@ -35,6 +36,7 @@ from tasks.errors import (
     TransportError,
     TslmError,
 )
+from tasks.hashing import sha256_file
 
 #: how long a worker keeps trying to reach a device that dropped mid-run
 RECONNECT_WINDOW_S = 300.0
@@ -222,13 +224,9 @@ class DeviceWorker:
         return f"{self.workdir.rstrip('/')}/{rel}"
 
     def _deploy(self) -> None:
-        from orchestrator.deploy import PushItem, deploy_files
-
         items = [
             PushItem(local=self.bundle.path, remote=self.bundle_rel, sha256=self.bundle.sha256)
         ]
-        from tasks.hashing import sha256_file
-
         for path in self.model.local_files:
             rel = path.relative_to(self.model.local_root).as_posix()
             items.append(
@@ -242,19 +240,11 @@ class DeviceWorker:
             if art is None or art in seen:
                 continue
             seen.add(art)
-            for path in sorted(p for p in art.rglob("*") if p.is_file()):
-                rel = path.relative_to(art).as_posix()
-                items.append(
-                    PushItem(
-                        local=path, remote=f"artifacts/{art.name}/{rel}", sha256=sha256_file(path)
-                    )
-                )
+            items += items_for_directory(art, RemoteLayout.artifact_dir(art.name))
         deploy_files(self.transport, items, workdir=self.workdir)
 
     @property
     def bundle_rel(self) -> str:
-        from orchestrator.deploy import RemoteLayout
-
         return RemoteLayout.bundle_path(self.bundle.sha256)
 
     def agent_argv(self, *args: str) -> list[str]:
@@ -267,7 +257,8 @@ class DeviceWorker:
         artifact = None
         if variant.artifact_dir is not None:
             artifact = FileRef(
-                path=f"artifacts/{variant.artifact_dir.name}", sha256=variant.artifact_sha256 or ""
+                path=RemoteLayout.artifact_dir(variant.artifact_dir.name),
+                sha256=variant.artifact_sha256 or "",
             )
         meter = self.device.meter
         return JobSpec(
@@ -329,9 +320,6 @@ class DeviceWorker:
         return info.get("state") in ("running", "done")
 
     def _start_job(self, spec: JobSpec) -> None:
-        from orchestrator.deploy import PushItem, deploy_files
-        from tasks.hashing import sha256_file
-
         with tempfile.TemporaryDirectory(prefix="tslm-job-") as tmp:
             local = Path(tmp) / "job.json"
             local.write_text(spec.to_json())
