@@ -67,6 +67,7 @@ class WindowRecorder:
         self._pending: list[_Window] = []
         self._open: _Window | None = None
         self._last_thermal: sysinfo.ThermalState | None = None
+        self._stale_reported = False
 
     @property
     def measures(self) -> bool:
@@ -146,7 +147,39 @@ class WindowRecorder:
             ):
                 return
             self._pending.pop(0)
+            self._report_stale_meter(window)
             self._emit_query_window(window)
+
+    def _report_stale_meter(self, window: _Window) -> None:
+        """Warn once when the meter has nothing past a window's end (until it reads again).
+
+        The driver only fails after its own read timeout; a meter that falls silent near
+        the end of a trial would otherwise leave nothing but under-resolved windows.
+        """
+        if not self.measures:
+            return
+        if self._has_reading_after(window.t_end):
+            self._stale_reported = False
+            return
+        if self._stale_reported:
+            return
+        self._stale_reported = True
+        latest = self.sampler.latest()
+        if latest is None:
+            silent = "no reading at all"
+        elif latest.t < window.t_end:
+            silent = f"last reading {window.t_end - latest.t:.1f} s before it"
+        else:
+            silent = "no fresh reading"
+        self.emitter.emit(
+            "warning",
+            code="meter_stale",
+            message=(
+                f"job {self.spec.job_id}: power meter {self.meter.description} gave no reading "
+                f"within {self._catch_up_s():.1f} s after window {window.index} ended "
+                f"({silent}); its energy is incomplete and flagged"
+            ),
+        )
 
     def _emit_query_window(self, window: _Window) -> None:
         throttled = sysinfo.any_throttled(window.before, window.after)

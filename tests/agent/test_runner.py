@@ -21,6 +21,8 @@ from agent.journal import read_events
 from agent.protocol import Event, JobSpec
 from agent.runner import run_job
 from tests.agent.conftest import MODEL_REL, add_artifact, assert_gapless, job_dict, parse_lines
+from tests.emulators.traces import constant
+from tests.emulators.um import UmEmulator
 
 IDLE_W = 3.0
 BUSY_W = 4.5
@@ -182,6 +184,45 @@ class FakeIna226:
     def close(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def test_a_meter_falling_silent_before_its_driver_times_out_is_reported(
+    workdir: Path,
+) -> None:
+    """The UM25C stops answering late in the trial; its 4 s read timeout outlasts the
+    queries, so only the window edges can notice: one meter_stale warning, flagged windows."""
+    with UmEmulator("um25c", constant(BUSY_W)) as emu:
+
+        def on_line(line: str) -> None:
+            if '"phase":"running"' in line:
+                threading.Timer(0.6, emu.set_fault, ("silent",)).start()
+
+        spec = job_dict(
+            workdir,
+            idle_seconds=1.2,
+            tasks=[
+                {
+                    "name": "generate",
+                    "params": {"num_queries": 150, "max_new_tokens": 8, "chat_template": False},
+                }
+            ],
+            repetitions=1,
+            window={"min_fresh_samples": 2, "min_seconds": 0.0},
+            meter={"kind": "um25c", "port": emu.port, "timeout_s": 4.0},
+        )
+        status, events = run_in_process(workdir, spec, Echo(on_line))
+    assert status == "ok", [e.to_dict() for e in of(events, "error")]
+    assert_gapless(events)
+    stale = of(events, "warning", code="meter_stale")
+    assert len(stale) == 1, [w.to_dict() for w in of(events, "warning")]
+    assert "UM25C" in stale[0]["message"] and "no reading" in stale[0]["message"]
+    windows = of(events, "window", kind="queries")
+    assert sum(w["queries"] for w in windows) == 150
+    last = windows[-1]
+    assert last["under_resolved"] or last["energy_j"] is None
+    for w in windows:
+        if w["energy_j"] is not None:
+            assert abs(w["mean_power_w"] - BUSY_W) < 0.05
 
 
 def test_hwmon_meter_going_silent_mid_run(workdir: Path, tmp_path: Path) -> None:

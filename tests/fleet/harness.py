@@ -5,8 +5,9 @@
 * :func:`journal_queries` and :func:`check_ledger`: the query events each device wrote in
   its journals (read directly from the device user's work directory) against the query
   rows in the database: the same (trial, seq) set, each row once;
-* :func:`wait_for_queries`: block until a device's journals hold a number of query events
-  (how a test lands a fault "mid-run");
+* :func:`wait_for_queries` / :func:`wait_for_phase`: block until a device's journals hold
+  a number of query events, or a job has entered a phase (how a test lands a fault
+  "mid-run");
 * :class:`FaultSummary`: what each fault test injected and whether the run survived,
   printed at the end of the session and written to ``$TSLM_FAULT_SUMMARY``.
 """
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,21 +263,56 @@ def wait_for_queries(
     spawned: Spawned | None = None,
     workdir: str = ".tslm",
 ) -> None:
-    """Block until the device's journals hold ``n`` query events (the fault lands mid-run)."""
+    """Block until the device's journals hold ``n`` query events (the fault lands mid-run).
+
+    Query events are written when their energy window closes, so on a fast device the
+    n-th one may appear only after the last query ran; use :func:`wait_for_phase` for a
+    fault that must land while queries still run.
+    """
+    _wait_for_events(
+        device, lambda e: e.get("type") == "query", n, f"{n} queries", timeout, spawned, workdir
+    )
+
+
+def wait_for_phase(
+    device: FakeDevice,
+    phase: str,
+    timeout: float = 120.0,
+    spawned: Spawned | None = None,
+    workdir: str = ".tslm",
+) -> None:
+    """Block until a job on the device has entered ``phase`` (e.g. ``running``)."""
+    _wait_for_events(
+        device,
+        lambda e: e.get("type") == "phase" and e.get("phase") == phase,
+        1,
+        f"the {phase!r} phase",
+        timeout,
+        spawned,
+        workdir,
+    )
+
+
+def _wait_for_events(
+    device: FakeDevice,
+    match: Callable[[dict[str, Any]], bool],
+    n: int,
+    what: str,
+    timeout: float,
+    spawned: Spawned | None,
+    workdir: str,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         count = sum(
-            1
-            for job in device_jobs(device, workdir)
-            for e in _journal_events(job)
-            if e.get("type") == "query"
+            1 for job in device_jobs(device, workdir) for e in _journal_events(job) if match(e)
         )
         if count >= n:
             return
         if spawned is not None and spawned.proc.poll() is not None:
-            raise AssertionError(f"the run ended before {n} queries:\n{spawned.output[-3000:]}")
-        time.sleep(0.1)
-    raise AssertionError(f"{device.name}: fewer than {n} queries after {timeout:g} s")
+            raise AssertionError(f"the run ended before {what}:\n{spawned.output[-3000:]}")
+        time.sleep(0.05)
+    raise AssertionError(f"{device.name}: not {what} after {timeout:g} s")
 
 
 def running_job(device: FakeDevice, workdir: str = ".tslm") -> tuple[str, int]:

@@ -7,6 +7,7 @@ measure (null energy, under-resolved flag, a gap warning). Queries always comple
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tests.fleet.harness import (
     run_status,
     spawn_cli,
     trials,
-    wait_for_queries,
+    wait_for_phase,
     write_experiment,
 )
 
@@ -63,7 +64,8 @@ def test_meter_faults_never_produce_wrong_numbers(
     spawned = spawn_cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path)
     try:
         if mid_run:
-            wait_for_queries(device, 3, spawned=spawned)
+            # the idle baseline has been measured; every query runs against a mute meter
+            wait_for_phase(device, "running", spawned=spawned)
             um25c.set_fault(fault, rate)
         code = spawned.wait(200)
     finally:
@@ -105,7 +107,17 @@ def test_meter_faults_never_produce_wrong_numbers(
     # the damage is reported, not hidden: gap warnings or flagged windows
     assert meter_warnings or flagged, (warnings, windows)
     if fault == "silent":
-        assert warnings, "a meter that stopped answering must be reported"
+        data = [
+            w["data"] if isinstance(w["data"], dict) else json.loads(w["data"]) for w in warnings
+        ]
+        codes = {d.get("code") for d in data}
+        assert codes & {"meter_stale", "meter_warning"}, (
+            "a meter that stopped answering must be reported",
+            warnings,
+        )
+        assert all(
+            w["under_resolved"] or w["energy_j"] is None for w in windows if w["kind"] == "queries"
+        ), windows
     fault_summary.add(
         f"meter {fault} ({rate:.0%} of frames)",
         "warnings/flags, no wrong numbers, queries complete",
