@@ -189,13 +189,13 @@ class FakeIna226:
 def test_a_meter_falling_silent_before_its_driver_times_out_is_reported(
     workdir: Path,
 ) -> None:
-    """The UM25C stops answering late in the trial; its 4 s read timeout outlasts the
-    queries, so only the window edges can notice: one meter_stale warning, flagged windows."""
+    """The UM25C stops answering when the queries start; its 4 s read timeout may outlast
+    them, so the window edges must notice: one meter_stale warning, flagged windows."""
     with UmEmulator("um25c", constant(BUSY_W)) as emu:
 
         def on_line(line: str) -> None:
             if '"phase":"running"' in line:
-                threading.Timer(0.6, emu.set_fault, ("silent",)).start()
+                emu.set_fault("silent")
 
         spec = job_dict(
             workdir,
