@@ -1,10 +1,12 @@
 """Helpers of the fleet end-to-end and fault tests.
 
 * :func:`cli` / :func:`spawn_cli`: ``tslm-fleet`` as a real subprocess (what a user runs);
-* :func:`write_experiment`: a tiny experiment YAML;
+* :func:`write_experiment`: a tiny experiment YAML; :func:`fault_run`: it, the run's
+  arguments and its SQLite URL in one call;
 * :func:`journal_queries` and :func:`check_ledger`: the query events each device wrote in
   its journals (read directly from the device user's work directory) against the query
-  rows in the database: the same (trial, seq) set, each row once;
+  rows in the database: the same (trial, seq) set, each row once; :func:`assert_completed`:
+  the checks of a run that survived its fault;
 * :func:`wait_for_queries` / :func:`wait_for_phase`: block until a device's journals hold
   a number of query events, or a job has entered a phase (how a test lands a fault
   "mid-run");
@@ -114,6 +116,18 @@ def run_args(
         str(cache_dir),
         *extra,
     ]
+
+
+def fault_run(
+    fleet: FakeFleet, devices: str, model: Path | str, tmp_path: Path, **experiment: Any
+) -> tuple[list[str], str]:
+    """A test's ``tslm-fleet run`` arguments and its SQLite URL (``tmp_path/r.db``).
+
+    ``experiment``: the keywords of :func:`write_experiment` (tasks, repetitions, ...).
+    """
+    exp = write_experiment(tmp_path / "exp.yaml", model, **experiment)
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    return run_args(fleet, devices, exp, db, tmp_path / "cache"), db
 
 
 def run_id_of(output: str) -> str:
@@ -254,6 +268,20 @@ def check_ledger(fleet: FakeFleet, url: str, run_id: str, workdir: str = ".tslm"
     assert ledger.duplicated == 0, f"query rows duplicated: {ledger}"
     assert set(stored) == set(on_device), f"rows without a journal event: {ledger}"
     return ledger
+
+
+def assert_completed(
+    fleet: FakeFleet, url: str, code: int, out: str, queries: int
+) -> tuple[str, Ledger]:
+    """The run exited 0, it and its one trial are ok, and the database holds each of the
+    ``queries`` query records the device journaled exactly once. Returns (run id, ledger)."""
+    assert code == 0, out[-4000:]
+    run_id = run_id_of(out)
+    assert run_status(url, run_id) == "ok"
+    assert [t["status"] for t in trials(url, run_id)] == ["ok"]
+    ledger = check_ledger(fleet, url, run_id)
+    assert ledger.stored == queries
+    return run_id, ledger
 
 
 def wait_for_queries(

@@ -14,15 +14,12 @@ from pathlib import Path
 import pytest
 
 from tests.fleet.harness import (
-    check_ledger,
+    assert_completed,
     db_rows,
-    run_args,
-    run_id_of,
-    run_status,
+    fault_run,
     spawn_cli,
     trials,
     wait_for_phase,
-    write_experiment,
 )
 
 pytestmark = [pytest.mark.fleet]
@@ -53,15 +50,16 @@ def test_meter_faults_never_produce_wrong_numbers(
     started = time.monotonic()
     fleet = fleet_factory(1, meters=[{"kind": "um25c", "port": um25c.port}])
     device = fleet["pi4"]
-    exp = write_experiment(
-        tmp_path / "exp.yaml",
+    args, db = fault_run(
+        fleet,
+        "pi4",
         tiny_model,
+        tmp_path,
         tasks=(("generate", {"num_queries": QUERIES, "max_new_tokens": 16}),),
     )
-    db = f"sqlite:///{tmp_path / 'r.db'}"
     if not mid_run:
         um25c.set_fault(fault, rate)
-    spawned = spawn_cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path)
+    spawned = spawn_cli(*args, cwd=tmp_path)
     try:
         if mid_run:
             # the idle baseline has been measured; every query runs against a mute meter
@@ -72,13 +70,8 @@ def test_meter_faults_never_produce_wrong_numbers(
         spawned.kill()
         um25c.set_fault(None)
     out = spawned.output
-    assert code == 0, out[-4000:]
-    run_id = run_id_of(out)
-    assert run_status(db, run_id) == "ok"
+    run_id, ledger = assert_completed(fleet, db, code, out, queries=QUERIES)
     (trial,) = trials(db, run_id)
-    assert trial["status"] == "ok"
-    ledger = check_ledger(fleet, db, run_id)
-    assert ledger.stored == QUERIES  # every query completed
 
     windows = db_rows(
         db,

@@ -22,10 +22,12 @@ from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
 from tests.fleet.devices import VENV_PYTHON
 from tests.fleet.harness import (
+    assert_completed,
     check_ledger,
     cli,
     db_rows,
     device_jobs,
+    fault_run,
     process_alive,
     run_args,
     run_id_of,
@@ -62,14 +64,14 @@ def test_agent_killed_then_resumed_as_a_new_attempt(
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(
-        tmp_path / "exp.yaml",
+    args, db = fault_run(
+        fleet,
+        "pi4",
         tiny_model,
+        tmp_path,
         tasks=(LONG, ("perplexity", {"max_tokens": 64})),
         repetitions=REPS,
     )
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     spawned = spawn_cli(*args, cwd=tmp_path)
     try:
         wait_for_queries(device, 5, spawned=spawned)
@@ -114,9 +116,7 @@ def test_controller_killed_then_resume_reattaches(
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
+    args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
     spawned = spawn_cli(*args, cwd=tmp_path)
     try:
         wait_for_queries(device, 5, spawned=spawned)
@@ -152,9 +152,7 @@ def test_ctrl_c_interrupts_and_resume_completes(
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
+    args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
     spawned = spawn_cli(*args, cwd=tmp_path)
     try:
         wait_for_queries(device, 5, spawned=spawned)
@@ -213,10 +211,9 @@ def test_sqlite_locked_by_another_writer(
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(tmp_path / "exp.yaml", tiny_model, tasks=(LONG,), repetitions=REPS)
+    args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
     path = tmp_path / "r.db"
-    db = f"sqlite:///{path}"
-    spawned = spawn_cli(*run_args(fleet, "pi4", exp, db, tmp_path / "cache"), cwd=tmp_path)
+    spawned = spawn_cli(*args, cwd=tmp_path)
     holder = None
     try:
         wait_for_queries(device, 5, spawned=spawned)
@@ -231,13 +228,9 @@ def test_sqlite_locked_by_another_writer(
         if holder is not None and holder.poll() is None:
             holder.kill()
     out = spawned.output
-    assert code == 0, out[-4000:]
-    run_id = run_id_of(out)
-    assert run_status(db, run_id) == "ok"
+    _, ledger = assert_completed(fleet, db, code, out, queries=LONG_QUERIES)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    ledger = check_ledger(fleet, db, run_id)
-    assert ledger.stored == LONG_QUERIES
     fault_summary.add(
         "SQLite write-locked by another process for 5 s",
         "waits (busy timeout), run completes",
@@ -311,11 +304,9 @@ def test_artifact_corrupted_on_the_device(
     started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
-    exp = write_experiment(
-        tmp_path / "exp.yaml", tiny_model, variants=("tt:rank=2",), tasks=(SHORT,)
+    args, db = fault_run(
+        fleet, "pi4", tiny_model, tmp_path, variants=("tt:rank=2",), tasks=(SHORT,)
     )
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    args = run_args(fleet, "pi4", exp, db, tmp_path / "cache")
     first = cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
     (art_dir,) = (device.home / ".tslm" / "artifacts").iterdir()
