@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.data import evaluation_texts
 from tasks.errors import TaskError
 from tasks.workloads.base import QueryResult
 from tasks.workloads.params import param
@@ -27,7 +28,11 @@ from tasks.workloads.sources import load_text
 class TextWindowParams:
     """Parameters of the tasks that score a text in sliding windows."""
 
-    text: str = param("builtin", "'builtin', a UTF-8 text file, or hf:DATASET[:CONFIG[:SPLIT]]")
+    text: str = param(
+        "builtin",
+        f"'builtin' (the default text), builtin:NAME ({', '.join(evaluation_texts())}), "
+        "a UTF-8 text file, or hf:DATASET[:CONFIG[:SPLIT]]",
+    )
     window: int = param(1024, "tokens the model sees per window (capped at its context)", minimum=2)
     stride: int | None = param(
         None,
