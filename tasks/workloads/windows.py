@@ -20,7 +20,7 @@ from typing import Any
 from tasks.data import evaluation_texts
 from tasks.errors import TaskError
 from tasks.workloads.base import QueryResult
-from tasks.workloads.params import param
+from tasks.workloads.params import check_placement, param
 from tasks.workloads.sources import load_text
 
 
@@ -43,8 +43,10 @@ class TextWindowParams:
     max_tokens: int | None = param(
         None, "score only the first N tokens of the text (None: all)", minimum=2
     )
+    on: str = param("device", "where it runs: device (each board) or controller (once)")
 
     def __post_init__(self) -> None:
+        check_placement(self.on)
         if self.stride is not None and self.stride > self.window:
             raise TaskError(
                 f"stride {self.stride} is larger than window {self.window}: "
