@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.workloads.named_data import item_record
+
 #: one lm-eval task definition per tslm-fleet task, the item fields read as they are
 TASK_CONFIGS: dict[str, dict[str, Any]] = {
     "choice": {
@@ -71,16 +73,10 @@ def _offline() -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
 
-def _record(task: str, item: Any) -> dict[str, Any]:
-    if task == "choice":
-        return {"context": item.context, "choices": list(item.choices), "gold": item.gold}
-    return {"text": item.text}
-
-
 def write_task(directory: Path, task: str, items: Sequence[Any], name: str) -> Path:
     """Write the items and an lm-eval task YAML named ``name`` into ``directory``."""
     data = directory / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(_record(task, i)) + "\n" for i in items))
+    data.write_text("".join(json.dumps(item_record(i)) + "\n" for i in items))
     config = {
         "task": name,
         "dataset_path": "json",

@@ -76,6 +76,7 @@ class ChoiceTask:
         "(JSONL, hellaswag, arc_easy, arc_challenge, piqa; smoke set built in)"
     )
     params_type: ClassVar[type] = ChoiceParams
+    file_params: ClassVar[tuple[str, ...]] = ("data",)
 
     def parse_params(self, params: dict[str, Any]) -> ChoiceParams:
         return parse_params(ChoiceParams, params, self.name)

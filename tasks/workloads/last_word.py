@@ -57,6 +57,7 @@ class LastWordTask:
         "lambada_openai (JSONL, lambada_openai; smoke set built in)"
     )
     params_type: ClassVar[type] = ItemParams
+    file_params: ClassVar[tuple[str, ...]] = ("data",)
 
     def parse_params(self, params: dict[str, Any]) -> ItemParams:
         return parse_params(ItemParams, params, self.name)

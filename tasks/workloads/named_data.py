@@ -11,9 +11,12 @@ says how to pass the items as a JSONL file instead.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from tasks.errors import TaskError
@@ -165,3 +168,30 @@ def _load_rows(task: str, dataset: NamedDataset) -> Any:
             f"loaded: {type(exc).__name__}: {exc}",
             hint=f"reach the Hugging Face hub or fill the local datasets cache; {fallback}",
         ) from exc
+
+
+def item_record(item: ChoiceItem | LastWordItem) -> dict[str, Any]:
+    """The JSONL record of one item (the task's file format)."""
+    if isinstance(item, ChoiceItem):
+        return {"context": item.context, "choices": list(item.choices), "gold": item.gold}
+    return {"text": item.text}
+
+
+def materialize(task: str, name: str, directory: Path) -> Path:
+    """Write the dataset ``name``, mapped for ``task``, as a JSONL file in ``directory``.
+
+    The controller does this for a device, which has neither the hub nor ``datasets``:
+    the file keeps every item in source order (so ``limit``/``seed`` pick the same
+    items) and is named by its content's sha256.
+    """
+    body = "".join(
+        json.dumps(item_record(i), ensure_ascii=False) + "\n" for i in load_named(task, name)
+    )
+    data = body.encode("utf-8")
+    path = directory / f"{name}-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path

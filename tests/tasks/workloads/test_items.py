@@ -16,6 +16,7 @@ from tasks.workloads.named_data import (
     hellaswag_record,
     lambada_record,
     load_named,
+    materialize,
     piqa_record,
 )
 
@@ -180,3 +181,31 @@ def test_unreachable_dataset_says_how_to_pass_a_file(monkeypatch: pytest.MonkeyP
     with pytest.raises(TaskError, match=r"dataset 'arc_easy' \(allenai/ai2_arc, split test\)") as e:
         load_named("choice", "arc_easy")
     assert "choice:data=FILE" in e.value.hint and '"gold": int' in e.value.hint
+
+
+def test_a_named_dataset_is_written_as_jsonl_for_a_device(tmp_path, monkeypatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    rows = [
+        {"goal": f"Goal {i}", "sol1": "first way", "sol2": "second way", "label": i % 2}
+        for i in range(5)
+    ]
+    asked = []
+
+    def load_dataset(path, config, split):  # the hub cannot be reached from here
+        asked.append((path, config, split))
+        return datasets.Dataset.from_list(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    path = materialize("choice", "piqa", tmp_path / "data")
+    assert asked == [("baber/piqa", None, "validation")]
+    assert path.name.startswith("piqa-") and path == materialize(
+        "choice", "piqa", tmp_path / "data"
+    )
+    data = load_items("choice", str(path), 2, 3)
+    assert data.total == 5 and [i.context for i in data.items] == [
+        f"Question: Goal {d}\nAnswer:" for d in data.doc_ids
+    ]
+    assert [i.gold for i in data.items] == [d % 2 for d in data.doc_ids]
+    rows[2] = {"goal": "broken", "sol1": "a", "sol2": "b"}
+    with pytest.raises(TaskError, match=r"dataset piqa \(baber/piqa, split validation\) row 2"):
+        load_named("choice", "piqa")
