@@ -159,7 +159,7 @@ def accuracy(ref: Any, base: Any, tokenizer: Any, variants: tuple, limit: int | 
         print(
             f"{row['variant']:60s} {sig(row['ratio'])}x  choice acc {row['choice']['acc']:.3f} "
             f"acc_norm {row['choice']['acc_norm']:.3f}  last-word acc "
-            f"{row['last_word']['acc']:.3f} ppl {sig(row['last_word']['perplexity'])}",
+            f"{row['last_word']['acc']:.3f} ppl {sig(row['last_word']['word_perplexity'])}",
             flush=True,
         )
         rows.append(row)

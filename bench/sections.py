@@ -366,7 +366,7 @@ def quality_table(doc: dict[str, Any]) -> list[str]:
             acc(r["choice"], "acc"),
             acc(r["choice"], "acc_norm"),
             acc(r["last_word"], "acc"),
-            sig(r["last_word"]["perplexity"]),
+            sig(r["last_word"]["word_perplexity"]),
         ]
         for r in doc.get("variants", [])
     ]

@@ -122,14 +122,23 @@ class Experiment:
 
 
 def parse_task_option(text: str) -> TaskRequest:
-    """``--task NAME[:key=value...]`` -> TaskRequest (values parsed as YAML scalars)."""
-    name, *pairs = text.split(":")
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--task {text!r}: expected NAME[:key=value...], got {pair!r}")
-        params[key] = yaml.safe_load(value)
+    """``--task NAME[:key=value...]`` -> TaskRequest (values parsed as YAML scalars).
+
+    A piece without ``=`` continues the value before it, so values may hold colons:
+    ``perplexity:text=builtin:dialogue``, ``perplexity:text=hf:wikitext:CONFIG:test``.
+    """
+    name, *pieces = text.split(":")
+    raw: dict[str, str] = {}
+    key = None
+    for piece in pieces:
+        k, sep, value = piece.partition("=")
+        if sep and k:
+            key, raw[k] = k, value
+        elif key is not None:
+            raw[key] += ":" + piece
+        else:
+            raise ConfigError(f"--task {text!r}: expected NAME[:key=value...], got {piece!r}")
+    params: dict[str, Any] = {k: yaml.safe_load(v) for k, v in raw.items()}
     if not name:
         raise ConfigError(f"--task {text!r}: missing task name")
     return TaskRequest(name=name, params=params)

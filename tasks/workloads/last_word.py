@@ -2,8 +2,9 @@
 
 Each passage is split at its last space: the words before it are the context, the last
 word (after one space) the target. ``acc`` counts passages whose target is the greedy
-continuation, token for token; ``perplexity`` is exp of minus the mean log-likelihood of
-the target word over passages (a per-word, not per-token, perplexity).
+continuation, token for token; ``word_perplexity`` (lm-eval's ``perplexity`` of this task)
+is exp of minus the mean log-likelihood of the target word over passages: a per-word,
+not a per-token, perplexity, named apart from the ``perplexity`` task's text perplexity.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class PreparedLastWord(PreparedItems):
         logprobs = [float(r.extra["logprob"]) for r in ordered]
         scores = [
             Score("acc", mean(acc), self.data.details()),
-            Score("perplexity", word_perplexity(logprobs), {"items": len(ordered)}),
+            Score("word_perplexity", word_perplexity(logprobs), {"items": len(ordered)}),
             Score("items", float(len(ordered))),
         ]
         stderr = mean_stderr(acc)

@@ -164,7 +164,7 @@ def fixtures() -> dict[str, dict[str, Any]]:
                     "last_word": {
                         "acc": 0.45,
                         "acc_stderr": 0.0797,
-                        "perplexity": 12.345,
+                        "word_perplexity": 12.345,
                         "items": 40.0,
                     },
                 },
@@ -172,7 +172,7 @@ def fixtures() -> dict[str, dict[str, Any]]:
                     "variant": "tt:ratio=2.0",
                     "ratio": 2.0123,
                     "choice": {"acc": 0.5, "acc_norm": 0.55, "items": 40.0},
-                    "last_word": {"acc": 0.2, "perplexity": 80.01, "items": 40.0},
+                    "last_word": {"acc": 0.2, "word_perplexity": 80.01, "items": 40.0},
                 },
             ],
         },
