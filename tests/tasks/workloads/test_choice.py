@@ -117,7 +117,9 @@ def _run(task_name: str, model, tokenizer, params: dict):
     return prepared, results, {s.metric: s for s in prepared.scores(results)}
 
 
-def test_choice_matches_lm_eval_item_by_item(lm, tokenizer, tmp_path: Path) -> None:
+def test_choice_matches_lm_eval_item_by_item(
+    lm, tokenizer, tmp_path: Path, crosscheck_record
+) -> None:
     smoke = load_items("choice", "smoke", None, None).items
     records = [{"context": i.context, "choices": list(i.choices), "gold": i.gold} for i in smoke]
     data = _jsonl(tmp_path / "items.jsonl", records + EXTRA_CHOICE_ITEMS)
@@ -128,6 +130,16 @@ def test_choice_matches_lm_eval_item_by_item(lm, tokenizer, tmp_path: Path) -> N
         assert ours.extra["doc_id"] == ref.doc_id
         assert (ours.extra["acc"], ours.extra["acc_norm"]) == (ref.acc, ref.acc_norm)
         assert ours.extra["logprobs"] == pytest.approx(ref.logprobs, abs=1e-4)
+    crosscheck_record(
+        {
+            "check": "tiny llama, byte-level BPE",
+            "task": "choice",
+            "items": len(results),
+            "ours": {"acc": scores["acc"].value, "acc_norm": scores["acc_norm"].value},
+            "lm_eval": {k: reference.metrics[k] for k in ("acc", "acc_norm")},
+            "items_agreeing": len(results),  # every item asserted equal above
+        }
+    )
     assert scores["acc"].value == reference.metrics["acc"]
     assert scores["acc_norm"].value == reference.metrics["acc_norm"]
     assert scores["acc_stderr"].value == pytest.approx(reference.metrics["acc_stderr"])

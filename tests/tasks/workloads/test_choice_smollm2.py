@@ -25,7 +25,7 @@ def smollm2(tmp_path_factory):
     return ref, model, tokenizer
 
 
-def _check(model, tokenizer, task_name: str) -> dict[str, float]:
+def _check(model, tokenizer, task_name: str, record, label: str) -> dict[str, float]:
     task = get_task(task_name)
     prepared = task.prepare(model, tokenizer, task.parse_params({"limit": ITEMS, "seed": 11}))
     results = [prepared.run_query(i) for i in range(prepared.num_queries())]
@@ -39,20 +39,34 @@ def _check(model, tokenizer, task_name: str) -> dict[str, float]:
             assert ours.extra["logprobs"] == pytest.approx(ref.logprobs, abs=2e-3)
         else:
             assert ours.extra["logprob"] == pytest.approx(ref.logprobs[0], abs=2e-3)
+    agree = sum(
+        (o.extra["acc"], o.extra.get("acc_norm")) == (r.acc, r.acc_norm)
+        for o, r in zip(results, reference.items, strict=True)
+    )
+    record(
+        {
+            "check": label,
+            "task": task_name,
+            "items": len(results),
+            "ours": {k: scores.get(k) for k in ("acc", "acc_norm")},
+            "lm_eval": {k: reference.metrics.get(k) for k in ("acc", "acc_norm")},
+            "items_agreeing": agree,
+        }
+    )
     assert scores["acc"] == reference.metrics["acc"]
     if task_name == "choice":
         assert scores["acc_norm"] == reference.metrics["acc_norm"]
     return scores
 
 
-def test_dense_matches_lm_eval(smollm2) -> None:
+def test_dense_matches_lm_eval(smollm2, crosscheck_record) -> None:
     _, model, tokenizer = smollm2
-    choice = _check(model, tokenizer, "choice")
+    choice = _check(model, tokenizer, "choice", crosscheck_record, "SmolLM2 dense")
     assert choice["acc"] > 0.25  # better than chance on the smoke items
-    _check(model, tokenizer, "last-word")
+    _check(model, tokenizer, "last-word", crosscheck_record, "SmolLM2 dense")
 
 
-def test_compressed_variant_matches_lm_eval(smollm2, tmp_path) -> None:
+def test_compressed_variant_matches_lm_eval(smollm2, tmp_path, crosscheck_record) -> None:
     from tasks.artifacts import apply_artifact, build_artifact, load_artifact
     from tasks.compression import parse_variant
 
@@ -60,5 +74,6 @@ def test_compressed_variant_matches_lm_eval(smollm2, tmp_path) -> None:
     info = build_artifact(ref, parse_variant(TT_VARIANT), tmp_path, model=model)
     assert info is not None
     compressed = apply_artifact(model, load_artifact(info.path, info.sha256))
-    _check(compressed, tokenizer, "choice")
-    _check(compressed, tokenizer, "last-word")
+    label = f"SmolLM2 {TT_VARIANT}"
+    _check(compressed, tokenizer, "choice", crosscheck_record, label)
+    _check(compressed, tokenizer, "last-word", crosscheck_record, label)
