@@ -148,7 +148,9 @@ class LoglikelihoodScorer:
                     f"{self.max_length}-token context"
                 )
         longest = max(len(c) for c in request.continuations)
-        if len(request.context) + longest > self.max_length + 1 or not self._reuses_cache:
+        too_long = len(request.context) + longest > self.max_length + 1
+        # one continuation gains nothing from a cache: one forward pass scores it
+        if too_long or len(request.continuations) == 1 or not self._reuses_cache:
             return self._score_full(request)
         return self._score_shared(request)
 
@@ -211,12 +213,15 @@ class LoglikelihoodScorer:
                     )
                 width = max(len(x) for x in inputs)
                 padded = [x + [self.pad_id] * (width - len(x)) for x in inputs]
+                kwargs = {}
+                if len(batch) == 1 and self._keeps_logits:  # the head only where scored
+                    kwargs["logits_to_keep"] = len(request.continuations[batch[0]])
                 logits = self.model(
-                    input_ids=torch.tensor(padded, dtype=torch.long), use_cache=False
+                    input_ids=torch.tensor(padded, dtype=torch.long), use_cache=False, **kwargs
                 ).logits.float()
                 for row, i in enumerate(batch):
                     cont = request.continuations[i]
-                    end = len(inputs[row])
+                    end = logits.shape[1] if kwargs else len(inputs[row])
                     results.append(_result(logits[row, end - len(cont) : end], cont))
         return results
 
