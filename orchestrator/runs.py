@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiment import Experiment, experiment_from_dict
+from orchestrator.placement import DATA_DIR, place_tasks, task_files
 from orchestrator.progress import RunProgress
 from orchestrator.scheduler import (
     DeviceOutcome,
@@ -169,8 +170,11 @@ def execute_run(
         run_id, experiment.to_dict(), inventory_name, model=model_ref.name, tool_version=__version__
     )
 
+    placed = place_tasks(devices, experiment.tasks, cache_dir)
+    devices = [device for device, _ in placed]
+    jobs = {id(t): task_files(t, cache_dir / DATA_DIR) for t in experiment.tasks}
     plans: dict[str, list[TrialPlan]] = {}
-    for device in devices:
+    for device, tasks in placed:
         store.upsert_device(
             name=device.name,
             host=device.host or "localhost",
@@ -185,11 +189,12 @@ def execute_run(
                 ),
                 variant=v,
                 task=t.name,
-                params=dict(t.params),
+                params=jobs[id(t)][0],
                 estimated_queries=_estimated_queries(t, experiment.repetitions),
+                files=jobs[id(t)][1],
             )
             for v in variants
-            for t in experiment.tasks
+            for t in tasks
         ]
 
     progress = progress_factory(run_id, [d.name for d in devices])

@@ -30,6 +30,7 @@ from agent.protocol import (
 from orchestrator.deploy import PushItem, RemoteLayout, deploy_files, items_for_directory
 from orchestrator.experiment import Experiment
 from orchestrator.follow import TrialFollower, follow_stall_s
+from orchestrator.placement import TaskFile
 from orchestrator.progress import RunProgress
 from tasks.errors import (
     AgentError,
@@ -65,6 +66,8 @@ class TrialPlan:
     params: dict[str, Any]
     #: queries the trial is expected to run (all repetitions), for the progress bars
     estimated_queries: int = 0
+    #: controller files the job reads (``params`` names them ``workdir:...``)
+    files: tuple[TaskFile, ...] = ()
 
     @property
     def label(self) -> str:
@@ -241,6 +244,8 @@ class DeviceWorker:
                 continue
             seen.add(art)
             items += items_for_directory(art, RemoteLayout.artifact_dir(art.name))
+        files = {f.remote: f for plan in self.trials for f in plan.files}
+        items += [PushItem(local=f.local, remote=f.remote, sha256=f.sha256) for f in files.values()]
         deploy_files(self.transport, items, workdir=self.workdir)
 
     @property
