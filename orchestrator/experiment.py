@@ -71,6 +71,27 @@ class ExperimentModel(BaseModel):
     embedding_mode: str = "on-the-fly"
     max_duration_s: float = Field(3600.0, gt=0)
 
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _on_key(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as ``true``: read it back as the ``on``
+        task parameter (``- choice: {on: controller}``)."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            if isinstance(item, dict):
+                item = {
+                    name: (
+                        {("on" if k is True else k): v for k, v in params.items()}
+                        if isinstance(params, dict)
+                        else params
+                    )
+                    for name, params in item.items()
+                }
+            out.append(item)
+        return out
+
     @field_validator("embedding_mode")
     @classmethod
     def _mode(cls, value: str) -> str:

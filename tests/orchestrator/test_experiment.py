@@ -22,3 +22,12 @@ def test_values_are_yaml_scalars_and_may_hold_colons() -> None:
 def test_malformed_task_options(text: str) -> None:
     with pytest.raises(ConfigError, match="--task"):
         parse_task_option(text)
+
+
+def test_a_bare_on_key_in_an_experiment_file_is_the_on_parameter(tmp_path) -> None:
+    from orchestrator.experiment import build_experiment
+
+    path = tmp_path / "exp.yaml"
+    path.write_text("tasks:\n  - choice: {on: controller, limit: 4}\n  - generate\n")
+    experiment = build_experiment(file=path)
+    assert experiment.tasks[0].params == {"on": "controller", "limit": 4}
