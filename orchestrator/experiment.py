@@ -44,6 +44,8 @@ DEFAULT_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
 DEMO_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("generate", {"num_queries": 4, "max_new_tokens": 16}),
     ("perplexity", {"window": 256, "stride": 256, "max_tokens": 1024}),
+    # smoke-set accuracy, once per variant on the controller (not comparable to published)
+    ("choice", {"limit": 20, "on": "controller"}),
 )
 
 
