@@ -80,10 +80,27 @@ def place_tasks(
         )
     on_device = tuple(t for t in tasks if placement(t) == "device")
     on_controller = tuple(t for t in tasks if placement(t) == CONTROLLER)
+    for where, group in (("each device", on_device), (CONTROLLER, on_controller)):
+        _one_trial_per_task(where, group)
     placed = [(d, on_device) for d in devices] if on_device else []
     if on_controller:
         placed.append((controller_device(cache_dir), on_controller))
     return placed
+
+
+def _one_trial_per_task(where: str, tasks: Sequence[Any]) -> None:
+    """A trial is one (device, variant, task): the same task twice on one device would
+    mix two parameter sets in one trial."""
+    seen: dict[str, Any] = {}
+    for task in tasks:
+        if task.name in seen:
+            raise ConfigError(
+                f"task {task.name} is asked twice for {where} ({seen[task.name].params} and "
+                f"{task.params}); results are kept per device, variant and task",
+                hint="run the second parameter set as a run of its own, or put one of "
+                "them on=controller",
+            )
+        seen[task.name] = task
 
 
 def task_files(task: Any, data_cache: Path) -> tuple[dict[str, Any], tuple[TaskFile, ...]]:

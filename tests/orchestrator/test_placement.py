@@ -85,3 +85,12 @@ def test_bad_task_input_fails_on_the_controller(tmp_path: Path) -> None:
     assert "hellaswag" in err.value.hint
     with pytest.raises(TaskError, match="unknown parameter 'gld'"):
         task_files(TaskRequest("choice", {"gld": 1}), tmp_path)
+
+
+def test_the_same_task_twice_on_one_device_is_refused(tmp_path: Path) -> None:
+    tasks = [TaskRequest("choice", {"data": "a.jsonl"}), TaskRequest("choice", {"limit": 3})]
+    with pytest.raises(ConfigError, match="task choice is asked twice for each device") as err:
+        place_tasks(_devices(), tasks, tmp_path)
+    assert "on=controller" in err.value.hint
+    tasks[1] = TaskRequest("choice", {"limit": 3, "on": "controller"})
+    assert len(place_tasks(_devices(), tasks, tmp_path)) == 3
