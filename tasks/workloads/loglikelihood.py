@@ -20,7 +20,6 @@ only where a continuation token is predicted.
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -127,7 +126,8 @@ class LoglikelihoodScorer:
         self.pad_id = 0
         params = inspect.signature(model.forward).parameters
         self._keeps_logits = "logits_to_keep" in params
-        self._reuses_cache = "past_key_values" in params
+        #: the keyword of the key/value cache (``cache`` from transformers 5 on), if any
+        self.cache_arg = next((a for a in ("cache", "past_key_values") if a in params), None)
 
     def loglikelihoods(self, context: str, continuations: Sequence[str]) -> list[Loglikelihood]:
         """The log-likelihood of each continuation after ``context``, in order."""
@@ -150,35 +150,48 @@ class LoglikelihoodScorer:
         longest = max(len(c) for c in request.continuations)
         too_long = len(request.context) + longest > self.max_length + 1
         # one continuation gains nothing from a cache: one forward pass scores it
-        if too_long or len(request.continuations) == 1 or not self._reuses_cache:
+        if too_long or len(request.continuations) == 1 or self.cache_arg is None:
             return self._score_full(request)
         return self._score_shared(request)
 
     # ------------------------------------------------------------------ shared context
 
     def _score_shared(self, request: EncodedRequest) -> list[Loglikelihood]:
+        """The context once, then its continuations as one batch from its cache.
+
+        With ``batch_size`` smaller than the item's continuations, each batch encodes the
+        context again (a cache is extended in place by the pass that reads it).
+        """
         import torch
 
+        results: list[Loglikelihood | None] = [None] * len(request.continuations)
+        longer = [i for i, c in enumerate(request.continuations) if len(c) > 1]
         with torch.inference_mode():
-            context = torch.tensor([request.context], dtype=torch.long)
-            kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
-            out = self.model(input_ids=context, use_cache=True, **kwargs)
-            first = out.logits[0, -1].float()
-            cache = out.past_key_values
+            first, cache = self._encode_context(request.context)
             if cache is None:
                 return self._score_full(request)
-            results: list[Loglikelihood | None] = [None] * len(request.continuations)
-            longer = [i for i, c in enumerate(request.continuations) if len(c) > 1]
             for i, cont in enumerate(request.continuations):
                 if len(cont) == 1:
                     results[i] = _result(first.unsqueeze(0), cont)
-            for batch in _batches(longer, self.batch_size):
+            for n, batch in enumerate(_batches(longer, self.batch_size)):
+                if n:
+                    _, cache = self._encode_context(request.context)
                 conts = [request.continuations[i] for i in batch]
                 rest = self._continue(cache, conts)
                 for row, (i, cont) in enumerate(zip(batch, conts, strict=True)):
                     logits = torch.cat([first.unsqueeze(0), rest[row, : len(cont) - 1]])
                     results[i] = _result(logits, cont)
         return [r for r in results if r is not None]
+
+    def _encode_context(self, context_ids: tuple[int, ...]) -> tuple[Any, Any]:
+        """(logits after the context's last token, its key/value cache or None)."""
+        import torch
+
+        kwargs = {"logits_to_keep": 1} if self._keeps_logits else {}
+        context = torch.tensor([context_ids], dtype=torch.long)
+        out = self.model(input_ids=context, use_cache=True, **kwargs)
+        cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        return out.logits[0, -1].float(), cache
 
     def _continue(self, cache: Any, conts: list[tuple[int, ...]]) -> Any:
         """Logits (batch, positions, vocab) after each continuation's tokens but its last."""
@@ -187,11 +200,10 @@ class LoglikelihoodScorer:
         width = max(len(c) for c in conts) - 1
         rows = [list(c[:-1]) + [self.pad_id] * (width - len(c) + 1) for c in conts]
         # right padding needs no mask in a causal model: a pad only follows what is scored
-        batch_cache = _repeat_cache(cache, len(conts))
         out = self.model(
             input_ids=torch.tensor(rows, dtype=torch.long),
-            past_key_values=batch_cache,
             use_cache=True,
+            **{self.cache_arg: _repeat_cache(cache, len(conts))},
         )
         return out.logits.float()
 
@@ -245,10 +257,9 @@ def _batches(indices: list[int], size: int | None) -> list[list[int]]:
 
 
 def _repeat_cache(cache: Any, count: int) -> Any:
-    """A copy of a batch-1 key/value cache repeated ``count`` times along the batch."""
+    """A context's batch-1 key/value cache repeated ``count`` times along the batch:
+    in place for a cache object, as a copy for the legacy tuple per layer."""
     if hasattr(cache, "batch_repeat_interleave"):
-        repeated = copy.deepcopy(cache)
-        repeated.batch_repeat_interleave(count)
-        return repeated
-    # the legacy layout: a tuple per layer of (key, value) tensors
+        cache.batch_repeat_interleave(count)
+        return cache
     return tuple(tuple(t.repeat_interleave(count, dim=0) for t in layer) for layer in cache)

@@ -93,6 +93,7 @@ def test_empty_context_groups_by_prefix(tokenizer) -> None:
 def test_shared_context_scores_as_full_sequences(tokenizer, arch: str) -> None:
     model = build_model(arch)
     shared = LoglikelihoodScorer(model, tokenizer)
+    assert shared.cache_arg is not None  # these models take a key/value cache
     full = LoglikelihoodScorer(model, tokenizer, batch_size=2)
     continuations = [" a", " wooden spoon", " glass marble and more", " x"]
     context = "Question: which one conducts?\nAnswer:"
@@ -103,6 +104,10 @@ def test_shared_context_scores_as_full_sequences(tokenizer, arch: str) -> None:
     assert [r.is_greedy for r in a] == [r.is_greedy for r in b]
     for x, y in zip(a, b, strict=True):
         assert x.logprob == pytest.approx(y.logprob, abs=1e-4)
+    # smaller batches encode the context again for each batch, with the same results
+    ((request, _),) = encode_requests(tokenizer, context, continuations)
+    small = LoglikelihoodScorer(model, tokenizer, batch_size=1)._score_shared(request)
+    assert [r.logprob for r in small] == pytest.approx([r.logprob for r in a], abs=1e-5)
 
 
 def _jsonl(path: Path, records: list[dict]) -> str:
