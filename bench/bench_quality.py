@@ -59,7 +59,7 @@ def ours_once(model: Any, tokenizer: Any, limit: int | None) -> tuple[float, lis
     started = time.perf_counter()
     results = [prepared.run_query(i) for i in range(prepared.num_queries())]
     seconds = time.perf_counter() - started
-    return seconds, [(r.extra["acc"], r.extra["acc_norm"]) for r in results]
+    return seconds, [(r["acc"], r["acc_norm"]) for r in prepared.item_records(results)]
 
 
 def lm_eval_once(lm: Any, items: list[Any]) -> tuple[float, list[tuple]]:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from tasks.workloads.accuracy import mean, mean_stderr, predictions
 from tasks.workloads.base import QueryResult, Score
 from tasks.workloads.items import ChoiceItem
+from tasks.workloads.loglikelihood import Loglikelihood
 from tasks.workloads.params import param, parse_params
 from tasks.workloads.scored_items import ItemParams, PreparedItems
 
@@ -32,13 +33,13 @@ class PreparedChoice(PreparedItems):
 
     task_name = "choice"
 
-    def score_item(self, item: ChoiceItem) -> tuple[dict[str, Any], int]:
-        delimiter = self.params.delimiter
-        continuations = [delimiter + choice for choice in item.choices]
-        results = self.scorer.loglikelihoods(item.context, continuations)
+    def request(self, item: ChoiceItem) -> tuple[str, list[str]]:
+        return item.context, [self.params.delimiter + choice for choice in item.choices]
+
+    def record(self, item: ChoiceItem, results: list[Loglikelihood]) -> dict[str, Any]:
         logprobs = [r.logprob for r in results]
         pred, pred_norm = predictions(logprobs, item.choices)
-        record = {
+        return {
             "gold": item.gold,
             "pred": pred,
             "pred_norm": pred_norm,
@@ -47,18 +48,17 @@ class PreparedChoice(PreparedItems):
             "logprobs": logprobs,
             "greedy": [r.is_greedy for r in results],
         }
-        return record, sum(r.tokens for r in results)
 
     def scores(self, results: Sequence[QueryResult]) -> list[Score]:
         """acc and acc_norm with their standard errors, and the item count."""
-        ordered = self._in_order(results)
-        acc = [float(r.extra["acc"]) for r in ordered]
-        acc_norm = [float(r.extra["acc_norm"]) for r in ordered]
+        records = self.item_records(results)
+        acc = [float(r["acc"]) for r in records]
+        acc_norm = [float(r["acc_norm"]) for r in records]
         details = {**self.data.details(), "delimiter": self.params.delimiter}
         scores = [
             Score("acc", mean(acc), details),
-            Score("acc_norm", mean(acc_norm), {"items": len(ordered)}),
-            Score("items", float(len(ordered))),
+            Score("acc_norm", mean(acc_norm), {"items": len(records)}),
+            Score("items", float(len(records))),
         ]
         for name, values in (("acc_stderr", acc), ("acc_norm_stderr", acc_norm)):
             stderr = mean_stderr(values)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from tasks.workloads.accuracy import mean, mean_stderr, word_perplexity
 from tasks.workloads.base import QueryResult, Score
 from tasks.workloads.items import LastWordItem
+from tasks.workloads.loglikelihood import Loglikelihood
 from tasks.workloads.params import parse_params
 from tasks.workloads.scored_items import ItemParams, PreparedItems
 
@@ -24,24 +25,26 @@ class PreparedLastWord(PreparedItems):
 
     task_name = "last-word"
 
-    def score_item(self, item: LastWordItem) -> tuple[dict[str, Any], int]:
-        (result,) = self.scorer.loglikelihoods(item.context, [item.target])
-        record = {
+    def request(self, item: LastWordItem) -> tuple[str, list[str]]:
+        return item.context, [item.target]
+
+    def record(self, item: LastWordItem, results: list[Loglikelihood]) -> dict[str, Any]:
+        (result,) = results
+        return {
             "acc": int(result.is_greedy),
             "logprob": result.logprob,
             "target_tokens": result.tokens,
         }
-        return record, result.tokens
 
     def scores(self, results: Sequence[QueryResult]) -> list[Score]:
         """acc with its standard error, the target word's perplexity, the item count."""
-        ordered = self._in_order(results)
-        acc = [float(r.extra["acc"]) for r in ordered]
-        logprobs = [float(r.extra["logprob"]) for r in ordered]
+        records = self.item_records(results)
+        acc = [float(r["acc"]) for r in records]
+        logprobs = [float(r["logprob"]) for r in records]
         scores = [
             Score("acc", mean(acc), self.data.details()),
-            Score("word_perplexity", word_perplexity(logprobs), {"items": len(ordered)}),
-            Score("items", float(len(ordered))),
+            Score("word_perplexity", word_perplexity(logprobs), {"items": len(records)}),
+            Score("items", float(len(records))),
         ]
         stderr = mean_stderr(acc)
         if stderr is not None:

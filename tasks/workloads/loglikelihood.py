@@ -137,8 +137,8 @@ class LoglikelihoodScorer:
                 results[i] = result
         return [r for r in results if r is not None]
 
-    def score(self, request: EncodedRequest) -> list[Loglikelihood]:
-        """The log-likelihood of every continuation of ``request``, in order."""
+    def check(self, request: EncodedRequest) -> None:
+        """Refuse continuations lm-eval could not score: empty, or longer than the model."""
         for cont in request.continuations:
             if not cont:
                 raise TaskError("a continuation encodes to no tokens")
@@ -147,6 +147,10 @@ class LoglikelihoodScorer:
                     f"a continuation of {len(cont)} tokens exceeds the model's "
                     f"{self.max_length}-token context"
                 )
+
+    def score(self, request: EncodedRequest) -> list[Loglikelihood]:
+        """The log-likelihood of every continuation of ``request``, in order."""
+        self.check(request)
         longest = max(len(c) for c in request.continuations)
         too_long = len(request.context) + longest > self.max_length + 1
         # one continuation gains nothing from a cache: one forward pass scores it

@@ -18,8 +18,9 @@ from typing import Any
 
 from tasks.errors import TaskError
 from tasks.workloads.base import QueryResult
+from tasks.workloads.grouped import score_group
 from tasks.workloads.items import ItemSet, load_items
-from tasks.workloads.loglikelihood import LoglikelihoodScorer
+from tasks.workloads.loglikelihood import Loglikelihood, LoglikelihoodScorer, encode_requests
 from tasks.workloads.params import check_placement, param
 
 
@@ -36,8 +37,11 @@ class ItemParams:
     seed: int | None = param(
         None, "with limit: a seeded random subset instead of the first N items"
     )
-    batch_size: int | None = param(
-        None, "continuations per forward pass (None: all of an item's at once)", minimum=1
+    items_per_query: int = param(
+        8,
+        "items scored together as one query: their contexts in one batch, then all "
+        "their choices in one (lower it to save memory)",
+        minimum=1,
     )
     on: str = param("device", "where it runs: device (each board) or controller (once)")
 
@@ -51,49 +55,80 @@ class ItemParams:
 
 
 class PreparedItems:
-    """Items loaded and tokenized once, bound to a model; one item per query."""
+    """Items loaded once and bound to a model; each query scores ``items_per_query`` of
+    them, in source order."""
 
     task_name = "items"
 
     def __init__(self, model: Any, tokenizer: Any, params: ItemParams) -> None:
         self.params = params
         self.data: ItemSet = load_items(self.task_name, params.data, params.limit, params.seed)
-        self.scorer = LoglikelihoodScorer(model, tokenizer, batch_size=params.batch_size)
+        self.scorer = LoglikelihoodScorer(model, tokenizer)
+        size = params.items_per_query
+        items = self.data.items
+        self.groups = [items[i : i + size] for i in range(0, len(items), size)]
 
     def num_queries(self) -> int:
-        """One query per item."""
-        return len(self.data.items)
+        """One query per group of ``items_per_query`` items."""
+        return len(self.groups)
 
     def run_query(self, index: int) -> QueryResult:
-        """Score item ``index``; the timing covers the forward passes and the scoring."""
-        if not 0 <= index < len(self.data.items):
+        """Score the items of query ``index``; the timing covers tokenizing, the forward
+        passes and the scoring."""
+        if not 0 <= index < len(self.groups):
             raise TaskError(
-                f"task {self.task_name}: query {index} does not exist "
-                f"(0..{len(self.data.items) - 1})"
+                f"task {self.task_name}: query {index} does not exist (0..{len(self.groups) - 1})"
             )
-        item = self.data.items[index]
+        items = self.groups[index]
         t_start = time.monotonic()
-        extra, tokens = self.score_item(item)
+        scored = self._score(items)
+        records = [
+            {"doc_id": item.doc_id, **self.record(item, results)}
+            for item, results in zip(items, scored, strict=True)
+        ]
         t_end = time.monotonic()
         return QueryResult(
             index=index,
             t_start=t_start,
             t_end=t_end,
-            prompt_tokens=tokens,
+            prompt_tokens=sum(r.tokens for results in scored for r in results),
             output_tokens=0,
-            extra={"doc_id": item.doc_id, **extra},
+            extra={"items": records},
         )
 
-    def score_item(self, item: Any) -> tuple[dict[str, Any], int]:
-        """The per-item record and the number of tokens scored for one item."""
+    def _score(self, items: Sequence[Any]) -> list[list[Loglikelihood]]:
+        """Every item's continuations scored, all items' requests as one group."""
+        requests, owners = [], []
+        for k, item in enumerate(items):
+            context, continuations = self.request(item)
+            for request, positions in encode_requests(
+                self.scorer.tokenizer, context, continuations
+            ):
+                requests.append(request)
+                owners.append((k, positions))
+        scored: list[list[Loglikelihood | None]] = [
+            [None] * len(self.request(item)[1]) for item in items
+        ]
+        for (k, positions), results in zip(owners, score_group(self.scorer, requests), strict=True):
+            for i, result in zip(positions, results, strict=True):
+                scored[k][i] = result
+        return [[r for r in row if r is not None] for row in scored]
+
+    def request(self, item: Any) -> tuple[str, list[str]]:
+        """(context, continuations) of one item."""
         raise NotImplementedError
 
-    def _in_order(self, results: Sequence[QueryResult]) -> list[QueryResult]:
-        """The results of one repetition by item, which must hold every item once."""
+    def record(self, item: Any, results: list[Loglikelihood]) -> dict[str, Any]:
+        """What a query records about one of its items."""
+        raise NotImplementedError
+
+    def item_records(self, results: Sequence[QueryResult]) -> list[dict[str, Any]]:
+        """The per-item records of one repetition in item order; every query exactly once."""
         seen = sorted(r.index for r in results)
-        if seen != list(range(len(self.data.items))):
+        if seen != list(range(len(self.groups))):
             raise TaskError(
-                f"task {self.task_name}: scores need every item exactly once "
-                f"(expected {len(self.data.items)}, got {len(seen)})"
+                f"task {self.task_name}: scores need every query exactly once "
+                f"(expected {len(self.groups)}, got {len(seen)})"
             )
-        return sorted(results, key=lambda r: r.index)
+        ordered = sorted(results, key=lambda r: r.index)
+        return [record for r in ordered for record in r.extra["items"]]

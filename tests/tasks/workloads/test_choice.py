@@ -110,6 +110,26 @@ def test_shared_context_scores_as_full_sequences(tokenizer, arch: str) -> None:
     assert [r.logprob for r in small] == pytest.approx([r.logprob for r in a], abs=1e-5)
 
 
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt"])
+def test_grouped_items_score_as_one_item_at_a_time(tokenizer, arch: str) -> None:
+    from tasks.workloads.grouped import groupable, score_group
+
+    model = build_model(arch)
+    scorer = LoglikelihoodScorer(model, tokenizer)
+    assert groupable(scorer)
+    items = [
+        ("A short one:", [" yes", " no way at all"]),
+        ("A much longer context that needs padding on the left of the batch:", [" x", " yz"]),
+        ("Question: which?\nAnswer:", [" the first", " the second one", " c"]),
+    ]
+    requests = [encode_requests(tokenizer, c, conts)[0][0] for c, conts in items]
+    grouped = score_group(scorer, requests)
+    for request, results in zip(requests, grouped, strict=True):
+        alone = scorer._score_full(request)
+        assert [r.is_greedy for r in results] == [r.is_greedy for r in alone]
+        assert [r.logprob for r in results] == pytest.approx([r.logprob for r in alone], abs=1e-4)
+
+
 def _jsonl(path: Path, records: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     return str(path)
@@ -119,25 +139,27 @@ def _run(task_name: str, model, tokenizer, params: dict):
     task = get_task(task_name)
     prepared = task.prepare(model, tokenizer, task.parse_params(params))
     results = [prepared.run_query(i) for i in range(prepared.num_queries())]
-    return prepared, results, {s.metric: s for s in prepared.scores(results)}
+    return prepared, prepared.item_records(results), {s.metric: s for s in prepared.scores(results)}
 
 
+@pytest.mark.parametrize("per_query", [8, 1])
 def test_choice_matches_lm_eval_item_by_item(
-    lm, tokenizer, tmp_path: Path, crosscheck_record
+    lm, tokenizer, tmp_path: Path, crosscheck_record, per_query: int
 ) -> None:
     smoke = load_items("choice", "smoke", None, None).items
     records = [{"context": i.context, "choices": list(i.choices), "gold": i.gold} for i in smoke]
     data = _jsonl(tmp_path / "items.jsonl", records + EXTRA_CHOICE_ITEMS)
-    prepared, results, scores = _run("choice", lm.model, tokenizer, {"data": data})
+    params = {"data": data, "items_per_query": per_query}
+    prepared, results, scores = _run("choice", lm.model, tokenizer, params)
     reference = run_reference(lm, "choice", prepared.data.items)
     assert len(reference.items) == len(results) == 44
     for ours, ref in zip(results, reference.items, strict=True):
-        assert ours.extra["doc_id"] == ref.doc_id
-        assert (ours.extra["acc"], ours.extra["acc_norm"]) == (ref.acc, ref.acc_norm)
-        assert ours.extra["logprobs"] == pytest.approx(ref.logprobs, abs=1e-4)
+        assert ours["doc_id"] == ref.doc_id
+        assert (ours["acc"], ours["acc_norm"]) == (ref.acc, ref.acc_norm)
+        assert ours["logprobs"] == pytest.approx(ref.logprobs, abs=1e-4)
     crosscheck_record(
         {
-            "check": "tiny llama, byte-level BPE",
+            "check": f"tiny llama, byte-level BPE, {per_query} item(s) per query",
             "task": "choice",
             "items": len(results),
             "ours": {"acc": scores["acc"].value, "acc_norm": scores["acc_norm"].value},
@@ -161,8 +183,8 @@ def test_last_word_matches_lm_eval_item_by_item(lm, tokenizer, tmp_path: Path) -
     prepared, results, scores = _run("last-word", model, tokenizer, {"data": data})
     reference = run_reference(lm, "last-word", prepared.data.items)
     for ours, ref in zip(results, reference.items, strict=True):
-        assert ours.extra["acc"] == ref.acc
-        assert ours.extra["logprob"] == pytest.approx(ref.logprobs[0], abs=1e-4)
+        assert ours["acc"] == ref.acc
+        assert ours["logprob"] == pytest.approx(ref.logprobs[0], abs=1e-4)
     assert 0 < scores["acc"].value == reference.metrics["acc"]
     assert scores["acc_stderr"].value == pytest.approx(reference.metrics["acc_stderr"])
     assert scores["word_perplexity"].value == pytest.approx(

@@ -28,19 +28,20 @@ def smollm2(tmp_path_factory):
 def _check(model, tokenizer, task_name: str, record, label: str) -> dict[str, float]:
     task = get_task(task_name)
     prepared = task.prepare(model, tokenizer, task.parse_params({"limit": ITEMS, "seed": 11}))
-    results = [prepared.run_query(i) for i in range(prepared.num_queries())]
-    scores = {s.metric: s.value for s in prepared.scores(results)}
+    queries = [prepared.run_query(i) for i in range(prepared.num_queries())]
+    scores = {s.metric: s.value for s in prepared.scores(queries)}
+    results = prepared.item_records(queries)
     reference = run_reference(lm_eval_model(model, tokenizer), task_name, prepared.data.items)
     assert len(results) == len(reference.items) == ITEMS
     for ours, ref in zip(results, reference.items, strict=True):
-        assert ours.extra["acc"] == ref.acc
+        assert ours["acc"] == ref.acc
         if task_name == "choice":
-            assert ours.extra["acc_norm"] == ref.acc_norm
-            assert ours.extra["logprobs"] == pytest.approx(ref.logprobs, abs=2e-3)
+            assert ours["acc_norm"] == ref.acc_norm
+            assert ours["logprobs"] == pytest.approx(ref.logprobs, abs=2e-3)
         else:
-            assert ours.extra["logprob"] == pytest.approx(ref.logprobs[0], abs=2e-3)
+            assert ours["logprob"] == pytest.approx(ref.logprobs[0], abs=2e-3)
     agree = sum(
-        (o.extra["acc"], o.extra.get("acc_norm")) == (r.acc, r.acc_norm)
+        (o["acc"], o.get("acc_norm")) == (r.acc, r.acc_norm)
         for o, r in zip(results, reference.items, strict=True)
     )
     record(
