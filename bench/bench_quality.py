@@ -4,10 +4,11 @@ Two parts, on SmolLM2-135M-Instruct with ``--threads`` torch threads (2 by defau
 
 * **speed**: the ``choice`` task's items (the built-in smoke set) scored by tslm-fleet and
   by lm-evaluation-harness's own Hugging Face wrapper (``HFLM.loglikelihood``, batch size
-  1 as lm-eval defaults to, and ``--lm-eval-batch``) on the same model object, in
-  alternating rounds so that drift of the machine falls on both alike. Reported: items/s
-  of each (median over rounds, tokenization included on both sides), the ratio, and
-  whether every per-item decision (acc and acc_norm) is identical.
+  1 as lm-eval defaults to, and ``--lm-eval-batch``) on the same model object, chunk by
+  chunk with the sides interleaved so that drift of the machine falls on all alike.
+  Reported: items/s of each (median over rounds, tokenization included on both sides),
+  the ratio (median over chunks of the other side's time over ours), and whether every
+  per-item decision (acc and acc_norm) is identical.
 * **accuracy**: ``choice`` (acc, acc_norm) and ``last-word`` (acc, word perplexity) on
   the built-in smoke sets for dense, TT and the baselines. The smoke sets were written
   for this project: their numbers are NOT comparable to published benchmark figures.
@@ -53,16 +54,15 @@ def prepared_task(model: Any, tokenizer: Any, task: str, limit: int | None) -> A
     return registered.prepare(model, tokenizer, registered.parse_params({"limit": limit}))
 
 
-def ours_once(model: Any, tokenizer: Any, limit: int | None) -> tuple[float, list[tuple]]:
-    """(seconds, per-item (acc, acc_norm)) of one pass of the choice task."""
-    prepared = prepared_task(model, tokenizer, "choice", limit)
+def ours_chunk(prepared: Any, index: int) -> tuple[float, list[tuple]]:
+    """(seconds, per-item (acc, acc_norm)) of one query (a chunk of items) of ours."""
     started = time.perf_counter()
-    results = [prepared.run_query(i) for i in range(prepared.num_queries())]
+    result = prepared.run_query(index)
     seconds = time.perf_counter() - started
-    return seconds, [(r["acc"], r["acc_norm"]) for r in prepared.item_records(results)]
+    return seconds, [(r["acc"], r["acc_norm"]) for r in result.extra["items"]]
 
 
-def lm_eval_once(lm: Any, items: list[Any]) -> tuple[float, list[tuple]]:
+def lm_eval_chunk(lm: Any, items: list[Any]) -> tuple[float, list[tuple]]:
     """(seconds, per-item (acc, acc_norm)) of lm-eval's wrapper on the same requests.
 
     The decisions follow lm-eval's multiple-choice ``process_results``: numpy's argmax of
@@ -91,43 +91,63 @@ def lm_eval_once(lm: Any, items: list[Any]) -> tuple[float, list[tuple]]:
 
 
 def speed(model: Any, tokenizer: Any, limit: int | None, rounds: int, batch: int) -> dict:
-    """Items/s of tslm-fleet and of lm-eval's HFLM (batch 1 and ``batch``), side by side."""
+    """Items/s of tslm-fleet and of lm-eval's HFLM (batch 1 and ``batch``), side by side.
+
+    The items are cut into the chunks one query of ours scores; every round runs each
+    chunk on every side back to back (the order rotated per chunk), so that load on the
+    machine falls on the sides alike. The ratio is the median over (round, chunk) of the
+    other side's time over ours.
+    """
     from bench.lm_eval_reference import lm_eval_model
 
-    items = list(prepared_task(model, tokenizer, "choice", limit).data.items)
-    sides = {
-        "tslm-fleet": lambda: ours_once(model, tokenizer, limit),
-        "lm-eval HFLM batch 1": lambda lm=lm_eval_model(model, tokenizer, 1): lm_eval_once(
-            lm, items
-        ),
-        f"lm-eval HFLM batch {batch}": lambda lm=lm_eval_model(model, tokenizer, batch): (
-            lm_eval_once(lm, items)
-        ),
-    }
-    for run in sides.values():  # warm-up, not timed
-        run()
-    rates: dict[str, list[float]] = {name: [] for name in sides}
-    decisions: dict[str, list] = {}
+    prepared = prepared_task(model, tokenizer, "choice", limit)
+    chunks = [list(group) for group in prepared.groups]
+    lms = {f"lm-eval HFLM batch {b}": lm_eval_model(model, tokenizer, b) for b in (1, batch)}
+    sides = {"tslm-fleet": lambda k: ours_chunk(prepared, k)}
+    for name, lm in lms.items():
+        sides[name] = lambda k, lm=lm: lm_eval_chunk(lm, chunks[k])
     names = list(sides)
+    for run in sides.values():  # warm-up, not timed
+        run(0)
+    seconds = {n: [0.0] * rounds for n in names}
+    ratios: dict[str, list[float]] = {n: [] for n in names}
+    decisions: dict[str, list] = {n: [] for n in names}
     for r in range(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            seconds, decisions[name] = sides[name]()
-            rates[name].append(len(items) / seconds)
-            print(f"round {r + 1}: {name:24s} {rates[name][-1]:.3g} items/s", flush=True)
-    ours = statistics.median(rates["tslm-fleet"])
-    out: dict[str, Any] = {"items": len(items), "rounds": rounds, "sides": {}}
-    for name, values in rates.items():
+        for k in range(len(chunks)):
+            times = {}
+            shift = (r + k) % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name], made = sides[name](k)
+                seconds[name][r] += times[name]
+                if r == 0:
+                    decisions[name] += made
+            for name in names:
+                ratios[name].append(times[name] / times["tslm-fleet"])
+        print(
+            f"round {r + 1}: "
+            + ", ".join(
+                f"{n} {len(prepared.data.items) / seconds[n][r]:.3g} items/s" for n in names
+            ),
+            flush=True,
+        )
+    return _speed_summary(len(prepared.data.items), rounds, seconds, ratios, decisions)
+
+
+def _speed_summary(items: int, rounds: int, seconds: dict, ratios: dict, decisions: dict) -> dict:
+    out: dict[str, Any] = {"items": items, "rounds": rounds, "sides": {}}
+    for name in seconds:
+        rates = [items / s for s in seconds[name]]
         out["sides"][name] = {
-            "items_per_s": statistics.median(values),
-            "items_per_s_rounds": values,
+            "items_per_s": statistics.median(rates),
+            "items_per_s_rounds": rates,
             "identical_decisions": decisions[name] == decisions["tslm-fleet"],
-            "ratio_ours_vs_this": ours / statistics.median(values),
+            "ratio_ours_vs_this": statistics.median(ratios[name]),
         }
-    reference = [n for n in names if n != "tslm-fleet"]
+    reference = [n for n in seconds if n != "tslm-fleet"]
     fastest = max(reference, key=lambda n: out["sides"][n]["items_per_s"])
     out["fastest_lm_eval"] = fastest
     out["ratio_vs_fastest_lm_eval"] = out["sides"][fastest]["ratio_ours_vs_this"]
-    out["identical_decisions"] = all(out["sides"][n]["identical_decisions"] for n in names)
+    out["identical_decisions"] = all(out["sides"][n]["identical_decisions"] for n in seconds)
     return out
 
 
@@ -168,7 +188,7 @@ def accuracy(ref: Any, base: Any, tokenizer: Any, variants: tuple, limit: int | 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="8 items, 1 round, 2 variants")
+    parser.add_argument("--quick", action="store_true", help="16 items, 1 round, 2 variants")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds of each side")
     parser.add_argument("--lm-eval-batch", type=int, default=8, help="lm-eval's other batch")
@@ -178,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     from tasks.models import load_model, resolve_model
 
     torch.set_num_threads(args.threads)
-    limit = 8 if args.quick else None
+    limit = 16 if args.quick else None
     rounds = 1 if args.quick else args.rounds
     ref = resolve_model("default")
     model, tokenizer = load_model(ref, cache_dir=cache_dir() / "models")
