@@ -56,7 +56,7 @@ class ItemParams:
 
 class PreparedItems:
     """Items loaded once and bound to a model; each query scores ``items_per_query`` of
-    them, in source order."""
+    them, items of similar length together (the records say which, by ``doc_id``)."""
 
     task_name = "items"
 
@@ -65,7 +65,8 @@ class PreparedItems:
         self.data: ItemSet = load_items(self.task_name, params.data, params.limit, params.seed)
         self.scorer = LoglikelihoodScorer(model, tokenizer)
         size = params.items_per_query
-        items = self.data.items
+        # items of similar length share a query, so that little of its batches is padding
+        items = sorted(self.data.items, key=self._length, reverse=True)
         self.groups = [items[i : i + size] for i in range(0, len(items), size)]
 
     def num_queries(self) -> int:
@@ -114,6 +115,11 @@ class PreparedItems:
                 scored[k][i] = result
         return [[r for r in row if r is not None] for row in scored]
 
+    def _length(self, item: Any) -> tuple[int, int]:
+        """(context, longest continuation) length in characters, to group similar items."""
+        context, continuations = self.request(item)
+        return len(context), max(len(c) for c in continuations)
+
     def request(self, item: Any) -> tuple[str, list[str]]:
         """(context, continuations) of one item."""
         raise NotImplementedError
@@ -130,5 +136,5 @@ class PreparedItems:
                 f"task {self.task_name}: scores need every query exactly once "
                 f"(expected {len(self.groups)}, got {len(seen)})"
             )
-        ordered = sorted(results, key=lambda r: r.index)
-        return [record for r in ordered for record in r.extra["items"]]
+        records = [record for r in results for record in r.extra["items"]]
+        return sorted(records, key=lambda record: record["doc_id"])
