@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from db.engine import open_store  # noqa: E402
-from db.ingest import Store  # noqa: E402
+from db.store import Store, open_store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "db.json"
 DEVICES = ("pi4", "pi5", "pi5b", "local")

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from db.formatting import TextTable, format_sig, format_spread, round_record
-from db.queries import ResultFilter, ResultRow, latest_run_id, results
+from db.results import ResultFilter, ResultRow, results
+from db.runs import latest_run_id
 from tasks.errors import ConfigError, DatabaseError
 
 #: the two layouts: name -> (row key, group key) of a result row

@@ -16,14 +16,15 @@ from tasks.errors import DatabaseError, ReadOnlyError
 
 
 @contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """Turn driver errors raised inside the block into DatabaseError / ReadOnlyError."""
+def mapped_errors(where: str) -> Iterator[None]:
+    """Turn driver errors raised inside the block into DatabaseError / ReadOnlyError.
+
+    ``where`` names the database in messages (a URL with its password hidden).
+    """
     try:
         yield
     except DBAPIError as exc:
-        from db.engine import display_url
-
-        raise map_db_error(exc, display_url(url)) from exc
+        raise map_db_error(exc, where) from exc
 
 
 def map_db_error(exc: DBAPIError, where: str) -> DatabaseError:

@@ -16,6 +16,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 MISSING = "—"
@@ -157,3 +158,12 @@ def _csv_cell(value: Any) -> Any:
 def to_json(data: Any) -> str:
     """Indented JSON; datetimes and other objects as strings."""
     return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 text of a stored UTC time (None stays None)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")

@@ -181,10 +181,14 @@ def deploy_bundle(
     return rel, report
 
 
-def agent_argv(transport: Transport, bundle_rel: str, *args: str) -> list[str]:
-    """``PYTHON BUNDLE.pyz --workdir WORKDIR ARGS...`` for the device, as an argument list."""
-    layout = RemoteLayout(transport.workdir())
-    return [transport.python(), layout.absolute(bundle_rel), "--workdir", layout.workdir, *args]
+def agent_argv(python: str, workdir: str, bundle_rel: str, *args: str) -> list[str]:
+    """``PYTHON BUNDLE.pyz --workdir WORKDIR ARGS...`` for the device, as an argument list.
+
+    ``workdir`` is the device's resolved work directory, ``bundle_rel`` the bundle's path
+    relative to it (see :meth:`RemoteLayout.bundle_path`).
+    """
+    layout = RemoteLayout(workdir)
+    return [python, layout.absolute(bundle_rel), "--workdir", workdir, *args]
 
 
 # --------------------------------------------------------------------------- bootstrap

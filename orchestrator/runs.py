@@ -18,14 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiment import Experiment, experiment_from_dict
+from orchestrator.plans import ModelPayload, PreparedVariant, TrialPlan
 from orchestrator.progress import RunProgress
-from orchestrator.scheduler import (
-    DeviceOutcome,
-    DeviceWorker,
-    ModelPayload,
-    PreparedVariant,
-    TrialPlan,
-)
+from orchestrator.scheduler import DeviceOutcome, DeviceWorker
 from tasks import __version__
 from tasks.errors import ConfigError
 

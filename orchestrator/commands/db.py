@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         db: str | None = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
         """Create or migrate the results database schema."""
-        from db.engine import display_url, make_engine, resolve_url, upgrade
+        from db.engine import make_engine, upgrade
+        from db.urls import display_url, resolve_url
 
         url = resolve_url(db)
         engine = make_engine(url)
@@ -41,7 +42,8 @@ def register(app: typer.Typer) -> None:
     @group.command("current")
     def current_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
         """Print the schema revision of the database (and whether it is the newest)."""
-        from db.engine import current_revision, head_revision, make_engine, resolve_url
+        from db.engine import current_revision, head_revision, make_engine
+        from db.urls import resolve_url
 
         url = resolve_url(db)
         engine = make_engine(url, read_only=True)
@@ -60,7 +62,7 @@ def register(app: typer.Typer) -> None:
     @group.command("path")
     def path_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
         """Print the resolved database URL (password hidden) and the SQLite file."""
-        from db.engine import display_url, resolve_url, sqlite_path
+        from db.urls import display_url, resolve_url, sqlite_path
 
         url = resolve_url(db)
         typer.echo(display_url(url))

@@ -15,8 +15,10 @@ def register(app: typer.Typer) -> None:
 
 def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]]:
     """The id of the run (``run_id``, else the latest) and its aggregated results rows."""
-    from db.engine import display_url, open_store
-    from db.queries import ResultFilter, latest_run_id, results
+    from db.results import ResultFilter, results
+    from db.runs import latest_run_id
+    from db.store import open_store
+    from db.urls import display_url
     from tasks.errors import ConfigError
 
     with open_store(db_url, read_only=True) as store:

@@ -45,7 +45,7 @@ def _parse_since(since: str | None) -> datetime | None:
 
 
 def _open(db: str | None) -> Any:
-    from db.engine import open_store
+    from db.store import open_store
 
     return open_store(db, read_only=True)
 
@@ -169,7 +169,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Aggregated results per (run, device, variant, task): median, p90, spread, CI."""
         from db.formatting import records_to_csv, round_record, to_json
-        from db.queries import ResultFilter
+        from db.results import ResultFilter
 
         fmt = _check_format(fmt)
         filters = ResultFilter(

@@ -83,7 +83,7 @@ def run(
     """Compress, deploy and measure: every variant x task on every selected device."""
     from rich.console import Console
 
-    from db.engine import open_store
+    from db.store import open_store
     from orchestrator.dashboard import make_display
     from orchestrator.experiment import build_experiment
     from orchestrator.inventory import load_inventory

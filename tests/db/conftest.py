@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import open_store
-from db.ingest import Store
+from db.store import Store, open_store
 from tests.fixtures.postgres import scratch_database
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from db.ingest import Store
 from db.schema import (
     Artifact,
     Device,
@@ -18,6 +17,7 @@ from db.schema import (
     Trial,
     Window,
 )
+from db.store import Store
 from tasks.errors import DatabaseError
 from tests.db.conftest import make_trial
 from tests.db.factories import power_rows, trial_events
@@ -142,7 +142,7 @@ def test_power_samples_bulk_and_resend(store: Store) -> None:
 
 
 def test_read_only_store_refuses_ingest(store: Store) -> None:
-    from db.engine import open_store
+    from db.store import open_store
     from tasks.errors import ReadOnlyError
 
     make_trial(store)

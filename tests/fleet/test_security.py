@@ -123,7 +123,7 @@ def valid_spec() -> dict:
 
 
 def _filled_store(url: str) -> None:
-    from db.engine import open_store
+    from db.store import open_store
 
     store = open_store(url)
     try:

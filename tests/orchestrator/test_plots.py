@@ -31,7 +31,7 @@ VARIANTS = (
 def result_rows(
     *, metered: tuple[str, ...] = ("pi4", "pi5"), devices: tuple[str, ...] = ("pi4", "pi5", "local")
 ) -> list[dict[str, Any]]:
-    """Rows shaped like ``db.queries.results``: 3 variants x 2 tasks per device."""
+    """Rows shaped like ``db.results.results``: 3 variants x 2 tasks per device."""
     rows = []
     for k, device in enumerate(devices):
         speed = 1.0 / (k + 1)
@@ -212,7 +212,7 @@ def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def populated_store(url: str) -> None:
     """One run, two devices (one without a meter), dense and TT, through the real store."""
-    from db.engine import open_store
+    from db.store import open_store
     from tests.db.factories import trial_events
 
     with open_store(url) as store:
