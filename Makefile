@@ -51,9 +51,11 @@ test: setup system-packages
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not fleet" $(PYTEST_ARGS)
 
+# ruff, then the import-linter contracts of pyproject.toml (the layers of ARCHITECTURE.md)
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format .

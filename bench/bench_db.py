@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tslm-bench-")))
         report["backends"]["sqlite"] = bench_backend(f"sqlite:///{tmp / 'bench.db'}", **sizes)
         if not args.no_postgres:
-            from tests.fixtures import postgres
+            from testbed import postgres
 
             reason = postgres.unavailable_reason()
             if reason:

@@ -49,7 +49,7 @@ MODES: dict[str, str | None] = {
 def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> dict[str, Any]:
     """Load one copy of the model and apply the artifact in ``mode`` (None: dense)."""
     from tasks.artifacts import apply_artifact
-    from tasks.embedding import resident_bytes
+    from tasks.compression.embedding import resident_bytes
     from tasks.models import load_model
 
     started = time.perf_counter()

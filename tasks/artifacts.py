@@ -363,7 +363,7 @@ def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> 
     import torch
     from torch import nn
 
-    from tasks.embedding import MODES, in_mode
+    from tasks.compression.embedding import MODES, in_mode
     from tasks.models import head_is_tied
 
     if mode not in MODES:

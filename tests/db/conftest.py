@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from db.store import Store, open_store
-from tests.fixtures.postgres import scratch_database
+from testbed.postgres import scratch_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -14,7 +14,7 @@ import pytest
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
 from tasks.errors import ConnectError, HostKeyError, RemoteCommandError, TransportError
-from tests.fleet.devices import FakeDevice, FakeFleet
+from testbed.fleet import FakeDevice, FakeFleet
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(120)]
 
