@@ -22,8 +22,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import NoSuchModuleError, OperationalError
 
+from db.errors import DatabaseError
 from db.urls import display_url, is_memory, parse_url
-from tasks.errors import DatabaseError
 
 if TYPE_CHECKING:
     from alembic.config import Config

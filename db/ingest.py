@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from db.bulk import bulk_insert_power_samples
 from db.derive import apply_event
-from db.errors import mapped_errors
+from db.errors import DatabaseError, ReadOnlyError, mapped_errors
 from db.schema import (
     Artifact,
     Device,
@@ -46,7 +46,6 @@ from db.schema import (
     utc_now,
 )
 from db.urls import display_url
-from tasks.errors import DatabaseError, ReadOnlyError
 
 #: power samples per transaction in :meth:`Writer.ingest_power_samples`
 POWER_BATCH_ROWS = 100_000

@@ -13,12 +13,12 @@ from sqlalchemy import inspect
 
 from db.compare import CompareTable, compare
 from db.engine import current_revision, head_revision, known_revision, make_engine, upgrade
+from db.errors import DatabaseError
 from db.ingest import Writer
 from db.query import SqlResult, run_sql
 from db.results import ResultFilter, ResultRow, results
 from db.runs import RunRow, runs
 from db.urls import display_url, resolve_url
-from tasks.errors import DatabaseError
 
 
 class Store(Writer):

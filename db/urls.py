@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError
 
-from tasks.errors import DatabaseError
+from db.errors import DatabaseError
 
 ENV_VAR = "TSLM_DB"
 DEFAULT_URL = "sqlite:///results.db"

@@ -18,7 +18,8 @@ from typing import Any
 
 from agent.protocol import safe_relative_path
 from orchestrator.transport.base import Transport
-from tasks.errors import ArtifactError, ConfigError, JobSpecError, RemoteCommandError
+from orchestrator.transport.errors import RemoteCommandError
+from tasks.errors import ArtifactError, ConfigError, JobSpecError
 from tasks.hashing import tree_listing
 
 #: ``progress(remote_relpath, bytes_done, bytes_total)``

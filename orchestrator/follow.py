@@ -20,13 +20,8 @@ from typing import Protocol
 
 from agent.protocol import Event, parse_event
 from orchestrator.transport.base import CommandResult
-from tasks.errors import (
-    AgentError,
-    ConfigError,
-    ProtocolError,
-    RemoteCommandError,
-    TransportError,
-)
+from orchestrator.transport.errors import RemoteCommandError, TransportError
+from tasks.errors import AgentError, ConfigError, ProtocolError
 
 #: events are stored in batches of at most this many, or at window/done boundaries
 INGEST_BATCH = 32

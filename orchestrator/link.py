@@ -14,7 +14,7 @@ from typing import Any
 
 from orchestrator.deploy import agent_argv
 from orchestrator.transport.base import CommandResult, Transport
-from tasks.errors import TransportError
+from orchestrator.transport.errors import TransportError
 
 #: how long a link keeps trying to reach a device that dropped mid-run
 RECONNECT_WINDOW_S = 300.0

@@ -22,7 +22,8 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import ConfigError, DatabaseError
+from db.errors import DatabaseError
+from tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -11,10 +11,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from db.engine import current_revision, head_revision, make_engine
+from db.errors import DatabaseError
 from db.schema import metadata
 from db.store import open_store
 from db.urls import DEFAULT_URL, resolve_url
-from tasks.errors import DatabaseError
 
 
 def test_resolve_url_prefers_argument_then_env_then_default(

@@ -13,7 +13,12 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tasks.errors import ConnectError, HostKeyError, RemoteCommandError, TransportError
+from orchestrator.transport.errors import (
+    ConnectError,
+    HostKeyError,
+    RemoteCommandError,
+    TransportError,
+)
 from testbed.fleet import FakeDevice, FakeFleet
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(120)]

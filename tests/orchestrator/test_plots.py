@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from db.errors import DatabaseError
 from orchestrator.plots import (
     FIGURES,
     as_result_row,
@@ -18,7 +19,7 @@ from orchestrator.plots import (
     plot_perplexity,
     write_plots,
 )
-from tasks.errors import ConfigError, DatabaseError
+from tasks.errors import ConfigError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VARIANTS = (
