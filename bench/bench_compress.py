@@ -44,16 +44,14 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tasks.artifacts import default_cache_dir, models_cache_dir
+    from tasks.cache import MODELS, cache_path
     from tasks.compression.base import relative_row_errors
     from tasks.compression.tensorly_impl import tt_loop_table
     from tasks.compression.ttsvd import default_workers, tt_svd_table
     from tasks.models import embedding_table, load_model, resolve_model
 
     ref = resolve_model(args.model)
-    model, _ = load_model(
-        ref, with_tokenizer=False, cache_dir=models_cache_dir(default_cache_dir())
-    )
+    model, _ = load_model(ref, with_tokenizer=False, cache_dir=cache_path(MODELS))
     table = embedding_table(model).float().contiguous()
     rows, dim = (int(s) for s in table.shape)
     shape = tuple(int(s) for s in args.shape.split("x"))

@@ -35,6 +35,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench.common import cache_dir, rss_bytes, sig, spread, time_repeated, write_result  # noqa: E402
+from tasks.numbers import MISSING  # noqa: E402
 
 NAME = "inference"
 PROBE_PREFIX = "MEMORY "
@@ -275,7 +276,7 @@ def print_summary(doc: dict[str, Any]) -> None:
             f"{sig(m['latency_ratio_vs_dense']['median']):>8} "
             f"{m['outputs_identical_to_dense']:>5}/{doc['queries']:<2} "
             f"{sig(m['embedding_resident_bytes'] / 2**20):>8} "
-            f"{sig(rss / 2**20) if rss is not None else 'n/a':>8}"
+            f"{sig(rss / 2**20) if rss is not None else MISSING:>8}"
         )
 
 

@@ -22,6 +22,7 @@ from orchestrator.plans import ModelPayload, PreparedVariant, TrialPlan
 from orchestrator.progress import RunProgress
 from orchestrator.scheduler import DeviceOutcome, DeviceWorker
 from tasks import __version__
+from tasks.cache import ARTIFACTS, BUNDLES, cache_path
 from tasks.errors import ConfigError
 
 
@@ -43,13 +44,6 @@ class RunSummary:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def default_cache_dir() -> Path:
-    """The controller cache root (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``)."""
-    from tasks.artifacts import cache_root
-
-    return cache_root()
 
 
 def prepare_model(model: str) -> tuple[Any, ModelPayload]:
@@ -107,7 +101,7 @@ def prepare_variants(
             )
             continue
         log(f"compressing {model_ref.name} with {spec.canonical} ...")
-        info = build_artifact(model_ref, spec, cache_dir / "artifacts")
+        info = build_artifact(model_ref, spec, cache_path(ARTIFACTS, root=cache_dir))
         ratio = info.manifest.get("compression_ratio")
         log(
             f"  artifact {info.path.name}: ratio {ratio:.3g}x"
@@ -144,7 +138,7 @@ def execute_run(
     """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
     from orchestrator.bundle import build_bundle
 
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_path(root=cache_dir)
     if resume:
         run_id = resume
         stored = store.run_config(run_id)
@@ -159,7 +153,7 @@ def execute_run(
         run_id = new_run_id()
     model_ref, payload = prepare_model(experiment.model)
     variants = prepare_variants(model_ref, experiment.variants, store, cache_dir, log)
-    bundle = build_bundle(cache_dir / "bundles")
+    bundle = build_bundle(cache_path(BUNDLES, root=cache_dir))
     store.create_run(
         run_id, experiment.to_dict(), inventory_name, model=model_ref.name, tool_version=__version__
     )

@@ -88,7 +88,8 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
 
-        from tasks.artifacts import build_artifact, default_cache_dir
+        from tasks.artifacts import build_artifact
+        from tasks.cache import ARTIFACTS, cache_path
         from tasks.compression import parse_variant
         from tasks.models import resolve_model
 
@@ -114,7 +115,7 @@ def register(app: typer.Typer) -> None:
             def progress(description: str, done: int, total: int) -> None:
                 bar.update(task, description=description, completed=done, total=total)
 
-            info = build_artifact(ref, spec, out or default_cache_dir(), progress=progress)
+            info = build_artifact(ref, spec, out or cache_path(ARTIFACTS), progress=progress)
         if as_json:
             typer.echo(json.dumps(info.manifest, indent=2, sort_keys=True))
             return

@@ -40,9 +40,9 @@ def _console() -> Any:
 
 
 def _bundle_cache() -> Path:
-    from orchestrator.runs import default_cache_dir
+    from tasks.cache import BUNDLES, cache_path
 
-    return default_cache_dir() / "bundles"
+    return cache_path(BUNDLES)
 
 
 def for_each_device(

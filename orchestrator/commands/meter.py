@@ -6,6 +6,8 @@ import json
 
 import typer
 
+from tasks.numbers import MISSING
+
 
 def register(app: typer.Typer) -> None:
     """Add the ``meter`` command group to ``app``."""
@@ -52,7 +54,7 @@ def read(
 
     def show(sample: Sample, t_origin: float) -> None:
         def cell(x: float | None, unit: str) -> str:
-            return f"{'-':>9} {unit}" if x is None else f"{x:9.4f} {unit}"
+            return f"{MISSING:>9} {unit}" if x is None else f"{x:9.4f} {unit}"
 
         style = "" if sample.fresh else "dim"
         tag = "fresh" if sample.fresh else "repeat"
@@ -70,7 +72,7 @@ def read(
     table = Table(show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    table.add_row("mean power", "n/a" if summary.mean_w is None else f"{summary.mean_w:.4f} W")
+    table.add_row("mean power", MISSING if summary.mean_w is None else f"{summary.mean_w:.4f} W")
     table.add_row("samples", f"{summary.samples} in {summary.seconds:.2f} s")
     table.add_row("achieved rate", f"{summary.rate_hz:.1f} /s")
     table.add_row("fresh", f"{summary.fresh} ({summary.fresh_rate_hz:.1f} /s)")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from tasks.errors import ConfigError
+from tasks.numbers import MISSING, format_sig
 
 if TYPE_CHECKING:
     from db.formatting import TextTable
@@ -93,12 +94,12 @@ def _print_rich(table: TextTable) -> None:
 
 def _looks_numeric(cell: str) -> bool:
     head = cell.split(" ± ")[0].lstrip("-")
-    return head in ("", "—") or head.replace(".", "", 1).replace("e", "", 1).isdigit()
+    return head in ("", MISSING) or head.replace(".", "", 1).replace("e", "", 1).isdigit()
 
 
 def results_text_table(rows: list[Any]) -> TextTable:
     """The results view: one line per (run, device, variant, task)."""
-    from db.formatting import TextTable, format_sig, format_spread
+    from db.formatting import TextTable, format_spread
 
     def half(iqr: float | None) -> float | None:
         return None if iqr is None else iqr / 2
@@ -127,7 +128,7 @@ def results_text_table(rows: list[Any]) -> TextTable:
             r.run_id,
             r.device,
             r.variant,
-            r.method or "—",
+            r.method or MISSING,
             format_sig(r.compression_ratio),
             r.task,
             str(r.n_queries),
