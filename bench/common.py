@@ -92,13 +92,6 @@ def describe_machine(machine: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def cache_dir() -> Path:
-    """The tslm-fleet cache (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``), as ``run`` uses."""
-    from tasks.cache import cache_path
-
-    return cache_path()
-
-
 def write_result(
     name: str, data: dict[str, Any], *, quick: bool = False, results_dir: Path = RESULTS_DIR
 ) -> Path:
