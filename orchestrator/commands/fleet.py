@@ -14,11 +14,11 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.commands.inventory import (
+from orchestrator.commands.inventory import load_selection
+from orchestrator.commands.options import (
     AcceptNewHostkeysOption,
     DevicesOption,
     InventoryOption,
-    load_selection,
 )
 
 EXIT_DEVICE_FAILED = 1
@@ -93,11 +93,14 @@ def _summarise(
 
 
 def doctor(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
 ) -> None:
-    """Check each device: reachable, Python, packages, agent bundle, meter, disk, heat."""
+    """Check that each device is ready for a run.
+
+    Reachable, Python, packages, agent bundle, meter, disk and heat.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -144,7 +147,7 @@ def doctor(
 
 
 def bootstrap(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     wheelhouse_dir: Annotated[
@@ -162,7 +165,11 @@ def bootstrap(
         str, typer.Option("--base-python", help="Python on the device that creates the venv.")
     ] = "python3",
 ) -> None:
-    """Create the venv of each device's `python` and install the agent's packages."""
+    """Install the agent's packages on each device.
+
+    Creates the venv named by each device's `python` and installs the agent's packages
+    into it.
+    """
     from orchestrator.deploy import bootstrap_device
     from orchestrator.transport import open_transport
     from tasks.errors import ConfigError
@@ -203,13 +210,16 @@ def wheelhouse(
             "--platform", help="Device CPU: aarch64 (Raspberry Pi 4/5, 64-bit OS) or x86_64."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the wheels.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the wheels.")],
     python_version: Annotated[
         str, typer.Option("--python-version", help="The devices' Python version.")
     ] = "3.11",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pip command only.")] = False,
 ) -> None:
-    """Download the devices' wheels with pip, for offline `bootstrap --wheelhouse DIR`."""
+    """Download the devices' wheels for an offline bootstrap.
+
+    Runs pip download for the devices' platform; then `bootstrap --wheelhouse DIR`.
+    """
     import shlex
 
     from orchestrator.deploy import wheelhouse_argv
@@ -237,7 +247,7 @@ def wheelhouse(
 
 
 def deploy(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     artifact: Annotated[
@@ -245,7 +255,10 @@ def deploy(
         typer.Option("--artifact", help="Artifact folder to push as well (repeatable)."),
     ] = None,
 ) -> None:
-    """Push the agent bundle (and artifacts) to each device; skips what it already has."""
+    """Push the agent bundle and artifacts to each device.
+
+    Files the device already has (same sha256) are skipped.
+    """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     from orchestrator.bundle import build_bundle

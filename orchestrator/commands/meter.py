@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
 
@@ -18,22 +19,28 @@ def register(app: typer.Typer) -> None:
 
 
 def read(
-    kind: str = typer.Option(..., "--kind", help="Meter kind as in inventory.yaml."),
-    port: str | None = typer.Option(None, "--port", help="Serial port of a UM meter."),
-    hwmon_name: str | None = typer.Option(None, "--hwmon-name", help="hwmon device name."),
-    option: list[str] = typer.Option(
-        [], "--option", metavar="KEY=VALUE", help="Any other driver option (repeatable)."
-    ),
-    seconds: float = typer.Option(5.0, "--seconds", help="How long to read."),
-    as_json: bool = typer.Option(
-        False, "--json", help="JSON lines: one per sample, then a summary object."
-    ),
+    kind: Annotated[str, typer.Option("--kind", help="Meter kind as in inventory.yaml.")],
+    port: Annotated[str | None, typer.Option("--port", help="Serial port of a UM meter.")] = None,
+    hwmon_name: Annotated[
+        str | None, typer.Option("--hwmon-name", help="The hwmon device name.")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", metavar="KEY=VALUE", help="Any other driver option (repeatable)."),
+    ] = None,
+    seconds: Annotated[float, typer.Option("--seconds", help="How long to read.")] = 5.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines: one per sample, then a summary object.")
+    ] = False,
 ) -> None:
-    """Read a meter for a few seconds: live samples, then mean power and sample rate."""
+    """Read a meter for a few seconds.
+
+    Prints the live samples, then the mean power and the sample rate.
+    """
     from agent.meter_cli import meter_options, sample_json, stream_samples
     from agent.meters.base import Sample
 
-    options = meter_options(port, hwmon_name, option)
+    options = meter_options(port, hwmon_name, option or [])
     if as_json:
 
         def on_sample(sample: Sample, t_origin: float) -> None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from orchestrator.commands.options import DbOption
 
 
 def register(app: typer.Typer) -> None:
@@ -33,21 +35,23 @@ def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]
 
 
 def plot(
-    run: str | None = typer.Option(
-        None, "--run", metavar="ID", help="Run to plot (default: the latest run)."
-    ),
-    db: str | None = typer.Option(
-        None,
-        "--db",
-        metavar="URL",
-        help="Results database URL (default: $TSLM_DB, else sqlite:///results.db).",
-    ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", metavar="DIR", help="Directory for the PNG files (created if missing)."
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="DIR", help="Directory for the PNG files (created if missing)."
+        ),
+    ],
+    run: Annotated[
+        str | None,
+        typer.Option("--run", metavar="ID", help="Run to plot (default: the latest run)."),
+    ] = None,
+    db: DbOption = None,
 ) -> None:
-    """Write PNG figures of a run: energy per query and perplexity against compression
-    ratio, latency per device and variant."""
+    """Write PNG figures of a run.
+
+    Energy per query and perplexity against compression ratio, latency per device and
+    variant.
+    """
     from orchestrator.plots import write_plots
 
     run_id, rows = load_results(db, run)
