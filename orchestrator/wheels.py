@@ -37,6 +37,17 @@ class PackageInstallError(TslmError):
 
 #: PyTorch's CPU-only wheel index: torch built without CUDA, plus torch's own dependencies
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: CPU-index wheels of the device torch pin, by file name -> sha256, as published lists of
+#: download.pytorch.org/whl/cpu/torch/ record them: the pin in pyproject's ``device`` extra
+#: must be one of these (a test checks it), so a bump means checking the index again
+CHECKED_CPU_WHEELS: dict[str, str] = {
+    "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_aarch64.whl": (
+        "84453b69508ec79902f899c5ed9495acb9e2bbe9fda5f1d5d6f19e3c3842e1a7"
+    ),
+    "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl": (
+        "6746dbcbeb526eb61330b76b41ff1b4eb848951103a892eeb080dfa2b264667b"
+    ),
+}
 #: device CPU (``platform.machine()``) -> torch index used when the inventory names none
 DEFAULT_TORCH_INDEXES: dict[str, str] = {"aarch64": TORCH_CPU_INDEX, "x86_64": TORCH_CPU_INDEX}
 _MACHINE_ALIASES = {"arm64": "aarch64", "amd64": "x86_64"}
