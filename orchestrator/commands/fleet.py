@@ -241,8 +241,7 @@ def wheelhouse(
 ) -> None:
     """Download the devices' wheels with pip, for offline `bootstrap --wheelhouse DIR`.
 
-    Torch comes from the torch index in a pip call of its own, so the folder never holds
-    PyTorch's CUDA build or its nvidia-* packages; the others come from the usual index.
+    Torch comes from the torch index in a pip call of its own (no nvidia-* packages).
     """
     import shlex
 
