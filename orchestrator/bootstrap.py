@@ -9,47 +9,38 @@ does not run yet, the venv is created with ``base_python``, the device's system 
 - offline, from a wheelhouse pushed to the device first, with ``--no-index``.
 
 Afterwards it reads back the installed torch and refuses a venv that holds CUDA packages.
-:func:`build_wheelhouse` downloads such a wheelhouse on the controller in two pip calls of
-the same split (:func:`orchestrator.wheels.download_torch_call`, then the others).
+A wheelhouse is built by :mod:`orchestrator.wheelhouse`.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from orchestrator.deploy import DeployProgress, RemoteLayout, deploy_files, items_for_directory
+from orchestrator.doctor import MIN_PYTHON
 from orchestrator.transport.base import Transport
 from orchestrator.wheels import (
     CUDA_ONLY,
     PackageInstallError,
     PipCall,
-    WheelFile,
     check_wheelhouse,
     default_torch_index,
     device_requirements,
-    download_others_call,
-    download_torch_call,
     explain_pip_failure,
     install_calls,
-    list_wheels,
-    machine_name,
     offline_install_call,
     split_torch,
+    torch_wheel_for,
 )
 from tasks.errors import ConfigError, RemoteCommandError
 
-#: the oldest Python the agent runs on (Raspberry Pi OS Bookworm ships 3.11)
-MIN_PYTHON = (3, 11)
 PIP_TIMEOUT_S = 3600.0
 PROBE_TIMEOUT_S = 60.0
 _PROBE = (
@@ -277,168 +268,3 @@ def _installed_torch(transport: Transport, python: str, venv: str) -> str:
             f"`tslm-fleet bootstrap --devices {name}` again",
         )
     return installed.get("torch", "")
-
-
-def torch_wheel_for(
-    wheels: Sequence[WheelFile], machine: str, python_version: str, torch: str, *, where: str
-) -> WheelFile:
-    """The wheelhouse's torch wheel that ``torch`` (a requirement) selects for a device."""
-    specifier = Requirement(torch).specifier
-    torches = [w for w in wheels if w.name == "torch"]
-    for wheel in torches:
-        if wheel.fits(machine, python_version) and specifier.contains(
-            wheel.version, prereleases=True
-        ):
-            return wheel
-    held = ", ".join(w.path.name for w in torches) or "none"
-    raise PackageInstallError(
-        f"{where}: the wheelhouse has no wheel of {torch} for Python {python_version} on "
-        f"{machine_name(machine)} (it holds: {held})",
-        hint=f"build one with `tslm-fleet wheelhouse --platform {machine_name(machine)} "
-        f"--python-version {python_version} -o DIR` (and `--torch-version` when the inventory "
-        "sets `torch_version`)",
-    )
-
-
-# --------------------------------------------------------------------------- wheelhouse
-
-#: runs one pip command on this machine: ``(argv) -> (exit status, output)``
-PipRunner = Callable[[Sequence[str]], tuple[int, str]]
-
-
-@dataclass(frozen=True)
-class WheelhouseReport:
-    """What :func:`build_wheelhouse` left in the folder."""
-
-    folder: Path
-    wheels: tuple[str, ...]
-    torch_wheel: str
-    pip_calls: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True)
-class WheelhousePlan:
-    """The settings of one wheelhouse build, resolved to their defaults."""
-
-    platform: str
-    out: Path
-    python_version: str
-    torch: str
-    others: tuple[str, ...]
-    torch_index: str
-    index_url: str | None
-    python: str
-
-    @property
-    def torch_wheel_pattern(self) -> str:
-        """File name pattern of the torch wheel step 1 fetches (for ``--dry-run``)."""
-        specs = list(Requirement(self.torch).specifier)
-        exact = len(specs) == 1 and specs[0].operator == "=="
-        return f"torch-{specs[0].version if exact else ''}*.whl"
-
-    def torch_call(self) -> PipCall:
-        """Step 1: torch and its dependencies from the torch index."""
-        return download_torch_call(
-            self.python,
-            self.platform,
-            self.out,
-            torch=self.torch,
-            torch_index=self.torch_index,
-            python_version=self.python_version,
-        )
-
-    def others_call(self, torch_wheel: Path) -> PipCall:
-        """Step 2: the other packages from the usual index, torch given as its wheel file."""
-        return download_others_call(
-            self.python,
-            self.platform,
-            self.out,
-            torch_wheel=torch_wheel,
-            others=self.others,
-            index_url=self.index_url,
-            python_version=self.python_version,
-        )
-
-
-def plan_wheelhouse(
-    platform: str,
-    out: Path,
-    *,
-    python_version: str = "3.11",
-    requirements: Sequence[str] | None = None,
-    torch_index: str | None = None,
-    torch_version: str | None = None,
-    index_url: str | None = None,
-    python: str | None = None,
-) -> WheelhousePlan:
-    """Resolve a wheelhouse build's settings (torch index and pin by default from the platform)."""
-    torch, others = split_torch(
-        list(requirements) if requirements is not None else device_requirements(), torch_version
-    )
-    plan = WheelhousePlan(
-        platform=platform,
-        out=Path(out),
-        python_version=python_version,
-        torch=torch,
-        others=tuple(others),
-        torch_index=torch_index or default_torch_index(platform, "wheelhouse"),
-        index_url=index_url,
-        python=python or sys.executable,
-    )
-    plan.torch_call()  # validates the platform name
-    return plan
-
-
-def build_wheelhouse(plan: WheelhousePlan, run_pip: PipRunner | None = None) -> WheelhouseReport:
-    """Download the wheels of ``plan`` into its folder and check what arrived."""
-    run = run_pip or run_pip_teeing
-    plan.out.mkdir(parents=True, exist_ok=True)
-    first = plan.torch_call()
-    _download(first, plan, run)
-    torch_wheel = torch_wheel_for(
-        list_wheels(plan.out), plan.platform, plan.python_version, plan.torch, where="this machine"
-    )
-    second = plan.others_call(torch_wheel.path)
-    _download(second, plan, run)
-    wheels = check_wheelhouse(plan.out)
-    return WheelhouseReport(
-        folder=plan.out,
-        wheels=tuple(w.path.name for w in wheels),
-        torch_wheel=torch_wheel.path.name,
-        pip_calls=(first.argv, second.argv),
-    )
-
-
-def _download(call: PipCall, plan: WheelhousePlan, run: PipRunner) -> None:
-    code, output = run(call.argv)
-    if code != 0:
-        raise explain_pip_failure(
-            call,
-            output,
-            where="this machine",
-            machine=plan.platform,
-            python_version=plan.python_version,
-            wheelhouse=True,
-        )
-
-
-def run_pip_teeing(argv: Sequence[str]) -> tuple[int, str]:
-    """Run pip here, echoing its output as it comes and keeping it for error messages."""
-    try:
-        proc = subprocess.Popen(
-            list(argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            errors="replace",
-        )
-    except OSError as exc:
-        raise ConfigError(f"cannot run pip ({argv[0]}): {exc}") from exc
-    kept: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-        kept.append(line)
-    return proc.wait(), "".join(kept[-200:])

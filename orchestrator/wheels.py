@@ -282,6 +282,27 @@ def check_wheelhouse(folder: Path) -> list[WheelFile]:
     return wheels
 
 
+def torch_wheel_for(
+    wheels: Sequence[WheelFile], machine: str, python_version: str, torch: str, *, where: str
+) -> WheelFile:
+    """The wheelhouse's torch wheel that ``torch`` (a requirement) selects for a device."""
+    specifier = Requirement(torch).specifier
+    torches = [w for w in wheels if w.name == "torch"]
+    for wheel in torches:
+        if wheel.fits(machine, python_version) and specifier.contains(
+            wheel.version, prereleases=True
+        ):
+            return wheel
+    held = ", ".join(w.path.name for w in torches) or "none"
+    raise PackageInstallError(
+        f"{where}: the wheelhouse has no wheel of {torch} for Python {python_version} on "
+        f"{machine_name(machine)} (it holds: {held})",
+        hint=f"build one with `tslm-fleet wheelhouse --platform {machine_name(machine)} "
+        f"--python-version {python_version} -o DIR` (and `--torch-version` when the inventory "
+        "sets `torch_version`)",
+    )
+
+
 # --------------------------------------------------------------------------- failures
 
 _UNREACHABLE = re.compile(
@@ -315,7 +336,7 @@ def explain_pip_failure(
     missing = _NO_VERSION.search(output) or _NO_DISTRIBUTION.search(output)
     package = missing.group(1) if missing else ", ".join(call.requirements)
     target = f"Python {python_version} on {machine_name(machine)}"
-    if call.offline:
+    if call.offline and missing is not None:
         return PackageInstallError(
             f"{where}: the wheelhouse has no wheel of {package} for {target}",
             hint=f"build the wheelhouse again with `tslm-fleet wheelhouse --platform "

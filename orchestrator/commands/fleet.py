@@ -245,7 +245,7 @@ def wheelhouse(
     """
     import shlex
 
-    from orchestrator.bootstrap import build_wheelhouse, plan_wheelhouse
+    from orchestrator.wheelhouse import build_wheelhouse, plan_wheelhouse
 
     plan = plan_wheelhouse(
         platform,

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import bootstrap_device, build_wheelhouse, plan_wheelhouse
+from orchestrator.bootstrap import bootstrap_device
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
+from orchestrator.wheelhouse import build_wheelhouse, plan_wheelhouse
 from tests.fixtures.package_index import (
     DEVICE_REQUIREMENTS,
     PackageIndexServer,

@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.bootstrap import bootstrap_device, build_wheelhouse, plan_wheelhouse
+from orchestrator.bootstrap import bootstrap_device
 from orchestrator.inventory import parse_inventory
 from orchestrator.transport.local import LocalTransport
+from orchestrator.wheelhouse import build_wheelhouse, plan_wheelhouse
 from orchestrator.wheels import WHEEL_PLATFORMS, PackageInstallError
 from tasks.errors import ConfigError
 from tests.fixtures.package_index import (
