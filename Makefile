@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
-SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql procps util-linux passwd
+SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql procps util-linux passwd python3 python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages demo test test-fast lint format bench clean
