@@ -174,7 +174,11 @@ def bootstrap(
         ),
     ] = None,
 ) -> None:
-    """Create the venv of each device's `python` and install the agent's packages."""
+    """Install the agent's packages on each device.
+
+    Creates the venv named by each device's `python` from its system Python (`base_python`)
+    and installs the agent's packages into it, torch from the device's torch index.
+    """
     from orchestrator.bootstrap import bootstrap_device
     from orchestrator.transport import open_transport
     from tasks.errors import ConfigError
@@ -242,9 +246,9 @@ def wheelhouse(
         bool, typer.Option("--dry-run", help="Print the pip commands only.")
     ] = False,
 ) -> None:
-    """Download the devices' wheels with pip, for offline `bootstrap --wheelhouse DIR`.
+    """Download the devices' wheels for an offline bootstrap.
 
-    Torch comes from the torch index in a pip call of its own (no nvidia-* packages).
+    Runs pip download for the devices' platform; then `bootstrap --wheelhouse DIR`. Torch comes from the torch index in a pip call of its own (no nvidia-* packages).
     """
     import shlex
 
