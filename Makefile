@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 SYSSTAMP := $(VENV)/.system-packages
-SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql procps util-linux passwd
+SYSTEM_PACKAGES := openssh-server openssh-client iproute2 postgresql procps util-linux passwd python3 python3-venv
 PYTEST_ARGS ?=
 
 .PHONY: setup system-packages demo test test-fast lint format bench clean
@@ -51,9 +51,11 @@ test: setup system-packages
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not fleet" $(PYTEST_ARGS)
 
+# ruff, then the import-linter contracts of pyproject.toml (the layers of ARCHITECTURE.md)
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format .

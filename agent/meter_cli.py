@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.meters.base import Sample
 from tasks.errors import ConfigError, TslmError
+from tasks.numbers import MISSING
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -166,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _format_sample(sample: Sample, t_origin: float) -> str:
     def fmt(x: float | None, unit: str, digits: int) -> str:
-        return f"{'-':>9} {unit}" if x is None else f"{x:9.{digits}f} {unit}"
+        return f"{MISSING:>9} {unit}" if x is None else f"{x:9.{digits}f} {unit}"
 
     tag = "fresh" if sample.fresh else "repeat"
     return (
@@ -177,7 +178,7 @@ def _format_sample(sample: Sample, t_origin: float) -> str:
 
 def format_summary(summary: ReadSummary) -> str:
     """The plain-text summary block."""
-    mean = "n/a" if summary.mean_w is None else f"{summary.mean_w:.4f} W"
+    mean = MISSING if summary.mean_w is None else f"{summary.mean_w:.4f} W"
     return (
         f"meter: {summary.description}\n"
         f"samples: {summary.samples} in {summary.seconds:.2f} s "

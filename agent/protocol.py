@@ -405,6 +405,40 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     unknown = set(obj) - _JOB_KEYS
     if unknown:
         raise JobSpecError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+    version = _spec_version(obj, where)
+    job_id = _job_id(obj, where)
+    run_id = _need(obj, "run_id", (str,), where)
+    model_obj = _need(obj, "model", (dict,), where)
+    model = _file_ref(model_obj, f"{where}.model")
+    artifact_obj = obj.get("artifact")
+    repetitions, warmup, idle_seconds = _schedule(obj, where)
+    meter_obj = _need(obj, "meter", (dict,), where, default={"kind": "none"})
+    return JobSpec(
+        job_id=job_id,
+        run_id=run_id,
+        model=model,
+        model_name=_need(model_obj, "name", (str,), f"{where}.model", default=model.path),
+        artifact=None if artifact_obj is None else _file_ref(artifact_obj, f"{where}.artifact"),
+        variant=_need(obj, "variant", (str,), where),
+        embedding_mode=_embedding_mode(obj, where),
+        tasks=_tasks(obj, where),
+        repetitions=repetitions,
+        warmup=warmup,
+        idle_seconds=idle_seconds,
+        window=_window(obj, where),
+        threads=_threads(obj, where),
+        meter=MeterSpec(
+            kind=_need(meter_obj, "kind", (str,), f"{where}.meter"),
+            options={k: v for k, v in meter_obj.items() if k != "kind"},
+        ),
+        max_duration_s=_max_duration(obj, where),
+        seq_start=_seq_start(obj, where),
+        record_samples=_need(obj, "record_samples", (bool,), where, default=True),
+        spec_version=version,
+    )
+
+
+def _spec_version(obj: dict, where: str) -> int:
     version = _need(obj, "spec_version", (int,), where)
     if version != JOB_SPEC_VERSION:
         raise JobSpecError(
@@ -412,24 +446,29 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
             f"{JOB_SPEC_VERSION})",
             hint="deploy the agent bundle that matches the controller",
         )
+    return version
+
+
+def _job_id(obj: dict, where: str) -> str:
     job_id = _need(obj, "job_id", (str,), where)
     if not _JOB_ID_RE.match(job_id):
         raise JobSpecError(
             f"{where}.job_id: {job_id!r} must be 1-128 characters of "
             "letters, digits, '.', '_' or '-'"
         )
-    run_id = _need(obj, "run_id", (str,), where)
-    model_obj = _need(obj, "model", (dict,), where)
-    model = _file_ref(model_obj, f"{where}.model")
-    model_name = _need(model_obj, "name", (str,), f"{where}.model", default=model.path)
-    artifact_obj = obj.get("artifact")
-    artifact = None if artifact_obj is None else _file_ref(artifact_obj, f"{where}.artifact")
-    variant = _need(obj, "variant", (str,), where)
+    return job_id
+
+
+def _embedding_mode(obj: dict, where: str) -> str:
     mode = _need(obj, "embedding_mode", (str,), where, default="on-the-fly")
     if mode not in ("on-the-fly", "materialized"):
         raise JobSpecError(
             f"{where}.embedding_mode: {mode!r} is not one of on-the-fly/materialized"
         )
+    return mode
+
+
+def _tasks(obj: dict, where: str) -> tuple[TaskSpec, ...]:
     tasks_obj = _need(obj, "tasks", (list,), where)
     if not tasks_obj:
         raise JobSpecError(f"{where}.tasks: at least one task is required")
@@ -444,47 +483,44 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
                 params=dict(_need(t, "params", (dict,), tw, default={})),
             )
         )
+    return tuple(tasks)
+
+
+def _schedule(obj: dict, where: str) -> tuple[int, int, float]:
+    """(repetitions, warm-up queries, idle seconds)."""
     repetitions = _need(obj, "repetitions", (int,), where, default=1)
     warmup = _need(obj, "warmup", (int,), where, default=1)
     idle_seconds = float(_need(obj, "idle_seconds", _NUM, where, default=5.0))
     if repetitions < 1 or warmup < 0 or idle_seconds < 0:
         raise JobSpecError(f"{where}: repetitions must be >= 1, warmup and idle_seconds >= 0")
+    return repetitions, warmup, idle_seconds
+
+
+def _window(obj: dict, where: str) -> WindowPolicy:
     win = _need(obj, "window", (dict,), where, default={})
-    window = WindowPolicy(
+    return WindowPolicy(
         min_fresh_samples=_need(win, "min_fresh_samples", (int,), f"{where}.window", default=10),
         min_seconds=float(_need(win, "min_seconds", _NUM, f"{where}.window", default=0.0)),
     )
+
+
+def _threads(obj: dict, where: str) -> int | None:
     threads = _need(obj, "threads", (int, type(None)), where, default=None)
     if threads is not None and threads < 1:
         raise JobSpecError(f"{where}.threads: must be >= 1")
-    meter_obj = _need(obj, "meter", (dict,), where, default={"kind": "none"})
-    meter_kind = _need(meter_obj, "kind", (str,), f"{where}.meter")
-    meter = MeterSpec(kind=meter_kind, options={k: v for k, v in meter_obj.items() if k != "kind"})
+    return threads
+
+
+def _max_duration(obj: dict, where: str) -> float:
     limits = _need(obj, "limits", (dict,), where, default={})
     max_duration = float(_need(limits, "max_duration_s", _NUM, f"{where}.limits", default=3600.0))
     if max_duration <= 0:
         raise JobSpecError(f"{where}.limits.max_duration_s: must be > 0")
+    return max_duration
+
+
+def _seq_start(obj: dict, where: str) -> int:
     seq_start = _need(obj, "seq_start", (int,), where, default=1)
     if seq_start < 1:
         raise JobSpecError(f"{where}.seq_start: must be >= 1")
-    record_samples = _need(obj, "record_samples", (bool,), where, default=True)
-    return JobSpec(
-        job_id=job_id,
-        run_id=run_id,
-        model=model,
-        model_name=model_name,
-        artifact=artifact,
-        variant=variant,
-        embedding_mode=mode,
-        tasks=tuple(tasks),
-        repetitions=repetitions,
-        warmup=warmup,
-        idle_seconds=idle_seconds,
-        window=window,
-        threads=threads,
-        meter=meter,
-        max_duration_s=max_duration,
-        seq_start=seq_start,
-        record_samples=record_samples,
-        spec_version=version,
-    )
+    return seq_start

@@ -28,8 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from db.engine import open_store  # noqa: E402
-from db.ingest import Store  # noqa: E402
+from db.store import Store, open_store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "db.json"
 DEVICES = ("pi4", "pi5", "pi5b", "local")
@@ -170,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tslm-bench-")))
         report["backends"]["sqlite"] = bench_backend(f"sqlite:///{tmp / 'bench.db'}", **sizes)
         if not args.no_postgres:
-            from tests.fixtures import postgres
+            from testbed import postgres
 
             reason = postgres.unavailable_reason()
             if reason:

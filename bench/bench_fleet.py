@@ -1,7 +1,7 @@
 """Fleet scaling: the same per-device work on 1, 2, 4 and 8 fake devices.
 
 Each fake device is a real OpenSSH server on a loopback address with its own Unix user
-(the machinery of tests/fleet/devices.py; needs root and sshd, otherwise the result
+(the machinery of testbed/fleet.py; needs root and sshd, otherwise the result
 says why it was skipped). Every device gets the same work: a tiny seeded LLaMA model,
 one TT variant, ``generate`` with a few queries and a short idle baseline. One untimed
 priming run over all devices compresses the variant and pushes bundle, model and
@@ -139,8 +139,8 @@ def least_squares(xs: list[float], ys: list[float]) -> tuple[float, float]:
 
 def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Stand up the devices, prime them, run every size; the fleet is always torn down."""
-    from tests.agent.conftest import save_tiny_model
-    from tests.fleet.devices import build_fleet
+    from testbed.fleet import build_fleet
+    from testbed.models import save_tiny_model
 
     model_dir = work / "tiny-llama"
     save_tiny_model(model_dir)
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             "time per device is the figure that carries over to real boards"
         ),
     }
-    from tests.fleet.devices import fleet_unavailable_reason
+    from testbed.fleet import fleet_unavailable_reason
 
     reason = fleet_unavailable_reason()
     if reason:

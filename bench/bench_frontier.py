@@ -172,13 +172,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch
 
-    from tasks.artifacts import default_cache_dir, models_cache_dir
+    from tasks.cache import MODELS, cache_path
     from tasks.models import load_model, resolve_model
     from tasks.workloads import get_task
 
     started = time.perf_counter()
     ref = resolve_model(args.model)
-    base, tokenizer = load_model(ref, cache_dir=models_cache_dir(default_cache_dir()))
+    base, tokenizer = load_model(ref, cache_dir=cache_path(MODELS))
     params = get_task("perplexity").parse_params(
         {"window": args.window, "max_tokens": args.max_tokens}
     )

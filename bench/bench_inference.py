@@ -34,7 +34,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cache_dir, rss_bytes, sig, spread, time_repeated, write_result  # noqa: E402
+from bench.common import rss_bytes, sig, spread, time_repeated, write_result  # noqa: E402
+from tasks.cache import ARTIFACTS, MODELS, cache_path  # noqa: E402
+from tasks.numbers import MISSING  # noqa: E402
 
 NAME = "inference"
 PROBE_PREFIX = "MEMORY "
@@ -49,7 +51,7 @@ MODES: dict[str, str | None] = {
 def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> dict[str, Any]:
     """Load one copy of the model and apply the artifact in ``mode`` (None: dense)."""
     from tasks.artifacts import apply_artifact
-    from tasks.embedding import resident_bytes
+    from tasks.compression.embedding import resident_bytes
     from tasks.models import load_model
 
     started = time.perf_counter()
@@ -83,7 +85,7 @@ def memory_probe(model: str, artifact_path: str | None, mode: str | None) -> dic
     ref = resolve_model(model)
     gc.collect()
     before = rss_bytes()
-    loaded, tokenizer = load_model(ref, cache_dir=cache_dir() / "models")
+    loaded, tokenizer = load_model(ref, cache_dir=cache_path(MODELS))
     gc.collect()
     after_load = rss_bytes()
     if artifact_path is not None and mode is not None:
@@ -147,86 +149,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Load the copies, run the interleaved queries and return the result document."""
     import torch
 
-    from tasks.artifacts import build_artifact, load_artifact
     from tasks.compression import parse_variant
-    from tasks.models import load_model, resolve_model
-    from tasks.workloads import get_task, set_threads
+    from tasks.models import resolve_model
+    from tasks.workloads import set_threads
 
     threads = set_threads(args.threads)
     ref = resolve_model(args.model)
-    cache = cache_dir()
-    models_dir = cache / "models"
     spec = parse_variant(args.variant)
     print(f"model {ref.name}, variant {spec.canonical}, {threads} threads; loading ...")
-    # the first load of a GGUF converts it into the cache; do that apart, so that every copy
-    # below is loaded the same way, from the same cached files
-    load_model(ref, cache_dir=models_dir, with_tokenizer=False)
-    gc.collect()
-    copies: dict[str, dict[str, Any]] = {}
-    copies["dense"] = load_copy(ref, models_dir, None, None)
-    info = build_artifact(
-        ref,
-        spec,
-        cache / "artifacts",
-        model=copies["dense"]["model"],
-        tokenizer=copies["dense"]["tokenizer"],
-    )
-    if info is None:
-        raise SystemExit(f"variant {spec.canonical} has no artifact to compare with dense")
-    artifact = load_artifact(info.path, info.sha256)
-    print("memory probes (one fresh process per copy) ...")
-    memory = {name: probe_in_child(args.model, info.path, mode) for name, mode in MODES.items()}
-    for name, mode in MODES.items():
-        if mode is not None:
-            copies[name] = load_copy(ref, models_dir, artifact, mode)
-
-    task = get_task("generate")
-    params = task.parse_params({"num_queries": args.queries, "max_new_tokens": args.new_tokens})
-    prepared = {
-        name: task.prepare(c["model"], c["tokenizer"], params) for name, c in copies.items()
-    }
-    for p in prepared.values():
-        for _ in range(args.warmup):
-            p.run_query(args.queries - 1)
-    names = list(MODES)
-    results: dict[str, list[Any]] = {name: [] for name in names}
-    for r in range(args.queries):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            results[name].append(prepared[name].run_query(r))
-        print(
-            f"  round {r + 1}/{args.queries}: "
-            + ", ".join(f"{n} {results[n][-1].latency_s:.3f} s" for n in names)
-        )
-
+    copies, artifact, memory = load_copies(args, ref, spec)
+    results = interleaved_queries(copies, args)
     dense = results["dense"]
-    modes: dict[str, Any] = {}
-    for name in names:
-        rows = results[name]
-        copy = copies[name]
-        decode = [
-            (q.latency_s - q.ttft_s) / max(q.output_tokens - 1, 1)
-            for q in rows
-            if q.ttft_s is not None
-        ]
-        latency = spread([q.latency_s for q in rows])
-        modes[name] = {
-            "embedding_mode": MODES[name] or "dense",
-            "latency_s": latency.to_dict(),
-            "ttft_s": spread([q.ttft_s for q in rows if q.ttft_s is not None]).to_dict(),
-            "decode_s_per_token": spread(decode).to_dict() if decode else None,
-            "tokens_per_s_median": rows[0].output_tokens / latency.median,
-            "latency_ratio_vs_dense": spread(
-                [q.latency_s / d.latency_s for q, d in zip(rows, dense, strict=True)]
-            ).to_dict(),
-            "outputs_identical_to_dense": sum(
-                q.output_sha256 == d.output_sha256 for q, d in zip(rows, dense, strict=True)
-            ),
-            "lookup_1_token_s": lookup_time(copy["model"], 1, args.lookup_reps),
-            "lookup_64_tokens_s": lookup_time(copy["model"], 64, args.lookup_reps),
-            **{k: v for k, v in copy.items() if k not in ("model", "tokenizer")},
-            **memory[name],
-        }
+    modes = {
+        name: mode_summary(name, results[name], dense, copies[name], args) | memory[name]
+        for name in MODES
+    }
     manifest = artifact.manifest
     return {
         "model": ref.name,
@@ -256,6 +193,92 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def load_copies(
+    args: argparse.Namespace, ref: Any, spec: Any
+) -> tuple[dict[str, dict[str, Any]], Any, dict[str, dict[str, Any]]]:
+    """The dense copy and one copy per embedding mode of the variant's artifact, the
+    artifact, and each copy's memory measured in a fresh process."""
+    from tasks.artifacts import build_artifact, load_artifact
+    from tasks.models import load_model
+
+    models_dir = cache_path(MODELS)
+    # the first load of a GGUF converts it into the cache; do that apart, so that every copy
+    # below is loaded the same way, from the same cached files
+    load_model(ref, cache_dir=models_dir, with_tokenizer=False)
+    gc.collect()
+    copies: dict[str, dict[str, Any]] = {"dense": load_copy(ref, models_dir, None, None)}
+    info = build_artifact(
+        ref,
+        spec,
+        cache_path(ARTIFACTS),
+        model=copies["dense"]["model"],
+        tokenizer=copies["dense"]["tokenizer"],
+    )
+    if info is None:
+        raise SystemExit(f"variant {spec.canonical} has no artifact to compare with dense")
+    artifact = load_artifact(info.path, info.sha256)
+    print("memory probes (one fresh process per copy) ...")
+    memory = {name: probe_in_child(args.model, info.path, mode) for name, mode in MODES.items()}
+    for name, mode in MODES.items():
+        if mode is not None:
+            copies[name] = load_copy(ref, models_dir, artifact, mode)
+    return copies, artifact, memory
+
+
+def interleaved_queries(
+    copies: dict[str, dict[str, Any]], args: argparse.Namespace
+) -> dict[str, list[Any]]:
+    """The generate queries of every copy, side by side: round r runs query r on each
+    copy, in an order rotated every round; the query results per copy."""
+    from tasks.workloads import get_task
+
+    task = get_task("generate")
+    params = task.parse_params({"num_queries": args.queries, "max_new_tokens": args.new_tokens})
+    prepared = {
+        name: task.prepare(c["model"], c["tokenizer"], params) for name, c in copies.items()
+    }
+    for p in prepared.values():
+        for _ in range(args.warmup):
+            p.run_query(args.queries - 1)
+    names = list(MODES)
+    results: dict[str, list[Any]] = {name: [] for name in names}
+    for r in range(args.queries):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            results[name].append(prepared[name].run_query(r))
+        print(
+            f"  round {r + 1}/{args.queries}: "
+            + ", ".join(f"{n} {results[n][-1].latency_s:.3f} s" for n in names)
+        )
+    return results
+
+
+def mode_summary(
+    name: str, rows: list[Any], dense: list[Any], copy: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """Latency, decode time, ratio to dense, identical outputs and lookup time of one copy."""
+    decode = [
+        (q.latency_s - q.ttft_s) / max(q.output_tokens - 1, 1) for q in rows if q.ttft_s is not None
+    ]
+    latency = spread([q.latency_s for q in rows])
+    return {
+        "embedding_mode": MODES[name] or "dense",
+        "latency_s": latency.to_dict(),
+        "ttft_s": spread([q.ttft_s for q in rows if q.ttft_s is not None]).to_dict(),
+        "decode_s_per_token": spread(decode).to_dict() if decode else None,
+        "tokens_per_s_median": rows[0].output_tokens / latency.median,
+        "latency_ratio_vs_dense": spread(
+            [q.latency_s / d.latency_s for q, d in zip(rows, dense, strict=True)]
+        ).to_dict(),
+        "outputs_identical_to_dense": sum(
+            q.output_sha256 == d.output_sha256 for q, d in zip(rows, dense, strict=True)
+        ),
+        "lookup_1_token_s": lookup_time(copy["model"], 1, args.lookup_reps),
+        "lookup_64_tokens_s": lookup_time(copy["model"], 64, args.lookup_reps),
+        **{k: v for k, v in copy.items() if k not in ("model", "tokenizer")},
+    }
+
+
 def print_summary(doc: dict[str, Any]) -> None:
     """A short table on stdout."""
     print(
@@ -275,7 +298,7 @@ def print_summary(doc: dict[str, Any]) -> None:
             f"{sig(m['latency_ratio_vs_dense']['median']):>8} "
             f"{m['outputs_identical_to_dense']:>5}/{doc['queries']:<2} "
             f"{sig(m['embedding_resident_bytes'] / 2**20):>8} "
-            f"{sig(rss / 2**20) if rss is not None else 'n/a':>8}"
+            f"{sig(rss / 2**20) if rss is not None else MISSING:>8}"
         )
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import statistics
@@ -17,6 +16,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from tasks.numbers import format_sig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -91,13 +92,6 @@ def describe_machine(machine: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def cache_dir() -> Path:
-    """The tslm-fleet cache (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``), as ``run`` uses."""
-    from tasks.artifacts import cache_root
-
-    return cache_root()
-
-
 def write_result(
     name: str, data: dict[str, Any], *, quick: bool = False, results_dir: Path = RESULTS_DIR
 ) -> Path:
@@ -161,25 +155,9 @@ def time_repeated(fn: Callable[[], Any], *, repetitions: int, warmup: int = 1) -
 
 
 def sig(value: float | None, digits: int = 3) -> str:
-    """``value`` rounded to ``digits`` significant figures (thousands separated).
-
-    ``None`` and non-finite values read ``n/a``; magnitudes from 1e9 or below 1e-4 use an
-    exponent.
-    """
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    if value == 0:
-        return "0"
-    magnitude = math.floor(math.log10(abs(value)))
-    rounded = round(value, digits - 1 - magnitude)
-    if rounded != 0:  # 9.996 rounds up to 10.0: one digit fewer after the point
-        magnitude = math.floor(math.log10(abs(rounded)))
-    if magnitude >= 9 or magnitude < -4:
-        return f"{value:.{digits - 1}e}"
-    decimals = digits - 1 - magnitude
-    if decimals <= 0:
-        return f"{int(round(value, decimals)):,d}"
-    return f"{round(value, decimals):.{decimals}f}"
+    """``value`` to ``digits`` significant figures with thousands separated: the one number
+    formatter (:func:`tasks.numbers.format_sig`) as the benchmark reports print it."""
+    return format_sig(value, digits, grouped=True)
 
 
 def rss_bytes() -> int | None:

@@ -26,6 +26,7 @@ from bench.sections import (
     table,
 )
 from tasks.errors import ConfigError, TslmError
+from tasks.numbers import MISSING
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 SUMMARY = "SUMMARY.md"
@@ -205,7 +206,7 @@ def paper_table(results: dict[str, dict[str, Any]]) -> list[str]:
         [
             [
                 f"`{f['variant']}`",
-                f"{sig(f['ratio'])}x" if f["ratio"] else "n/a",
+                f"{sig(f['ratio'])}x" if f["ratio"] else MISSING,
                 ppl_text(f["ppl_input"], dense, str(f["variant"])),
                 ppl_text(f["ppl_tied"], dense, str(f["variant"])),
                 sig(f["error"]),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import sig
+from tasks.numbers import MISSING
 
 MIB = 2**20
 
@@ -34,7 +35,7 @@ def table(header: list[str], rows: list[list[str]]) -> list[str]:
 def with_iqr(s: dict[str, float] | None, scale: float = 1.0) -> str:
     """``median (IQR x)`` of a spread dict written by :func:`bench.common.spread`."""
     if not s:
-        return "n/a"
+        return MISSING
     if s.get("n", 1) < 2:
         return sig(s["median"] * scale)
     return f"{sig(s['median'] * scale)} (IQR {sig(s['iqr'] * scale, 2)})"
@@ -189,7 +190,9 @@ def inference_section(doc: dict[str, Any]) -> Section:
                 with_iqr(m.get("latency_ratio_vs_dense")),
                 f"{m.get('outputs_identical_to_dense', 'n/a')}/{doc['queries']}",
                 sig(m["embedding_resident_bytes"] / MIB),
-                sig(m["rss_model_bytes"] / MIB) if m.get("rss_model_bytes") is not None else "n/a",
+                sig(m["rss_model_bytes"] / MIB)
+                if m.get("rss_model_bytes") is not None
+                else MISSING,
             ]
         )
     lines = table(

@@ -19,9 +19,12 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from db.formatting import TextTable, format_sig, format_spread, round_record
-from db.queries import ResultFilter, ResultRow, latest_run_id, results
-from tasks.errors import ConfigError, DatabaseError
+from db.errors import DatabaseError
+from db.formatting import TextTable, format_spread, round_record
+from db.results import ResultFilter, ResultRow, results
+from db.runs import latest_run_id
+from tasks.errors import ConfigError
+from tasks.numbers import format_sig
 
 #: the two layouts: name -> (row key, group key) of a result row
 LAYOUTS: dict[str, tuple[Callable[[ResultRow], str], Callable[[ResultRow], str]]] = {

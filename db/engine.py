@@ -1,88 +1,37 @@
-"""Engines, sessions and migrations for the results database.
+"""Engines and migrations for the results database.
 
-The database is any SQLAlchemy URL: ``--db URL``, else the ``TSLM_DB`` environment
-variable, else ``sqlite:///results.db`` in the working directory. SQLite runs in WAL mode
-with foreign keys on and a busy timeout; write transactions start with ``BEGIN IMMEDIATE``
-so that concurrent writers queue on the busy timeout instead of failing half-way.
-PostgreSQL goes through the same code with psycopg 3.
+SQLite runs in WAL mode with foreign keys on and a busy timeout; write transactions start
+with ``BEGIN IMMEDIATE`` so that concurrent writers queue on the busy timeout instead of
+failing half-way. PostgreSQL goes through the same code with psycopg 3.
 
 Read-only access is enforced by the database itself: SQLite files are opened with the
 ``mode=ro`` URI, PostgreSQL sessions default to read-only transactions.
 
 Migrations (alembic, shipped inside this package) run automatically the first time a
-writable store is opened, with one line on stderr saying so.
+writable store is opened (see :func:`db.store.open_store`).
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import create_engine, event, inspect
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
 from sqlalchemy.engine.url import URL
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import NoSuchModuleError, OperationalError
 
-from tasks.errors import DatabaseError
+from db.errors import DatabaseError
+from db.urls import display_url, is_memory, parse_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
 
-    from db.ingest import Store
-
-ENV_VAR = "TSLM_DB"
-DEFAULT_URL = "sqlite:///results.db"
 #: how long a SQLite writer waits for another writer's transaction before giving up
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: how long a PostgreSQL connection attempt may take
 PG_CONNECT_TIMEOUT_S = 10
-
-
-def resolve_url(url: str | None) -> str:
-    """The database URL to use: ``url``, else ``$TSLM_DB``, else ``sqlite:///results.db``.
-
-    A relative SQLite path is made absolute against the working directory, so messages
-    and ``tslm-fleet db path`` show where the file really is.
-    """
-    raw = url or os.environ.get(ENV_VAR) or DEFAULT_URL
-    parsed = _parse(raw)
-    if parsed.get_backend_name() == "sqlite" and not _is_memory(parsed):
-        path = Path(parsed.database).expanduser()
-        if not path.is_absolute():
-            path = Path.cwd() / path
-        parsed = parsed.set(database=str(path))
-    return parsed.render_as_string(hide_password=False)
-
-
-def display_url(url: str) -> str:
-    """The URL with any password hidden, for messages."""
-    return _parse(url).render_as_string(hide_password=True)
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file of a SQLite URL (None for other backends and in-memory databases)."""
-    parsed = _parse(url)
-    if parsed.get_backend_name() != "sqlite" or _is_memory(parsed):
-        return None
-    return Path(parsed.database)
-
-
-def _parse(raw: str) -> URL:
-    try:
-        return make_url(raw)
-    except ArgumentError as exc:
-        raise DatabaseError(
-            f"'{raw}' is not a database URL",
-            hint="use sqlite:///path/to/results.db or "
-            "postgresql+psycopg://user@host:5432/dbname (via --db or TSLM_DB)",
-        ) from exc
-
-
-def _is_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:")
 
 
 # --------------------------------------------------------------------------- engines
@@ -90,7 +39,7 @@ def _is_memory(url: URL) -> bool:
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
     """An engine for ``url`` configured for this application (see the module docstring)."""
-    parsed = _parse(url)
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     configure = _BACKENDS.get(backend, _configure_other)
     kwargs, after = configure(parsed, read_only)
@@ -111,7 +60,7 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
 
 
 def _configure_sqlite(url: URL, read_only: bool) -> tuple[dict[str, Any], Callable]:
-    memory = _is_memory(url)
+    memory = is_memory(url)
     if read_only and not memory:
         path = Path(url.database)
         if not path.exists():
@@ -243,7 +192,7 @@ def upgrade(
     return before, current_revision(engine) or target
 
 
-def _known(revision: str) -> bool:
+def known_revision(revision: str) -> bool:
     """Whether this version's migrations include ``revision``."""
     from alembic.script import ScriptDirectory
     from alembic.util import CommandError
@@ -254,10 +203,6 @@ def _known(revision: str) -> bool:
         return False
 
 
-def _stderr_line(message: str) -> None:
-    print(f"tslm-fleet: {message}", file=sys.stderr)
-
-
 def _connect(engine: Engine) -> Any:
     try:
         return engine.connect()
@@ -266,48 +211,3 @@ def _connect(engine: Engine) -> Any:
             f"cannot open the results database {display_url(str(engine.url))}: {exc.orig}",
             hint="check --db / TSLM_DB, that the server is running and the file is writable",
         ) from exc
-
-
-# --------------------------------------------------------------------------- stores
-
-
-def open_store(
-    url: str | None = None, *, read_only: bool = False, auto_upgrade: bool = True
-) -> Store:
-    """Open the results database as a :class:`~db.ingest.Store`.
-
-    A writable store on a database that is empty or behind this version's schema is
-    migrated first (one line on stderr) unless ``auto_upgrade`` is False, in which case
-    (and always for read-only stores) a :class:`DatabaseError` says to run
-    ``tslm-fleet db upgrade``.
-    """
-    from db.ingest import Store
-
-    resolved = resolve_url(url)
-    engine = make_engine(resolved, read_only=read_only)
-    try:
-        current = current_revision(engine)
-        head = head_revision()
-        if current is not None and current != head and not _known(current):
-            raise DatabaseError(
-                f"the results database {display_url(resolved)} is at schema revision "
-                f"{current}, which this tslm-fleet does not know",
-                hint="it was written by a newer tslm-fleet: upgrade tslm-fleet",
-            )
-        if current != head:
-            if current is None and read_only and not inspect(engine).get_table_names():
-                raise DatabaseError(
-                    f"{display_url(resolved)} holds no results yet",
-                    hint="run an experiment first (tslm-fleet run)",
-                )
-            if read_only or not auto_upgrade:
-                raise DatabaseError(
-                    f"the results database {display_url(resolved)} is at schema revision "
-                    f"{current or '(none)'}, this tslm-fleet needs {head}",
-                    hint="run: tslm-fleet db upgrade" + (f" --db '{url}'" if url else ""),
-                )
-            upgrade(engine, announce=_stderr_line)
-    except BaseException:
-        engine.dispose()
-        raise
-    return Store(engine, url=resolved, read_only=read_only)

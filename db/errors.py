@@ -1,8 +1,12 @@
-"""Driver errors mapped to the tslm-fleet exception tree.
+"""Errors of the results database, and driver errors mapped to them.
+
+    TslmError                  (tasks.errors)
+    └── DatabaseError          the results database cannot be opened, migrated or queried
+        └── ReadOnlyError      a write was attempted through a read-only query
 
 Read-only violations (SQLite ``SQLITE_READONLY``, PostgreSQL SQLSTATE 25006) become
-:class:`~tasks.errors.ReadOnlyError`; everything else a :class:`DatabaseError` naming
-the database.
+:class:`ReadOnlyError`; every other driver error a :class:`DatabaseError` naming the
+database.
 """
 
 from __future__ import annotations
@@ -12,18 +16,27 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from tasks.errors import DatabaseError, ReadOnlyError
+from tasks.errors import TslmError
+
+
+class DatabaseError(TslmError):
+    """The results database cannot be opened, migrated or queried."""
+
+
+class ReadOnlyError(DatabaseError):
+    """A write was attempted through a read-only query."""
 
 
 @contextmanager
-def mapped_errors(url: str) -> Iterator[None]:
-    """Turn driver errors raised inside the block into DatabaseError / ReadOnlyError."""
+def mapped_errors(where: str) -> Iterator[None]:
+    """Turn driver errors raised inside the block into DatabaseError / ReadOnlyError.
+
+    ``where`` names the database in messages (a URL with its password hidden).
+    """
     try:
         yield
     except DBAPIError as exc:
-        from db.engine import display_url
-
-        raise map_db_error(exc, display_url(url)) from exc
+        raise map_db_error(exc, where) from exc
 
 
 def map_db_error(exc: DBAPIError, where: str) -> DatabaseError:

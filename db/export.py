@@ -21,10 +21,11 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from db.formatting import records_to_csv
-from db.queries import ResultFilter, iso_utc, results
+from db.errors import DatabaseError
+from db.formatting import iso_utc, records_to_csv
+from db.results import ResultFilter, results
 from db.schema import Artifact, Device, Message, Query, Run, Score, Trial, Window
-from tasks.errors import ConfigError, DatabaseError
+from tasks.errors import ConfigError
 
 _TRIAL_CONTEXT = (
     "run_id",

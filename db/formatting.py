@@ -1,6 +1,7 @@
 """Numbers with no more digits than the measurement supports, and plain-text tables.
 
-* :func:`format_sig` — a value to at most 3 significant figures;
+* :func:`format_sig` — a value to at most 3 significant figures (from :mod:`tasks.numbers`,
+  the one number formatter);
 * :func:`format_spread` — ``median ± half-IQR``, both rounded to the decimal place the
   spread supports, and never more than 3 significant figures of the median;
 * :func:`round_sig` — numeric rounding (4 significant figures) for JSON and CSV, one
@@ -16,36 +17,15 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
-MISSING = "—"
+from tasks.numbers import MISSING, SIG, decimals_for, fixed, format_sig
+
 #: significant figures of a median in tables
-TABLE_SIG = 3
+TABLE_SIG = SIG
 #: significant figures of numbers in machine-readable output
 DATA_SIG = 4
-
-
-def _decimals_for(value: float, sig: int) -> int:
-    """Decimal places that show ``sig`` significant figures of ``value`` (may be < 0)."""
-    return sig - 1 - math.floor(math.log10(abs(value)))
-
-
-def _fixed(value: float, decimals: int) -> str:
-    if decimals > 0:
-        return f"{value:.{decimals}f}"
-    step = 10 ** (-decimals)
-    return f"{round(value / step) * step:.0f}"
-
-
-def format_sig(value: float | None, sig: int = TABLE_SIG) -> str:
-    """``value`` to ``sig`` significant figures; ``—`` for None or not-a-number."""
-    if value is None or not math.isfinite(value):
-        return MISSING
-    if value == 0:
-        return "0"
-    if abs(value) >= 1e6 or abs(value) < 1e-4:
-        return f"{value:.{sig - 1}e}"
-    return _fixed(value, _decimals_for(value, sig))
 
 
 def format_spread(median: float | None, half_iqr: float | None, sig: int = TABLE_SIG) -> str:
@@ -58,12 +38,12 @@ def format_spread(median: float | None, half_iqr: float | None, sig: int = TABLE
         return format_sig(median, sig)
     # the spread keeps two figures when it starts with 1 or 2 (e.g. 0.012, 0.25), else one
     leading = half_iqr / 10 ** math.floor(math.log10(half_iqr))
-    spread_decimals = _decimals_for(half_iqr, 2 if leading < 3 else 1)
-    decimals = min(spread_decimals, _decimals_for(median, sig))
-    spread_text = _fixed(half_iqr, decimals)
+    spread_decimals = decimals_for(half_iqr, 2 if leading < 3 else 1)
+    decimals = min(spread_decimals, decimals_for(median, sig))
+    spread_text = fixed(half_iqr, decimals)
     if float(spread_text) == 0:
-        return _fixed(median, decimals)
-    return f"{_fixed(median, decimals)} ± {spread_text}"
+        return fixed(median, decimals)
+    return f"{fixed(median, decimals)} ± {spread_text}"
 
 
 def round_sig(value: Any, sig: int = DATA_SIG) -> Any:
@@ -74,7 +54,7 @@ def round_sig(value: Any, sig: int = DATA_SIG) -> Any:
         return None
     if value == 0:
         return 0.0
-    return round(value, _decimals_for(value, sig))
+    return round(value, decimals_for(value, sig))
 
 
 def round_record(record: dict[str, Any], sig: int = DATA_SIG) -> dict[str, Any]:
@@ -157,3 +137,12 @@ def _csv_cell(value: Any) -> Any:
 def to_json(data: Any) -> str:
     """Indented JSON; datetimes and other objects as strings."""
     return json.dumps(data, indent=2, default=str) + "\n"
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """ISO 8601 text of a stored UTC time (None stays None)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat(timespec="seconds")

@@ -27,8 +27,9 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from db.bulk import bulk_insert_power_samples
 from db.derive import apply_event
-from db.errors import mapped_errors
+from db.errors import DatabaseError, ReadOnlyError, mapped_errors
 from db.schema import (
     Artifact,
     Device,
@@ -44,11 +45,11 @@ from db.schema import (
     Window,
     utc_now,
 )
-from tasks.errors import DatabaseError, ReadOnlyError
+from db.urls import display_url
 
-#: power samples per transaction in :meth:`Store.ingest_power_samples`
+#: power samples per transaction in :meth:`Writer.ingest_power_samples`
 POWER_BATCH_ROWS = 100_000
-#: manifest keys read by :meth:`Store.register_artifact`, first match wins
+#: manifest keys read by :meth:`Writer.register_artifact`, first match wins
 _MANIFEST_KEYS = {
     "model": ("model", "model_name", "model_id"),
     "method": ("method",),
@@ -72,19 +73,24 @@ class TrialState:
     last_seq: int
 
 
-class Store:
-    """The results database of one URL. Open it with :func:`db.engine.open_store`."""
+class Writer:
+    """The write side of the results database of one URL.
+
+    :class:`db.store.Store` (opened with :func:`db.store.open_store`) adds the read side.
+    """
 
     def __init__(self, engine: Engine, *, url: str, read_only: bool = False) -> None:
         self.engine = engine
         self.url = url
         self.read_only = read_only
+        #: the database as messages name it (password hidden)
+        self.where = display_url(url)
 
     def close(self) -> None:
         """Release every pooled connection."""
         self.engine.dispose()
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Writer:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -116,7 +122,7 @@ class Store:
 
         Fields passed as None keep their stored value.
         """
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             device = s.scalar(select(Device).where(Device.name == name))
             if device is None:
                 device = Device(name=name)
@@ -156,7 +162,7 @@ class Store:
                 json.dumps(manifest, sort_keys=True, default=str).encode()
             ).hexdigest()
         )
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             artifact = s.scalar(select(Artifact).where(Artifact.key == key))
             if artifact is None:
                 artifact = Artifact(key=key, sha256=sha256, manifest=manifest, **fields)
@@ -177,7 +183,7 @@ class Store:
         note: str | None = None,
     ) -> str:
         """Start run ``run_id``; on a resume (the run exists) mark it running again."""
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             run = s.get(Run, run_id)
             if run is None:
                 s.add(
@@ -199,7 +205,7 @@ class Store:
     def finish_run(self, run_id: str, status: RunStatus | str) -> None:
         """Set a run's final status and finish time."""
         status = _coerce(RunStatus, status)
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             run = self._get(s, Run, run_id, "run")
             run.status, run.finished_at = status, utc_now()
             s.commit()
@@ -217,7 +223,7 @@ class Store:
 
         ``device`` is a device name (see :meth:`upsert_device`) or id.
         """
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             self._get(s, Run, run_id, "run")
             device_id = self._device_id(s, device)
             where = (
@@ -247,7 +253,7 @@ class Store:
     ) -> None:
         """Set a trial's status (and error text, when given)."""
         status = _coerce(TrialStatus, status)
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             trial = self._get(s, Trial, trial_id, "trial")
             trial.status = status
             if error is not None:
@@ -258,25 +264,25 @@ class Store:
 
     def run_exists(self, run_id: str) -> bool:
         """Whether run ``run_id`` is in the database (for ``--resume``)."""
-        with self.session() as s, mapped_errors(self.url):
+        with self.session() as s, mapped_errors(self.where):
             return s.get(Run, run_id) is not None
 
     def run_config(self, run_id: str) -> dict[str, Any] | None:
         """The experiment a run was started with (None for an unknown run)."""
-        with self.session() as s, mapped_errors(self.url):
+        with self.session() as s, mapped_errors(self.where):
             run = s.get(Run, run_id)
             return None if run is None else dict(run.config or {})
 
     def trial_state(self, trial_id: int) -> TrialState:
         """Status, job id and last stored seq of a trial: where a resume continues."""
-        with self.session() as s, mapped_errors(self.url):
+        with self.session() as s, mapped_errors(self.where):
             trial = self._get(s, Trial, trial_id, "trial")
             status, job_id = TrialStatus(trial.status).value, trial.job_id
         return TrialState(status=status, job_id=job_id, last_seq=self.last_seq(trial_id))
 
     def start_attempt(self, trial_id: int, job_id: str) -> None:
         """Record that job ``job_id`` (re)started the trial: status running."""
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             trial = self._get(s, Trial, trial_id, "trial")
             trial.job_id, trial.status, trial.finished_at = job_id, TrialStatus.running, None
             trial.started_at = trial.started_at or utc_now()
@@ -284,7 +290,7 @@ class Store:
 
     def last_seq(self, trial_id: int) -> int:
         """The highest event seq stored for the trial (0 when none): resume after it."""
-        with self.session() as s, mapped_errors(self.url):
+        with self.session() as s, mapped_errors(self.where):
             return (
                 s.scalar(select(func.max(EventRecord.seq)).where(EventRecord.trial_id == trial_id))
                 or 0
@@ -309,7 +315,7 @@ class Store:
                 )
         if not events:
             return 0
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             trial = self._get(s, Trial, trial_id, "trial")
             seqs = [ev["seq"] for ev in events]
             stored = set(
@@ -366,9 +372,7 @@ class Store:
         samples file again after a resume stores each sample once (rows must come in
         time order). Committed every :data:`POWER_BATCH_ROWS` rows.
         """
-        from db.bulk import bulk_insert_power_samples
-
-        with self._write() as s, mapped_errors(self.url):
+        with self._write() as s, mapped_errors(self.where):
             self._get(s, Trial, trial_id, "trial")
             last_t = s.scalar(
                 select(func.max(PowerSample.t)).where(PowerSample.trial_id == trial_id)
@@ -378,42 +382,10 @@ class Store:
             iterator = (r for r in iterator if r[0] > last_t)
         total = 0
         while chunk := list(islice(iterator, POWER_BATCH_ROWS)):
-            with self.engine.begin() as conn, mapped_errors(self.url):
+            with self.engine.begin() as conn, mapped_errors(self.where):
                 bulk_insert_power_samples(conn, trial_id, chunk)
             total += len(chunk)
         return total
-
-    # ------------------------------------------------------------------ reading
-
-    def results(self, filters: Any = None) -> list[Any]:
-        """Aggregated results (see :func:`db.queries.results`)."""
-        from db.queries import results
-
-        return results(self.engine, filters)
-
-    def compare(
-        self, run_id: str | None = None, by: str = "variant", task: str | None = None
-    ) -> Any:
-        """The comparison table of a run (see :func:`db.compare.compare`)."""
-        from db.compare import compare
-
-        return compare(self.engine, run_id, by=by, task=task)
-
-    def runs(self, limit: int | None = None) -> list[Any]:
-        """Runs, newest first (see :func:`db.queries.runs`)."""
-        from db.queries import runs
-
-        return runs(self.engine, limit)
-
-    def query(self, sql: str, max_rows: int | None = None) -> Any:
-        """One read-only SQL statement; needs a store opened with ``read_only=True``."""
-        from db.queries import run_sql
-
-        if not self.read_only:
-            raise DatabaseError(
-                "raw SQL runs only on a read-only store", hint="open_store(url, read_only=True)"
-            )
-        return run_sql(self.engine, sql, max_rows)
 
     # ------------------------------------------------------------------ helpers
 

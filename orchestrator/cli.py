@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -53,17 +54,20 @@ def build_app() -> typer.Typer:
         pretty_exceptions_enable=False,
         add_completion=False,
         context_settings={"help_option_names": ["-h", "--help"]},
+        rich_markup_mode=None,
     )
 
     @app.callback()
     def _root(
-        version: bool = typer.Option(
-            False,
-            "--version",
-            callback=_version_callback,
-            is_eager=True,
-            help="Print the version and exit.",
-        ),
+        version: Annotated[
+            bool,
+            typer.Option(
+                "--version",
+                callback=_version_callback,
+                is_eager=True,
+                help="Print the version and exit.",
+            ),
+        ] = False,
     ) -> None:
         """tslm-fleet: TensorSLM experiments across a fleet of edge boards."""
 

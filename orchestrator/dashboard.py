@@ -31,7 +31,6 @@ from rich.table import Table
 from rich.text import Text
 
 from orchestrator.formatting import (
-    NO_VALUE,
     format_duration,
     format_energy,
     format_latency,
@@ -40,6 +39,7 @@ from orchestrator.formatting import (
     sparkline,
 )
 from orchestrator.progress import TERMINAL_STATES, DeviceProgress, RunProgress
+from tasks.numbers import MISSING
 
 SPARK_WIDTH = 12
 #: power changes smaller than this are meter noise; the sparkline does not magnify them
@@ -80,7 +80,7 @@ def truncate(text: str, max_chars: int = MESSAGE_MAX_CHARS) -> str:
 
 def _trial_label(d: DeviceProgress) -> str:
     if d.trials_total <= 0:
-        return d.trial or NO_VALUE
+        return d.trial or MISSING
     current = d.trials_done if d.state in TERMINAL_STATES else d.trials_done + 1
     count = f"{min(current, d.trials_total)}/{d.trials_total}"
     return f"{count} {d.trial}" if d.trial else count
@@ -88,7 +88,7 @@ def _trial_label(d: DeviceProgress) -> str:
 
 def _queries_cell(d: DeviceProgress) -> RenderableType:
     if d.queries_total <= 0:
-        return Text(f"{d.queries_done}" if d.queries_done else NO_VALUE)
+        return Text(f"{d.queries_done}" if d.queries_done else MISSING)
     grid = Table.grid(padding=(0, 1))
     grid.add_row(
         ProgressBar(

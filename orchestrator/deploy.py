@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.protocol import safe_relative_path
 from orchestrator.transport.base import Transport
-from tasks.errors import ArtifactError, ConfigError, JobSpecError, RemoteCommandError
+from tasks.errors import ArtifactError, ConfigError, JobSpecError
 from tasks.hashing import tree_listing
 
 #: ``progress(remote_relpath, bytes_done, bytes_total)``
@@ -181,158 +181,11 @@ def deploy_bundle(
     return rel, report
 
 
-def agent_argv(transport: Transport, bundle_rel: str, *args: str) -> list[str]:
-    """``PYTHON BUNDLE.pyz --workdir WORKDIR ARGS...`` for the device, as an argument list."""
-    layout = RemoteLayout(transport.workdir())
-    return [transport.python(), layout.absolute(bundle_rel), "--workdir", layout.workdir, *args]
+def agent_argv(python: str, workdir: str, bundle_rel: str, *args: str) -> list[str]:
+    """``PYTHON BUNDLE.pyz --workdir WORKDIR ARGS...`` for the device, as an argument list.
 
-
-# --------------------------------------------------------------------------- bootstrap
-
-#: ``tslm-fleet wheelhouse --platform`` name -> pip ``--platform`` tags
-WHEEL_PLATFORMS: dict[str, tuple[str, ...]] = {
-    "aarch64": ("manylinux2014_aarch64", "manylinux_2_28_aarch64"),
-    "x86_64": ("manylinux2014_x86_64", "manylinux_2_28_x86_64"),
-}
-PIP_TIMEOUT_S = 3600.0
-
-
-@dataclass(frozen=True)
-class BootstrapReport:
-    """What :func:`bootstrap_device` did on one device."""
-
-    device: str
-    venv: str
-    created: bool
-    requirements: tuple[str, ...]
-    wheelhouse_pushed: int
-    duration_s: float
-
-
-def device_requirements() -> list[str]:
-    """The ``device`` extra of tslm-fleet (what a board needs to run the agent)."""
-    import importlib.metadata
-
-    try:
-        requires = importlib.metadata.requires("tslm-fleet") or []
-    except importlib.metadata.PackageNotFoundError as exc:
-        raise ConfigError(
-            "tslm-fleet is not installed, so its device requirements are unknown",
-            hint="pip install -e . in the checkout",
-        ) from exc
-    found = []
-    for line in requires:
-        spec, _, marker = line.partition(";")
-        if marker.replace("'", '"').replace(" ", "") == 'extra=="device"':
-            found.append(spec.strip())
-    return found
-
-
-def pip_install_argv(
-    python: str,
-    requirements: Sequence[str],
-    *,
-    find_links: str | None = None,
-    index_url: str | None = None,
-) -> list[str]:
-    """``python -m pip install`` for the device (offline from ``find_links`` when given)."""
-    argv = [python, "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
-    if find_links is not None:
-        argv += ["--no-index", "--find-links", find_links]
-    elif index_url is not None:
-        argv += ["--index-url", index_url]
-    return [*argv, *requirements]
-
-
-def wheelhouse_argv(
-    platform: str,
-    out: Path,
-    *,
-    python_version: str = "3.11",
-    requirements: Sequence[str] | None = None,
-    python: str | None = None,
-) -> list[str]:
-    """``pip download`` of binary wheels of the device requirements for ``platform``."""
-    import sys
-
-    tags = WHEEL_PLATFORMS.get(platform)
-    if tags is None:
-        raise ConfigError(f"--platform {platform!r}: unknown (known: {', '.join(WHEEL_PLATFORMS)})")
-    argv = [python or sys.executable, "-m", "pip", "download", "--only-binary=:all:"]
-    for tag in tags:
-        argv += ["--platform", tag]
-    argv += ["--python-version", python_version, "--dest", str(out)]
-    return [*argv, *(requirements if requirements is not None else device_requirements())]
-
-
-def bootstrap_device(
-    transport: Transport,
-    *,
-    wheelhouse: Path | None = None,
-    requirements: Sequence[str] | None = None,
-    base_python: str = "python3",
-    index_url: str | None = None,
-    progress: DeployProgress | None = None,
-) -> BootstrapReport:
-    """Create the venv that holds the device's ``python`` and install the agent's packages.
-
-    The venv is the folder two levels above ``python`` (``.../venv/bin/python3``); it is
-    created with ``BASE_PYTHON -m venv`` when that Python does not exist yet. With
-    ``wheelhouse`` the wheels are pushed first and installed without the package index.
+    ``workdir`` is the device's resolved work directory, ``bundle_rel`` the bundle's path
+    relative to it (see :meth:`RemoteLayout.bundle_path`).
     """
-    started = time.monotonic()
-    name = transport.device.name
-    python = transport.python()
-    if "/" not in python:
-        raise ConfigError(
-            f"{name}: `python: {python}` is a bare command; bootstrap needs a "
-            "path inside a venv, e.g. ~/.tslm/venv/bin/python3"
-        )
-    venv = posixpath.dirname(posixpath.dirname(python))
-    probe = transport.run([python, "-c", "import sys; print(sys.prefix)"], check=False)
-    created = False
-    if probe.exit_code != 0:
-        transport.makedirs(posixpath.dirname(venv))
-        result = transport.run([base_python, "-m", "venv", venv], check=False, timeout_s=600)
-        if result.exit_code != 0:
-            raise RemoteCommandError(
-                f"{name}: `{base_python} -m venv {venv}` failed: "
-                f"{(result.stderr or result.stdout).strip()[-300:]}",
-                exit_code=result.exit_code,
-                stderr=result.stderr,
-                hint="install Python 3.11+ with venv support on the device "
-                "(Debian/Raspberry Pi OS: sudo apt install python3-venv)",
-            )
-        created = True
-    reqs = list(requirements) if requirements is not None else device_requirements()
-    find_links = None
-    pushed = 0
-    if wheelhouse is not None:
-        layout = RemoteLayout(transport.workdir())
-        report = deploy_files(
-            transport, items_for_directory(wheelhouse, layout.wheelhouse_dir), progress=progress
-        )
-        pushed = len(report.pushed)
-        find_links = layout.absolute(layout.wheelhouse_dir)
-    argv = pip_install_argv(python, reqs, find_links=find_links, index_url=index_url)
-    result = transport.run(argv, check=False, timeout_s=PIP_TIMEOUT_S)
-    if result.exit_code != 0:
-        raise RemoteCommandError(
-            f"{name}: pip install failed: {(result.stderr or result.stdout).strip()[-400:]}",
-            exit_code=result.exit_code,
-            stderr=result.stderr,
-            hint=(
-                "build a complete wheelhouse for the board with `tslm-fleet wheelhouse "
-                "--platform aarch64 --out DIR`"
-                if wheelhouse is not None
-                else "offline lab? use --wheelhouse DIR (see `tslm-fleet wheelhouse`)"
-            ),
-        )
-    return BootstrapReport(
-        device=name,
-        venv=venv,
-        created=created,
-        requirements=tuple(reqs),
-        wheelhouse_pushed=pushed,
-        duration_s=time.monotonic() - started,
-    )
+    layout = RemoteLayout(workdir)
+    return [python, layout.absolute(bundle_rel), "--workdir", workdir, *args]

@@ -16,9 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.deploy import RemoteLayout
+from orchestrator.deploy import RemoteLayout, agent_argv
 from orchestrator.transport.base import COMMAND_NOT_FOUND, Transport, open_transport
 from tasks.errors import TslmError
+from tasks.numbers import MISSING
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 MIN_PYTHON = (3, 11)
@@ -245,7 +246,8 @@ class _DeviceChecks:
             self.add("packages", OK, versions or f"{len(self.modules)} packages import")
 
     def _bundle(self, python: str, workdir: str) -> tuple[dict[str, Any] | None, str | None]:
-        """(agent info, bundle path) of the bundle the device should use."""
+        """(agent info, bundle path relative to the work directory) of the bundle the
+        device should use."""
         t = self.transport
         layout = RemoteLayout(workdir)
         if self.bundle_sha256 is not None:
@@ -265,8 +267,8 @@ class _DeviceChecks:
             if not found:
                 self.add("bundle", FAIL, "not deployed", f"push it with `{self.deploy_hint}`")
                 return None, None
-            bundle = layout.absolute(f"bundles/{found[-1]}")
-        res = t.run([python, bundle, "--workdir", workdir, "info"], check=False, timeout_s=120)
+            rel = f"bundles/{found[-1]}"
+        res = t.run(agent_argv(python, workdir, rel, "info"), check=False, timeout_s=120)
         try:
             info = json.loads(res.stdout)
         except ValueError:
@@ -274,12 +276,12 @@ class _DeviceChecks:
             self.add(
                 "bundle",
                 FAIL,
-                f"{posixpath.basename(bundle)} does not run: {tail[-1] if tail else res.exit_code}",
+                f"{posixpath.basename(rel)} does not run: {tail[-1] if tail else res.exit_code}",
                 f"redeploy with `{self.deploy_hint}`; check the packages above",
             )
             return None, None
-        self.add("bundle", OK, f"agent {info.get('agent_version')} ({posixpath.basename(bundle)})")
-        return info, bundle
+        self.add("bundle", OK, f"agent {info.get('agent_version')} ({posixpath.basename(rel)})")
+        return info, rel
 
     def _meter(self, python: str, workdir: str, bundle: str | None) -> None:
         meter = self.device.meter
@@ -294,11 +296,10 @@ class _DeviceChecks:
         if bundle is None:
             self.add("meter", SKIP, f"{meter.kind}: needs the agent bundle")
             return
-        argv = [
+        argv = agent_argv(
             python,
-            bundle,
-            "--workdir",
             workdir,
+            bundle,
             "meter",
             "read",
             "--kind",
@@ -306,7 +307,7 @@ class _DeviceChecks:
             "--seconds",
             f"{METER_READ_S:g}",
             "--json",
-        ]
+        )
         for key, value in meter.options().items():
             argv += ["--option", f"{key}={value}"]
         res = self.transport.run(argv, check=False, timeout_s=60)
@@ -338,7 +339,7 @@ class _DeviceChecks:
             )
             return
         mean = summary.get("mean_w")
-        power = "n/a" if mean is None else f"{mean:.2f} W"
+        power = MISSING if mean is None else f"{mean:.2f} W"
         self.add(
             "meter",
             OK,

@@ -1,28 +1,27 @@
-"""Following one trial's job on its device: its events into the database until ``done``.
+"""Following one trial's job on its device: its events into an event sink until ``done``.
 
-The device worker runs ``agent follow --from SEQ`` and stores every event in order, in
-batches of at most :data:`INGEST_BATCH` events or at window/score/done/error/query
-boundaries. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
+:class:`TrialFollower` runs ``agent follow --from SEQ`` over an :class:`AgentLink` and
+hands every event, in order, to an :class:`EventSink`: stored in batches of at most
+:data:`INGEST_BATCH` events or at window/score/done/error/query boundaries, and shown
+one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
 is followed by a reconnect and a ``follow --from`` the last stored seq, so nothing is
-lost or stored twice. A job that cannot be followed marks its trial and device failed.
+lost or stored twice. When the stop flag is set, the follower asks the agent to stop and
+follows on until its ``done``. It returns a :class:`FollowOutcome`; it knows nothing of
+the worker that called it.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from agent.protocol import parse_event
-from tasks.errors import (
-    AgentError,
-    ConfigError,
-    ProtocolError,
-    RemoteCommandError,
-    TransportError,
-)
-
-if TYPE_CHECKING:
-    from orchestrator.scheduler import DeviceWorker, TrialPlan
+from agent.protocol import Event, parse_event
+from orchestrator.transport.base import CommandResult
+from orchestrator.transport.errors import RemoteCommandError, TransportError
+from tasks.errors import AgentError, ConfigError, ProtocolError
 
 #: events are stored in batches of at most this many, or at window/done boundaries
 INGEST_BATCH = 32
@@ -31,6 +30,10 @@ INGEST_BATCH = 32
 #: a false alarm costs one reconnect and a `follow --from`, never an event
 FOLLOW_STALL_S = 20.0
 FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
+#: event types that end a batch (stored at once)
+_FLUSH_TYPES = frozenset({"window", "score", "done", "error", "query"})
+#: how long the agent's `stop` command may take
+STOP_TIMEOUT_S = 30
 
 
 def follow_stall_s() -> float:
@@ -57,96 +60,147 @@ def _agent_error_line(stderr: str) -> str | None:
     return errors[-1] if errors else (lines[-1] if lines else None)
 
 
+class AgentLink(Protocol):
+    """What the follower needs of the connection to the device's agent."""
+
+    def stream_agent(self, *args: str, idle_timeout_s: float | None) -> Iterator[str]:
+        """The stdout lines of ``agent ARGS...`` as they arrive."""
+        ...
+
+    def run_agent(self, *args: str, timeout_s: float) -> CommandResult:
+        """Run ``agent ARGS...`` to completion."""
+        ...
+
+    def reconnect(self, why: str) -> None:
+        """Re-establish a lost connection (raises TransportError when it cannot)."""
+        ...
+
+
+class EventSink(Protocol):
+    """Where a followed job's events go."""
+
+    def store(self, events: Sequence[Event]) -> None:
+        """Store a batch of events, in order, in one transaction."""
+        ...
+
+    def show(self, event: Event) -> None:
+        """Show one event as it arrives (the dashboard)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FollowOutcome:
+    """How following a job ended: the trial status, and why following failed (if it did).
+
+    ``error`` is None when the agent's ``done`` event gave the status (a job the agent
+    itself reports failed included); it is set when the job could not be followed.
+    """
+
+    status: str
+    error: str | None = None
+
+
 class TrialFollower:
-    """Follows one job of a device worker's trial, through the worker's connection."""
+    """Follows one job on a device until its ``done`` event."""
 
-    def __init__(self, worker: DeviceWorker, plan: TrialPlan, job_id: str) -> None:
-        self.worker = worker
-        self.plan = plan
+    def __init__(
+        self,
+        link: AgentLink,
+        sink: EventSink,
+        stop: threading.Event,
+        *,
+        device: str,
+        job_id: str,
+        stall_s: float,
+    ) -> None:
+        self.link = link
+        self.sink = sink
+        self.stop = stop
+        self.device = device
         self.job_id = job_id
+        self.stall_s = stall_s
+        self.last_seq = 0
+        self._batch: list[Event] = []
+        self._stop_sent = False
 
-    def follow(self, last_seq: int) -> str:
-        """Follow a job's events into the database until `done`; returns the trial status."""
-        worker, plan, job_id = self.worker, self.plan, self.job_id
-        name = worker.device.name
-        stop_sent = False
-        batch: list[Any] = []
-
-        def flush() -> None:
-            if batch:
-                with worker.store_lock:
-                    worker.store.ingest_events(plan.trial_id, [e.to_dict() for e in batch])
-                batch.clear()
-
+    def follow(self, last_seq: int) -> FollowOutcome:
+        """Follow the job's events after ``last_seq`` until ``done``; returns the outcome."""
+        self.last_seq = last_seq
         while True:
-            if worker.stop_event.is_set() and not stop_sent:
-                self._request_stop()
-                stop_sent = True
+            self._stop_if_asked()
             try:
-                done_status = None
-                argv = worker.agent_argv("follow", job_id, "--from", str(last_seq + 1))
-                for line in worker.transport.stream(argv, idle_timeout_s=worker.stall_s):
-                    if not line.strip():
-                        continue
-                    event = parse_event(line, where=f"{name} job {job_id}")
-                    if event.seq <= last_seq:
-                        continue  # already stored before a reconnect
-                    if event.seq != last_seq + 1:
-                        raise ProtocolError(
-                            f"{name} job {job_id}: event seq {event.seq} "
-                            f"follows {last_seq}: events are missing"
-                        )
-                    batch.append(event)
-                    last_seq = event.seq
-                    worker.progress.apply_event(name, event)
-                    if len(batch) >= INGEST_BATCH or event.type in (
-                        "window",
-                        "score",
-                        "done",
-                        "error",
-                        "query",
-                    ):
-                        flush()
-                    if event.type == "done":
-                        done_status = event.get("status")
-                        break
-                    if worker.stop_event.is_set() and not stop_sent:
-                        self._request_stop()
-                        stop_sent = True
-                flush()
-                if done_status is not None:
-                    return "ok" if done_status == "ok" else done_status
-                # follow ended without `done`: the agent died on the device
-                raise AgentError(
-                    f"{name}: job {job_id} ended without a 'done' event "
-                    "(the agent process died on the device)"
-                )
+                return FollowOutcome(self._follow_stream())
             except RemoteCommandError as exc:
                 # the agent's `follow` itself failed (job dead, unknown job): not a link problem
-                flush()
+                self._flush()
                 detail = _agent_error_line(exc.stderr) or exc.message
-                return self._failed(f"{name}: following job {job_id} failed: {detail}")
+                return FollowOutcome(
+                    "failed", f"{self.device}: following job {self.job_id} failed: {detail}"
+                )
             except TransportError as exc:
-                flush()
-                worker.reconnect(f"connection lost while following {job_id}: {exc.message}")
+                self._flush()
+                self.link.reconnect(f"connection lost while following {self.job_id}: {exc.message}")
             except AgentError as exc:
-                flush()
-                return self._failed(exc.message)
+                self._flush()
+                return FollowOutcome("failed", exc.message)
 
-    def _failed(self, message: str) -> str:
-        """Mark the trial and its device failed with ``message``; returns ``"failed"``."""
-        worker = self.worker
-        with worker.store_lock:
-            worker.store.set_trial_status(self.plan.trial_id, "failed", error=message)
-        worker.progress.set_state(worker.device.name, "failed", message=message)
-        worker.outcome.ok = False
-        worker.outcome.error = worker.outcome.error or message
-        return "failed"
+    def _follow_stream(self) -> str:
+        """One ``agent follow --from``: events in order until ``done``; its status."""
+        lines = self.link.stream_agent(
+            "follow", self.job_id, "--from", str(self.last_seq + 1), idle_timeout_s=self.stall_s
+        )
+        done_status = None
+        for line in lines:
+            event = self._next_event(line)
+            if event is None:
+                continue
+            self._take(event)
+            if event.type == "done":
+                done_status = event.get("status")
+                break
+            self._stop_if_asked()
+        self._flush()
+        if done_status is not None:
+            return str(done_status)
+        # follow ended without `done`: the agent died on the device
+        raise AgentError(
+            f"{self.device}: job {self.job_id} ended without a 'done' event "
+            "(the agent process died on the device)"
+        )
 
-    def _request_stop(self) -> None:
-        try:
-            self.worker.transport.run(
-                self.worker.agent_argv("stop", self.job_id), check=False, timeout_s=30
+    def _next_event(self, line: str) -> Event | None:
+        """The event on ``line`` when it is the next one; None for blank or replayed lines."""
+        if not line.strip():
+            return None
+        event = parse_event(line, where=f"{self.device} job {self.job_id}")
+        if event.seq <= self.last_seq:
+            return None  # already stored before a reconnect
+        if event.seq != self.last_seq + 1:
+            raise ProtocolError(
+                f"{self.device} job {self.job_id}: event seq {event.seq} "
+                f"follows {self.last_seq}: events are missing"
             )
+        return event
+
+    def _take(self, event: Event) -> None:
+        """Queue ``event`` for storing (storing the batch when it is due) and show it."""
+        self._batch.append(event)
+        self.last_seq = event.seq
+        self.sink.show(event)
+        if len(self._batch) >= INGEST_BATCH or event.type in _FLUSH_TYPES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.sink.store(list(self._batch))
+            self._batch.clear()
+
+    def _stop_if_asked(self) -> None:
+        """Ask the agent once to stop, when the run is stopping."""
+        if not self.stop.is_set() or self._stop_sent:
+            return
+        self._stop_sent = True
+        try:
+            self.link.run_agent("stop", self.job_id, timeout_s=STOP_TIMEOUT_S)
         except TransportError:
-            pass  # the follow loop reconnects and asks again
+            self._stop_sent = False  # the follow loop reconnects and asks again

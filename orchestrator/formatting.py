@@ -1,7 +1,8 @@
-"""Numbers and sparklines as the run dashboard prints them.
+"""Numbers with units, durations and sparklines as the run dashboard prints them.
 
-Numbers are printed with three significant digits at most: the meters and timers behind
-them do not support more.
+Numbers go through :func:`tasks.numbers.format_sig` (three significant digits at most:
+the meters and timers behind them do not support more); a missing value reads
+:data:`tasks.numbers.MISSING`.
 """
 
 from __future__ import annotations
@@ -9,37 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from tasks.numbers import MISSING, format_sig
+
 SPARK_LEVELS = "▁▂▃▄▅▆▇█"
-NO_VALUE = "–"
-
-
-def format_sig(value: float, digits: int = 3) -> str:
-    """``value`` rounded to ``digits`` significant digits, in plain (not exponent) notation.
-
-    ``format_sig(3.14159) == "3.14"``, ``format_sig(1234.5) == "1230"``,
-    ``format_sig(0.012345) == "0.0123"``.
-    """
-    if not math.isfinite(value):
-        return NO_VALUE
-    if value == 0:
-        return "0"
-    rounded = float(f"{value:.{digits - 1}e}")  # rounding first settles carries (9.996 -> 10.0)
-    exponent = math.floor(math.log10(abs(rounded)))
-    decimals = digits - 1 - exponent
-    if decimals > 0:
-        return f"{rounded:.{decimals}f}"
-    return str(int(rounded))
 
 
 def format_power(watts: float | None) -> str:
     """``"3.21 W"``, or a dash when there is no reading."""
-    return NO_VALUE if watts is None else f"{format_sig(watts)} W"
+    return MISSING if watts is None else f"{format_sig(watts)} W"
 
 
 def format_latency(seconds: float | None) -> str:
     """Latency in ms below one second (``"412 ms"``), in seconds above (``"1.23 s"``)."""
     if seconds is None:
-        return NO_VALUE
+        return MISSING
     if abs(seconds) < 1.0:
         return f"{format_sig(seconds * 1000.0)} ms"
     return f"{format_sig(seconds)} s"
@@ -47,18 +31,18 @@ def format_latency(seconds: float | None) -> str:
 
 def format_energy(joules: float | None) -> str:
     """``"1.23 J"``, or a dash when nothing was measured."""
-    return NO_VALUE if joules is None else f"{format_sig(joules)} J"
+    return MISSING if joules is None else f"{format_sig(joules)} J"
 
 
 def format_temp(celsius: float | None) -> str:
     """CPU temperature to 0.1 °C, the resolution the boards report."""
-    return NO_VALUE if celsius is None else f"{celsius:.1f}°C"
+    return MISSING if celsius is None else f"{celsius:.1f}°C"
 
 
 def format_duration(seconds: float | None) -> str:
     """``"4:05"`` or ``"1:02:03"``; a dash for unknown."""
     if seconds is None or not math.isfinite(seconds):
-        return NO_VALUE
+        return MISSING
     total = round(max(0.0, seconds))
     hours, rest = divmod(total, 3600)
     minutes, secs = divmod(rest, 60)

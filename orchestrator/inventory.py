@@ -14,8 +14,11 @@ line taken from the YAML node tree (not guessed), and raised as one
 :class:`~tasks.errors.InventoryError`. Validated devices are :class:`Device` records.
 
 ``identity_file`` and ``known_hosts`` are paths on the controller (``~`` expanded here);
-``python`` and ``workdir`` are paths on the device, kept as written: the transport expands a
-leading ``~/`` against the remote home directory.
+``python`` (the agent's venv), ``base_python`` (the system Python that ``bootstrap`` makes
+that venv with) and ``workdir`` are paths on the device, kept as written: the transport
+expands a leading ``~/`` against the remote home directory. ``torch_index`` and
+``torch_version`` say where and which torch ``bootstrap`` installs (see
+:mod:`orchestrator.wheels`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -48,6 +52,7 @@ DEFAULT_METER_KIND = "none"
 ALL = "all"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_INDEX_URL_RE = re.compile(r"^(https?|file)://[^\s]+$")
 _NAME_RULE = (
     "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit, and not 'all'"
 )
@@ -112,10 +117,13 @@ class _DeviceFields(BaseModel):
     identity_file: str | None = None
     known_hosts: str | None = None
     python: str | None = None
+    base_python: str | None = None
     workdir: str | None = None
     board: str | None = None
     meter: MeterModel | None = None
     connect_timeout_s: float | int | None = None
+    torch_index: str | None = None
+    torch_version: str | None = None
 
     @field_validator("port")
     @classmethod
@@ -135,11 +143,34 @@ class _DeviceFields(BaseModel):
             )
         return value
 
-    @field_validator("user", "identity_file", "known_hosts", "python", "workdir")
+    @field_validator("user", "identity_file", "known_hosts", "python", "base_python", "workdir")
     @classmethod
     def _not_blank(cls, value: str | None) -> str | None:
         if value is not None and (not value.strip() or "\x00" in value):
             raise _custom("blank", "must be a non-empty string")
+        return value
+
+    @field_validator("torch_index")
+    @classmethod
+    def _index_url(cls, value: str | None) -> str | None:
+        if value is not None and not _INDEX_URL_RE.match(value):
+            raise _custom(
+                "bad_index",
+                f"torch_index {value!r} is not a package index URL (http://, https:// or "
+                "file://, e.g. https://download.pytorch.org/whl/cpu)",
+            )
+        return value
+
+    @field_validator("torch_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                Version(value)
+            except InvalidVersion:
+                raise _custom(
+                    "bad_version", f"torch_version {value!r} is not a version such as 2.13.0"
+                ) from None
         return value
 
 
@@ -236,6 +267,12 @@ class Device:
     tags: tuple[str, ...] = ()
     meter: MeterConfig = field(default_factory=lambda: MeterConfig(DEFAULT_METER_KIND))
     connect_timeout_s: float = 10.0
+    #: the device's system Python, which ``bootstrap`` makes the venv of ``python`` with
+    base_python: str = "python3"
+    #: index that torch is installed from (None: PyTorch's CPU-only index for the device's CPU)
+    torch_index: str | None = None
+    #: torch version to install (None: the pin of tslm-fleet's ``device`` extra)
+    torch_version: str | None = None
     #: where the entry was written, for messages: ``inventory.yaml:14``
     source: str = ""
 
@@ -366,6 +403,9 @@ def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: 
             tags=tuple(dict.fromkeys(entry.tags)),
             meter=meter_cfg,
             connect_timeout_s=float(pick("connect_timeout_s", 10.0)),
+            base_python=pick("base_python", "python3"),
+            torch_index=pick("torch_index", None),
+            torch_version=pick("torch_version", None),
             source=where,
         )
     groups = {g: tuple(dict.fromkeys(members)) for g, members in model.groups.items()}

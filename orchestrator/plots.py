@@ -1,7 +1,7 @@
 """PNG figures of a run's results, for ``tslm-fleet plot``.
 
 :func:`write_plots` takes the rows of the results query (one per run x device x variant
-x task, as returned by ``db.queries.results``: objects with attributes or dicts with
+x task, as returned by ``db.results.results``: objects with attributes or dicts with
 keys) and writes one figure per entry of :data:`FIGURES`:
 
 * energy per query against the embedding compression ratio, one line per device;
@@ -22,7 +22,8 @@ from pathlib import Path
 from statistics import median
 from typing import TYPE_CHECKING, Any
 
-from tasks.errors import ConfigError, DatabaseError
+from db.errors import DatabaseError
+from tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,7 +117,7 @@ def _spread(row: Any, quantity: str, centre: float | None) -> tuple[float | None
 
 
 def as_result_row(row: Any) -> ResultRow:
-    """Adapt one results row (``db.queries.ResultRow``, any object with the same
+    """Adapt one results row (``db.results.ResultRow``, any object with the same
     attributes, or a mapping with the same keys) to a :class:`ResultRow`."""
     if isinstance(row, ResultRow):
         return row

@@ -19,15 +19,11 @@ from typing import Any
 
 from orchestrator.experiment import Experiment, experiment_from_dict
 from orchestrator.placement import DATA_DIR, place_tasks, task_files
+from orchestrator.plans import ModelPayload, PreparedVariant, TrialPlan
 from orchestrator.progress import RunProgress
-from orchestrator.scheduler import (
-    DeviceOutcome,
-    DeviceWorker,
-    ModelPayload,
-    PreparedVariant,
-    TrialPlan,
-)
+from orchestrator.scheduler import DeviceOutcome, DeviceWorker
 from tasks import __version__
+from tasks.cache import ARTIFACTS, BUNDLES, cache_path
 from tasks.errors import ConfigError
 
 
@@ -49,13 +45,6 @@ class RunSummary:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def default_cache_dir() -> Path:
-    """The controller cache root (``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``)."""
-    from tasks.artifacts import cache_root
-
-    return cache_root()
 
 
 def prepare_model(model: str) -> tuple[Any, ModelPayload]:
@@ -113,7 +102,7 @@ def prepare_variants(
             )
             continue
         log(f"compressing {model_ref.name} with {spec.canonical} ...")
-        info = build_artifact(model_ref, spec, cache_dir / "artifacts")
+        info = build_artifact(model_ref, spec, cache_path(ARTIFACTS, root=cache_dir))
         ratio = info.manifest.get("compression_ratio")
         log(
             f"  artifact {info.path.name}: ratio {ratio:.3g}x"
@@ -150,29 +139,82 @@ def execute_run(
     """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
     from orchestrator.bundle import build_bundle
 
-    cache_dir = cache_dir or default_cache_dir()
-    if resume:
-        run_id = resume
-        stored = store.run_config(run_id)
-        if stored is None:
-            raise ConfigError(
-                f"--resume {run_id}: no such run in the database",
-                hint="`tslm-fleet runs` lists the runs",
-            )
-        # a resumed run measures exactly what it started with
-        experiment = experiment_from_dict(stored, f"run {run_id}")
-    else:
-        run_id = new_run_id()
+    cache_dir = cache_path(root=cache_dir)
+    run_id, experiment = _run_id_and_experiment(store, experiment, resume)
     model_ref, payload = prepare_model(experiment.model)
     variants = prepare_variants(model_ref, experiment.variants, store, cache_dir, log)
-    bundle = build_bundle(cache_dir / "bundles")
+    bundle = build_bundle(cache_path(BUNDLES, root=cache_dir))
     store.create_run(
         run_id, experiment.to_dict(), inventory_name, model=model_ref.name, tool_version=__version__
     )
-
     placed = place_tasks(devices, experiment.tasks, cache_dir)
     devices = [device for device, _ in placed]
-    jobs = {id(t): task_files(t, cache_dir / DATA_DIR) for t in experiment.tasks}
+    plans = plan_trials(store, run_id, placed, variants, experiment, cache_dir)
+    progress = progress_factory(run_id, [d.name for d in devices])
+    for device in devices:
+        progress.plan(
+            device.name,
+            trials_total=len(plans[device.name]),
+            queries_total=sum(p.estimated_queries for p in plans[device.name]),
+        )
+    stop_event = threading.Event()
+    store_lock = threading.Lock()
+    with display_factory(progress) as display:
+        workers = [
+            DeviceWorker(
+                device=d,
+                run_id=run_id,
+                experiment=experiment,
+                trials=plans[d.name],
+                model=payload,
+                bundle=bundle,
+                store=store,
+                store_lock=store_lock,
+                progress=progress,
+                stop_event=stop_event,
+                open_transport=open_transport,
+                log=display.log,
+            )
+            for d in devices
+        ]
+        outcomes = _run_workers(workers, stop_event, display.log)
+    status = run_status(outcomes, interrupted=stop_event.is_set())
+    with store_lock:
+        store.finish_run(run_id, status)
+    return RunSummary(run_id=run_id, status=status, outcomes=tuple(outcomes))
+
+
+def _run_id_and_experiment(
+    store: Any, experiment: Experiment, resume: str | None
+) -> tuple[str, Experiment]:
+    """A new run id and ``experiment``; on ``--resume`` the run's id and its stored experiment."""
+    if not resume:
+        return new_run_id(), experiment
+    stored = store.run_config(resume)
+    if stored is None:
+        raise ConfigError(
+            f"--resume {resume}: no such run in the database",
+            hint="`tslm-fleet runs` lists the runs",
+        )
+    # a resumed run measures exactly what it started with
+    return resume, experiment_from_dict(stored, f"run {resume}")
+
+
+def plan_trials(
+    store: Any,
+    run_id: str,
+    placed: list[tuple[Any, tuple[Any, ...]]],
+    variants: list[PreparedVariant],
+    experiment: Experiment,
+    cache_dir: Path,
+) -> dict[str, list[TrialPlan]]:
+    """Record the devices and their trials (variant x task) in the database; the plan of
+    each device by name. On a resume the stored trials are found again.
+
+    ``placed``: each device with the tasks it runs (see :func:`place_tasks`); a task's job
+    parameters name the data files pushed with it.
+    """
+    jobs = {id(t): task_files(t, cache_path(DATA_DIR, root=cache_dir)) for t in experiment.tasks}
     plans: dict[str, list[TrialPlan]] = {}
     for device, tasks in placed:
         store.upsert_device(
@@ -196,64 +238,42 @@ def execute_run(
             for v in variants
             for t in tasks
         ]
+    return plans
 
-    progress = progress_factory(run_id, [d.name for d in devices])
-    for device in devices:
-        progress.plan(
-            device.name,
-            trials_total=len(plans[device.name]),
-            queries_total=sum(p.estimated_queries for p in plans[device.name]),
-        )
-    stop_event = threading.Event()
-    store_lock = threading.Lock()
-    outcomes: list[DeviceOutcome] = []
-    with display_factory(progress) as display:
-        workers = [
-            DeviceWorker(
-                device=d,
-                run_id=run_id,
-                experiment=experiment,
-                trials=plans[d.name],
-                model=payload,
-                bundle=bundle,
-                store=store,
-                store_lock=store_lock,
-                progress=progress,
-                stop_event=stop_event,
-                open_transport=open_transport,
-                log=display.log,
-            )
-            for d in devices
-        ]
-        # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
-        # interrupted by Ctrl-C, leaves is_alive() False while the thread still runs, so a
-        # join loop would stop waiting for the agents to finish their current query
-        finished = [threading.Event() for _ in workers]
-        for worker, flag in zip(workers, finished, strict=True):
-            threading.Thread(
-                target=_run_worker,
-                args=(worker, flag),
-                name=f"device-{worker.device.name}",
-                daemon=True,
-            ).start()
-        try:
-            _wait_all(finished)
-        except KeyboardInterrupt:
-            display.log("interrupted: asking the agents to stop (Ctrl-C again to abandon)")
-            stop_event.set()
-            _wait_all(finished)
-        outcomes = [w.outcome for w in workers]
-    if stop_event.is_set():
-        status = "interrupted"
-    elif all(o.ok for o in outcomes):
-        status = "ok"
-    elif any(o.ok for o in outcomes) or any(s == "ok" for o in outcomes for s in o.trials.values()):
-        status = "partial"
-    else:
-        status = "failed"
-    with store_lock:
-        store.finish_run(run_id, status)
-    return RunSummary(run_id=run_id, status=status, outcomes=tuple(outcomes))
+
+def _run_workers(
+    workers: list[DeviceWorker], stop_event: threading.Event, log: Callable[[str], None]
+) -> list[DeviceOutcome]:
+    """Run every worker in a thread of its own; Ctrl-C asks them all to stop and waits."""
+    # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
+    # interrupted by Ctrl-C, leaves is_alive() False while the thread still runs, so a
+    # join loop would stop waiting for the agents to finish their current query
+    finished = [threading.Event() for _ in workers]
+    for worker, flag in zip(workers, finished, strict=True):
+        threading.Thread(
+            target=_run_worker,
+            args=(worker, flag),
+            name=f"device-{worker.device.name}",
+            daemon=True,
+        ).start()
+    try:
+        _wait_all(finished)
+    except KeyboardInterrupt:
+        log("interrupted: asking the agents to stop (Ctrl-C again to abandon)")
+        stop_event.set()
+        _wait_all(finished)
+    return [w.outcome for w in workers]
+
+
+def run_status(outcomes: list[DeviceOutcome], *, interrupted: bool) -> str:
+    """The run's status: interrupted, ok, partial (something succeeded) or failed."""
+    if interrupted:
+        return "interrupted"
+    if all(o.ok for o in outcomes):
+        return "ok"
+    if any(o.ok for o in outcomes) or any(s == "ok" for o in outcomes for s in o.trials.values()):
+        return "partial"
+    return "failed"
 
 
 def _run_worker(worker: DeviceWorker, finished: threading.Event) -> None:

@@ -14,13 +14,13 @@ import json
 import re
 import tempfile
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from agent.protocol import (
+    Event,
     FileRef,
     JobSpec,
     MeterSpec,
@@ -29,69 +29,22 @@ from agent.protocol import (
 )
 from orchestrator.deploy import PushItem, RemoteLayout, deploy_files, items_for_directory
 from orchestrator.experiment import Experiment
-from orchestrator.follow import TrialFollower, follow_stall_s
-from orchestrator.placement import TaskFile
+from orchestrator.follow import FollowOutcome, TrialFollower, follow_stall_s
+from orchestrator.link import DeviceLink
+from orchestrator.plans import ModelPayload, TrialPlan
 from orchestrator.progress import RunProgress
-from tasks.errors import (
-    AgentError,
-    TransportError,
-    TslmError,
-)
+from tasks.errors import AgentError, TslmError
 from tasks.hashing import sha256_file
-
-#: how long a worker keeps trying to reach a device that dropped mid-run
-RECONNECT_WINDOW_S = 300.0
-RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
-#: how long a stopping job may take to finish its current query and write `done`
-STOP_GRACE_S = 120.0
-
-
-@dataclass(frozen=True)
-class PreparedVariant:
-    """A variant compressed on the controller (no artifact for dense)."""
-
-    spec: str
-    slug: str
-    method: str
-    artifact_dir: Path | None
-    artifact_sha256: str | None
-    artifact_id: int | None
-
-
-@dataclass(frozen=True)
-class TrialPlan:
-    trial_id: int
-    variant: PreparedVariant
-    task: str
-    params: dict[str, Any]
-    #: queries the trial is expected to run (all repetitions), for the progress bars
-    estimated_queries: int = 0
-    #: controller files the job reads (``params`` names them ``workdir:...``)
-    files: tuple[TaskFile, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"{self.variant.spec} / {self.task}"
 
 
 @dataclass
 class DeviceOutcome:
+    """What happened on one device: ok, the first error, each trial's status."""
+
     device: str
     ok: bool = True
     error: str | None = None
     trials: dict[str, str] = field(default_factory=dict)  # label -> status
-
-
-@dataclass(frozen=True)
-class ModelPayload:
-    """The base model as pushed to devices: local files and their remote location."""
-
-    name: str
-    local_files: tuple[Path, ...]
-    local_root: Path  # files are pushed relative to this
-    remote_rel: str  # job spec path: the .gguf file or the model directory
-    remote_dir: str
-    sha256: str
 
 
 def _attempt_of(job_id: str | None) -> int:
@@ -105,6 +58,32 @@ def _attempt_of(job_id: str | None) -> int:
 def safe_id(text: str) -> str:
     """Make a string safe for job ids and remote file names."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._-") or "x"
+
+
+class _TrialEvents:
+    """The event sink of one trial: the database (in order, under the store lock) and
+    the dashboard."""
+
+    def __init__(
+        self,
+        store: Any,
+        store_lock: threading.Lock,
+        trial_id: int,
+        progress: RunProgress,
+        device: str,
+    ) -> None:
+        self._store = store
+        self._store_lock = store_lock
+        self._trial_id = trial_id
+        self._progress = progress
+        self._device = device
+
+    def store(self, events: Sequence[Event]) -> None:
+        with self._store_lock:
+            self._store.ingest_events(self._trial_id, [e.to_dict() for e in events])
+
+    def show(self, event: Event) -> None:
+        self._progress.apply_event(self._device, event)
 
 
 class DeviceWorker:
@@ -136,20 +115,27 @@ class DeviceWorker:
         self.store_lock = store_lock
         self.progress = progress
         self.stop_event = stop_event
-        self._open_transport = open_transport
         self.log = log
         self.outcome = DeviceOutcome(device=device.name)
-        self.transport: Any = None
-        self.workdir = ""
-        self.python = ""
         self.stall_s = follow_stall_s()
+        self.link = DeviceLink(
+            device,
+            open_transport,
+            bundle_rel=RemoteLayout.bundle_path(bundle.sha256),
+            stop_event=stop_event,
+            on_reconnecting=lambda why: progress.set_state(
+                device.name, "reconnecting", message=why
+            ),
+            log=log,
+        )
 
     # ------------------------------------------------------------------ lifecycle
     def run(self) -> DeviceOutcome:
+        """Connect, deploy and run every trial; returns the outcome (never raises)."""
         name = self.device.name
         try:
             self.progress.set_state(name, "connecting")
-            self._connect()
+            self.link.connect()
             self.progress.set_state(name, "deploying")
             self._deploy()
             for plan in self.trials:
@@ -166,11 +152,7 @@ class DeviceWorker:
         except Exception as exc:  # a bug must not take the other devices down
             self._fail_remaining(f"internal error: {type(exc).__name__}: {exc}")
         finally:
-            if self.transport is not None:
-                try:
-                    self.transport.close()
-                except Exception:
-                    pass
+            self.link.close()
         return self.outcome
 
     def _fail_remaining(self, message: str) -> None:
@@ -189,46 +171,10 @@ class DeviceWorker:
         with self.store_lock:
             self.store.set_trial_status(plan.trial_id, status, error=error)
 
-    def _connect(self) -> None:
-        self.transport = self._open_transport(self.device)
-        self.workdir = self.transport.workdir()
-        self.python = self.transport.python()
-
-    def reconnect(self, why: str) -> None:
-        """Reconnect after a lost connection, retrying for :data:`RECONNECT_WINDOW_S`."""
-        name = self.device.name
-        self.progress.set_state(name, "reconnecting", message=why)
-        deadline = time.monotonic() + RECONNECT_WINDOW_S
-        attempt = 0
-        while True:
-            try:
-                if self.transport is not None:
-                    self.transport.close()
-            except Exception:
-                pass
-            self.transport = None
-            try:
-                self._connect()
-                self.log(f"{name}: reconnected after: {why}")
-                return
-            except TransportError as exc:
-                if time.monotonic() >= deadline:
-                    raise TransportError(
-                        f"{name}: could not reconnect within "
-                        f"{RECONNECT_WINDOW_S:.0f} s: {exc.message}"
-                    ) from exc
-                delay = RECONNECT_BACKOFF_S[min(attempt, len(RECONNECT_BACKOFF_S) - 1)]
-                attempt += 1
-                if self.stop_event.wait(delay) and time.monotonic() >= deadline:
-                    raise
-
     # ------------------------------------------------------------------ deploy
-    def remote(self, rel: str) -> str:
-        return f"{self.workdir.rstrip('/')}/{rel}"
-
     def _deploy(self) -> None:
         items = [
-            PushItem(local=self.bundle.path, remote=self.bundle_rel, sha256=self.bundle.sha256)
+            PushItem(local=self.bundle.path, remote=self.link.bundle_rel, sha256=self.bundle.sha256)
         ]
         for path in self.model.local_files:
             rel = path.relative_to(self.model.local_root).as_posix()
@@ -246,14 +192,7 @@ class DeviceWorker:
             items += items_for_directory(art, RemoteLayout.artifact_dir(art.name))
         files = {f.remote: f for plan in self.trials for f in plan.files}
         items += [PushItem(local=f.local, remote=f.remote, sha256=f.sha256) for f in files.values()]
-        deploy_files(self.transport, items, workdir=self.workdir)
-
-    @property
-    def bundle_rel(self) -> str:
-        return RemoteLayout.bundle_path(self.bundle.sha256)
-
-    def agent_argv(self, *args: str) -> list[str]:
-        return [self.python, self.remote(self.bundle_rel), "--workdir", self.workdir, *args]
+        deploy_files(self.link.transport, items, workdir=self.link.workdir)
 
     # ------------------------------------------------------------------ trials
     def _job_spec(self, plan: TrialPlan, job_id: str, seq_start: int) -> JobSpec:
@@ -310,14 +249,29 @@ class DeviceWorker:
                 self.store.start_attempt(plan.trial_id, job_id)
         else:
             self.log(f"{name}: reattaching to job {job_id} from seq {last_seq + 1}")
-        status = TrialFollower(self, plan, job_id).follow(last_seq)
-        self.outcome.trials[plan.label] = status
-        if status == "failed":
+        outcome = self._follow(plan, job_id, last_seq)
+        self.outcome.trials[plan.label] = outcome.status
+        if outcome.status == "failed":
             self.outcome.ok = False
         self.progress.trial_finished(name)
 
+    def _follow(self, plan: TrialPlan, job_id: str, last_seq: int) -> FollowOutcome:
+        """Follow the trial's job; a job that cannot be followed fails its trial."""
+        name = self.device.name
+        sink = _TrialEvents(self.store, self.store_lock, plan.trial_id, self.progress, name)
+        follower = TrialFollower(
+            self.link, sink, self.stop_event, device=name, job_id=job_id, stall_s=self.stall_s
+        )
+        outcome = follower.follow(last_seq)
+        if outcome.error is not None:
+            with self.store_lock:
+                self.store.set_trial_status(plan.trial_id, "failed", error=outcome.error)
+            self.progress.set_state(name, "failed", message=outcome.error)
+            self.outcome.error = self.outcome.error or outcome.error
+        return outcome
+
     def _agent_job_alive(self, job_id: str) -> bool:
-        result = self.transport.run(self.agent_argv("status", job_id), check=False, timeout_s=60)
+        result = self.link.run_agent("status", job_id, timeout_s=60)
         try:
             info = json.loads(result.stdout or "{}")
         except ValueError:
@@ -330,13 +284,11 @@ class DeviceWorker:
             local.write_text(spec.to_json())
             rel = f"incoming/{spec.job_id}.json"
             deploy_files(
-                self.transport,
+                self.link.transport,
                 [PushItem(local=local, remote=rel, sha256=sha256_file(local))],
-                workdir=self.workdir,
+                workdir=self.link.workdir,
             )
-        result = self.transport.run(
-            self.agent_argv("start", self.remote(rel)), check=False, timeout_s=120
-        )
+        result = self.link.run_agent("start", self.link.remote(rel), timeout_s=120)
         if result.exit_code != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise AgentError(

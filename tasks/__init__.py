@@ -6,4 +6,5 @@ cheap: heavy libraries (torch, transformers, tensorly) are imported inside the
 modules that need them, never here.
 """
 
+#: the version of tslm-fleet (the one place it is written; pyproject.toml reads it)
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks import __version__
+from tasks.cache import MODELS, cache_path
 from tasks.compression import VariantSpec, get_method
 from tasks.errors import ArtifactError, CompressionError, ConfigError
 from tasks.hashing import sha256_file
@@ -47,32 +48,6 @@ HEAD_TIED_WARNING = (
     "more than with the input embedding alone"
 )
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-CACHE_ENV = "TSLM_CACHE"
-
-
-def cache_root() -> Path:
-    """The controller's cache: ``$TSLM_CACHE``, else ``~/.cache/tslm-fleet``.
-
-    Below it: ``artifacts/`` (compressed embeddings, by content), ``models/`` (de-quantised
-    GGUF copies, by sha256) and ``bundles/`` (agent zipapps).
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(xdg) / "tslm-fleet"
-
-
-def default_cache_dir() -> Path:
-    """Where artifacts are cached: ``<cache root>/artifacts``."""
-    return cache_root() / "artifacts"
-
-
-def models_cache_dir(artifacts_dir: Path) -> Path:
-    """Where de-quantised model copies live, beside an artifacts directory."""
-    return Path(artifacts_dir).parent / "models"
 
 
 @dataclass(frozen=True)
@@ -180,7 +155,9 @@ def build_artifact(
     needs_tokenizer = variant.needs_calibration and tokenizer is None
     if model is None or needs_tokenizer:
         loaded, loaded_tokenizer = load_model(
-            model_ref, cache_dir=models_cache_dir(cache_dir), with_tokenizer=needs_tokenizer
+            model_ref,
+            cache_dir=cache_path(MODELS, root=Path(cache_dir).parent),
+            with_tokenizer=needs_tokenizer,
         )
         model = loaded if model is None else model
         tokenizer = tokenizer if tokenizer is not None else loaded_tokenizer
@@ -363,7 +340,7 @@ def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> 
     import torch
     from torch import nn
 
-    from tasks.embedding import MODES, in_mode
+    from tasks.compression.embedding import MODES, in_mode
     from tasks.models import head_is_tied
 
     if mode not in MODES:

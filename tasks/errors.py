@@ -19,12 +19,15 @@ chained with ``from exc``.
     ├── AgentError             a job failed on the device (remote errors are re-raised as this)
     │   ├── ProtocolError      an event or message the other side does not understand
     │   └── JobBusyError       another job holds the device's job lock
-    ├── TransportError         SSH or local transport failure
-    │   ├── ConnectError       the device cannot be reached
-    │   ├── HostKeyError       unknown or changed host key
-    │   └── RemoteCommandError a remote command exited non-zero
+    ├── TransportError         SSH or local transport failure (orchestrator.transport.errors)
+    │   └── ...
     └── DatabaseError          the results database cannot be opened, migrated or queried
-        └── ReadOnlyError      a write was attempted through a read-only query
+        └── ...                (db.errors)
+
+Errors live with the package that raises them: this module holds the root and the
+errors of the lowest layer (``tasks``, and ``agent``, which runs beside it on the
+devices); the controller's transport errors are in :mod:`orchestrator.transport.errors`,
+the database's in :mod:`db.errors`.
 """
 
 from __future__ import annotations
@@ -95,39 +98,3 @@ class ProtocolError(AgentError):
 
 class JobBusyError(AgentError):
     """Another job holds the device's job lock."""
-
-
-class TransportError(TslmError):
-    """SSH or local transport failure."""
-
-
-class ConnectError(TransportError):
-    """The device cannot be reached."""
-
-
-class HostKeyError(TransportError):
-    """The device's host key is unknown or has changed."""
-
-
-class RemoteCommandError(TransportError):
-    """A remote command exited with a non-zero status."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        exit_code: int | None = None,
-        stderr: str = "",
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message, hint=hint)
-        self.exit_code = exit_code
-        self.stderr = stderr
-
-
-class DatabaseError(TslmError):
-    """The results database cannot be opened, migrated or queried."""
-
-
-class ReadOnlyError(DatabaseError):
-    """A write was attempted through a read-only query."""

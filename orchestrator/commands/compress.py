@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -56,66 +56,78 @@ def _summary(info: Any, elapsed_s: float) -> Any:
 
 def register(app: typer.Typer) -> None:
     """Add the ``compress`` command to ``app``."""
+    app.command("compress")(compress)
 
-    @app.command("compress")
-    def compress(
-        model: str = typer.Option(
-            "default",
+
+def compress(
+    variant: Annotated[
+        str,
+        typer.Option(
+            "--variant",
+            metavar="METHOD[:KEY=VALUE...]",
+            help="The variant, e.g. tt:rank=8:shape=8x8x9, tt:eps=0.4, tt:ratio=2, svd:ratio=2, "
+            "int8.",
+        ),
+    ],
+    model: Annotated[
+        str,
+        typer.Option(
             "--model",
             "-m",
-            help="default/smollm2, a .gguf file, a model directory or a hub id in the local cache",
+            help="Model: default (embedded SmolLM2), a .gguf file, a model directory or a "
+            "Hugging Face id in the local cache.",
         ),
-        variant: str = typer.Option(
-            ...,
-            "--variant",
-            "-v",
-            help="METHOD[:key=value...], e.g. tt:rank=8:shape=8x8x9, "
-            "tt:eps=0.4, tt:ratio=2, svd:ratio=2, int8",
-        ),
-        out: Path | None = typer.Option(
-            None,
+    ] = "default",
+    out: Annotated[
+        Path | None,
+        typer.Option(
             "--out",
             "-o",
-            help="artifact cache directory "
-            "(default: $TSLM_CACHE/artifacts, "
-            "TSLM_CACHE defaulting to ~/.cache/tslm-fleet)",
+            help="Artifact cache directory (default: $TSLM_CACHE/artifacts, TSLM_CACHE "
+            "defaulting to ~/.cache/tslm-fleet).",
         ),
-        as_json: bool = typer.Option(False, "--json", help="print the manifest as JSON"),
-    ) -> None:
-        """Compress a model's token embedding into a deployable artifact (cached by content)."""
-        import time
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Compress a model's embedding into an artifact.
 
-        from rich.console import Console
-        from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
+    The artifact is cached by content: compressing the same model and variant again
+    reuses it.
+    """
+    import time
 
-        from tasks.artifacts import build_artifact, default_cache_dir
-        from tasks.compression import parse_variant
-        from tasks.models import resolve_model
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TimeElapsedColumn
 
-        spec = parse_variant(variant)
-        if not spec.needs_artifact:
-            raise ConfigError(
-                "variant 'dense' is the unmodified model and has no artifact",
-                hint="compress one of tt, svd, int8",
-            )
-        ref = resolve_model(model)
-        started = time.perf_counter()
-        console = Console(stderr=True)
-        with Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            TaskProgressColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as bar:
-            task = bar.add_task(f"loading {ref.name}", total=None)
+    from tasks.artifacts import build_artifact
+    from tasks.cache import ARTIFACTS, cache_path
+    from tasks.compression import parse_variant
+    from tasks.models import resolve_model
 
-            def progress(description: str, done: int, total: int) -> None:
-                bar.update(task, description=description, completed=done, total=total)
+    spec = parse_variant(variant)
+    if not spec.needs_artifact:
+        raise ConfigError(
+            "variant 'dense' is the unmodified model and has no artifact",
+            hint="compress one of tt, svd, int8",
+        )
+    ref = resolve_model(model)
+    started = time.perf_counter()
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(f"loading {ref.name}", total=None)
 
-            info = build_artifact(ref, spec, out or default_cache_dir(), progress=progress)
-        if as_json:
-            typer.echo(json.dumps(info.manifest, indent=2, sort_keys=True))
-            return
-        Console().print(_summary(info, time.perf_counter() - started))
+        def progress(description: str, done: int, total: int) -> None:
+            bar.update(task, description=description, completed=done, total=total)
+
+        info = build_artifact(ref, spec, out or cache_path(ARTIFACTS), progress=progress)
+    if as_json:
+        typer.echo(json.dumps(info.manifest, indent=2, sort_keys=True))
+        return
+    Console().print(_summary(info, time.perf_counter() - started))

@@ -7,9 +7,11 @@ database's revision; ``db path`` prints the resolved URL (and the SQLite file).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-DB_HELP = "Database URL (default: $TSLM_DB, else sqlite:///results.db in this directory)."
+from orchestrator.commands.options import DbOption
 
 
 def register(app: typer.Typer) -> None:
@@ -21,11 +23,12 @@ def register(app: typer.Typer) -> None:
 
     @group.command("upgrade")
     def upgrade_cmd(
-        revision: str = typer.Option("head", "--revision", help="Target revision."),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
+        revision: Annotated[str, typer.Option("--revision", help="Target revision.")] = "head",
+        db: DbOption = None,
     ) -> None:
         """Create or migrate the results database schema."""
-        from db.engine import display_url, make_engine, resolve_url, upgrade
+        from db.engine import make_engine, upgrade
+        from db.urls import display_url, resolve_url
 
         url = resolve_url(db)
         engine = make_engine(url)
@@ -39,9 +42,10 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{display_url(url)}: revision {before or '(empty)'} -> {after}")
 
     @group.command("current")
-    def current_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    def current_cmd(db: DbOption = None) -> None:
         """Print the schema revision of the database (and whether it is the newest)."""
-        from db.engine import current_revision, head_revision, make_engine, resolve_url
+        from db.engine import current_revision, head_revision, make_engine
+        from db.urls import resolve_url
 
         url = resolve_url(db)
         engine = make_engine(url, read_only=True)
@@ -58,9 +62,9 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{current} (this tslm-fleet needs {head}: run `tslm-fleet db upgrade`)")
 
     @group.command("path")
-    def path_cmd(db: str | None = typer.Option(None, "--db", help=DB_HELP)) -> None:
+    def path_cmd(db: DbOption = None) -> None:
         """Print the resolved database URL (password hidden) and the SQLite file."""
-        from db.engine import display_url, resolve_url, sqlite_path
+        from db.urls import display_url, resolve_url, sqlite_path
 
         url = resolve_url(db)
         typer.echo(display_url(url))

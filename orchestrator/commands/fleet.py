@@ -6,7 +6,6 @@ failure never stops the others, and the exit status is 1 when any device failed.
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,11 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from orchestrator.commands.inventory import (
+from orchestrator.commands.inventory import load_selection
+from orchestrator.commands.options import (
     AcceptNewHostkeysOption,
     DevicesOption,
     InventoryOption,
-    load_selection,
 )
 
 EXIT_DEVICE_FAILED = 1
@@ -40,9 +39,9 @@ def _console() -> Any:
 
 
 def _bundle_cache() -> Path:
-    from orchestrator.runs import default_cache_dir
+    from tasks.cache import BUNDLES, cache_path
 
-    return default_cache_dir() / "bundles"
+    return cache_path(BUNDLES)
 
 
 def for_each_device(
@@ -93,11 +92,14 @@ def _summarise(
 
 
 def doctor(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
 ) -> None:
-    """Check each device: reachable, Python, packages, agent bundle, meter, disk, heat."""
+    """Check that each device is ready for a run.
+
+    Reachable, Python, packages, agent bundle, meter, disk and heat.
+    """
     from rich.markup import escape
     from rich.table import Table
 
@@ -144,33 +146,47 @@ def doctor(
 
 
 def bootstrap(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     wheelhouse_dir: Annotated[
         Path | None,
         typer.Option(
             "--wheelhouse",
-            help="Push this folder of wheels and install from it "
+            help="Push this folder of wheels and install everything from it, torch included "
             "(no package index needed on the devices).",
         ),
     ] = None,
     index_url: Annotated[
-        str | None, typer.Option("--index-url", help="Package index for the devices' pip.")
+        str | None,
+        typer.Option(
+            "--index-url",
+            help="Index for every package but torch (torch always comes from each device's "
+            "`torch_index`, by default PyTorch's CPU-only index).",
+        ),
     ] = None,
     base_python: Annotated[
-        str, typer.Option("--base-python", help="Python on the device that creates the venv.")
-    ] = "python3",
+        str | None,
+        typer.Option(
+            "--base-python",
+            help="System Python on the devices that creates the venv (default: each device's "
+            "`base_python`, else python3).",
+        ),
+    ] = None,
 ) -> None:
-    """Create the venv of each device's `python` and install the agent's packages."""
-    from orchestrator.deploy import bootstrap_device
+    """Install the agent's packages on each device.
+
+    Creates the venv named by each device's `python` from its system Python (`base_python`)
+    and installs the agent's packages into it, torch from the device's torch index.
+    """
+    from orchestrator.bootstrap import bootstrap_device
     from orchestrator.transport import open_transport
     from tasks.errors import ConfigError
 
     if wheelhouse_dir is not None and not wheelhouse_dir.is_dir():
         raise ConfigError(
             f"--wheelhouse {wheelhouse_dir}: not a directory",
-            hint="build one with `tslm-fleet wheelhouse --platform aarch64 --out DIR`",
+            hint="build one with `tslm-fleet wheelhouse --platform aarch64 -o DIR`",
         )
     _, selected = load_selection(inventory, devices)
     console = _console()
@@ -185,9 +201,9 @@ def bootstrap(
     _summarise(
         for_each_device(selected, work),
         lambda r: (
-            f"{'created' if r.created else 'reused'} {r.venv}, "
-            f"{len(r.requirements)} requirements installed "
-            f"({r.duration_s:.0f} s)"
+            f"{'created' if r.created else 'reused'} {r.venv} (Python {r.python_version}, "
+            f"{r.machine}), torch {r.torch} from {r.torch_source}, "
+            f"{len(r.requirements)} requirements ({r.duration_s:.0f} s)"
         ),
         console,
     )
@@ -203,41 +219,68 @@ def wheelhouse(
             "--platform", help="Device CPU: aarch64 (Raspberry Pi 4/5, 64-bit OS) or x86_64."
         ),
     ],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the wheels.")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Folder for the wheels.")] = Path(
+        "wheels"
+    ),
     python_version: Annotated[
         str, typer.Option("--python-version", help="The devices' Python version.")
     ] = "3.11",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the pip command only.")] = False,
+    torch_index: Annotated[
+        str | None,
+        typer.Option(
+            "--torch-index",
+            help="Index that torch comes from (default: PyTorch's CPU-only index).",
+        ),
+    ] = None,
+    torch_version: Annotated[
+        str | None,
+        typer.Option(
+            "--torch-version", help="Torch version (default: the pin of the device packages)."
+        ),
+    ] = None,
+    index_url: Annotated[
+        str | None,
+        typer.Option("--index-url", help="Index for every package but torch."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the pip commands only.")
+    ] = False,
 ) -> None:
-    """Download the devices' wheels with pip, for offline `bootstrap --wheelhouse DIR`."""
+    """Download the devices' wheels for an offline bootstrap.
+
+    Runs pip download for the devices' platform; then `bootstrap --wheelhouse DIR`. Torch comes from the torch index in a pip call of its own (no nvidia-* packages).
+    """
     import shlex
 
-    from orchestrator.deploy import wheelhouse_argv
-    from tasks.errors import ConfigError
+    from orchestrator.wheelhouse import build_wheelhouse, plan_wheelhouse
 
-    argv = wheelhouse_argv(platform, out, python_version=python_version)
-    typer.echo(shlex.join(argv))
+    plan = plan_wheelhouse(
+        platform,
+        out,
+        python_version=python_version,
+        torch_index=torch_index,
+        torch_version=torch_version,
+        index_url=index_url,
+    )
     if dry_run:
+        others_source = index_url or "pip's configured index"
+        typer.echo(f"# 1. {plan.torch} and its dependencies from {plan.torch_index}")
+        typer.echo(shlex.join(plan.torch_call().argv))
+        typer.echo(f"# 2. the other packages from {others_source}; torch is the wheel of step 1")
+        typer.echo(shlex.join(plan.others_call(out / f"{plan.torch_wheel_pattern}").argv))
         return
-    out.mkdir(parents=True, exist_ok=True)
-    try:
-        code = subprocess.run(argv, check=False).returncode
-    except OSError as exc:
-        raise ConfigError(f"cannot run pip: {exc}") from exc
-    if code != 0:
-        raise ConfigError(
-            f"pip download exited with status {code}",
-            hint="a package may have no wheel for this platform and Python "
-            "version; see pip's message above",
-        )
-    typer.echo(f"wheelhouse ready: {out} ({sum(1 for _ in out.glob('*.whl'))} wheels)")
+    report = build_wheelhouse(plan)
+    typer.echo(
+        f"wheelhouse ready: {report.folder} ({len(report.wheels)} wheels, torch: "
+        f"{report.torch_wheel}, no CUDA packages)"
+    )
 
 
 # --------------------------------------------------------------------------- deploy
 
 
 def deploy(
-    devices: DevicesOption = "all",
+    devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     artifact: Annotated[
@@ -245,7 +288,10 @@ def deploy(
         typer.Option("--artifact", help="Artifact folder to push as well (repeatable)."),
     ] = None,
 ) -> None:
-    """Push the agent bundle (and artifacts) to each device; skips what it already has."""
+    """Push the agent bundle and artifacts to each device.
+
+    Files the device already has (same sha256) are skipped.
+    """
     from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
 
     from orchestrator.bundle import build_bundle

@@ -1,45 +1,17 @@
 """``tslm-fleet inventory check``: validate inventory.yaml and print the fleet table.
 
-Also home of the options every fleet command shares (``-i/--inventory``, ``--devices``,
-``--accept-new-hostkeys``) and of :func:`load_selection`, so that they read the same
-everywhere.
+Also home of :func:`load_selection`, which every command that contacts devices uses to
+read ``--inventory`` and ``--devices`` the same way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from orchestrator.inventory import INVENTORY_ENV
-
-InventoryOption = Annotated[
-    Path | None,
-    typer.Option(
-        "-i",
-        "--inventory",
-        envvar=INVENTORY_ENV,
-        show_envvar=True,
-        help="Inventory file (default ./inventory.yaml).",
-    ),
-]
-DevicesOption = Annotated[
-    str,
-    typer.Option(
-        "-d",
-        "--devices",
-        help="Comma-separated device names, tags or groups; 'all' for every device.",
-    ),
-]
-AcceptNewHostkeysOption = Annotated[
-    bool,
-    typer.Option(
-        "--accept-new-hostkeys",
-        help="On first contact, add a device's unknown "
-        "host key to its known_hosts (a changed key is still refused).",
-    ),
-]
+from orchestrator.commands.options import InventoryOption
 
 
 def load_selection(inventory: Path | None, devices: str) -> tuple[Any, list[Any]]:

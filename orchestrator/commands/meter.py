@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
+
+from tasks.numbers import MISSING
 
 
 def register(app: typer.Typer) -> None:
@@ -16,22 +19,28 @@ def register(app: typer.Typer) -> None:
 
 
 def read(
-    kind: str = typer.Option(..., "--kind", help="Meter kind as in inventory.yaml."),
-    port: str | None = typer.Option(None, "--port", help="Serial port of a UM meter."),
-    hwmon_name: str | None = typer.Option(None, "--hwmon-name", help="hwmon device name."),
-    option: list[str] = typer.Option(
-        [], "--option", metavar="KEY=VALUE", help="Any other driver option (repeatable)."
-    ),
-    seconds: float = typer.Option(5.0, "--seconds", help="How long to read."),
-    as_json: bool = typer.Option(
-        False, "--json", help="JSON lines: one per sample, then a summary object."
-    ),
+    kind: Annotated[str, typer.Option("--kind", help="Meter kind as in inventory.yaml.")],
+    port: Annotated[str | None, typer.Option("--port", help="Serial port of a UM meter.")] = None,
+    hwmon_name: Annotated[
+        str | None, typer.Option("--hwmon-name", help="The hwmon device name.")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option("--option", metavar="KEY=VALUE", help="Any other driver option (repeatable)."),
+    ] = None,
+    seconds: Annotated[float, typer.Option("--seconds", help="How long to read.")] = 5.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="JSON lines: one per sample, then a summary object.")
+    ] = False,
 ) -> None:
-    """Read a meter for a few seconds: live samples, then mean power and sample rate."""
+    """Read a meter for a few seconds.
+
+    Prints the live samples, then the mean power and the sample rate.
+    """
     from agent.meter_cli import meter_options, sample_json, stream_samples
     from agent.meters.base import Sample
 
-    options = meter_options(port, hwmon_name, option)
+    options = meter_options(port, hwmon_name, option or [])
     if as_json:
 
         def on_sample(sample: Sample, t_origin: float) -> None:
@@ -52,7 +61,7 @@ def read(
 
     def show(sample: Sample, t_origin: float) -> None:
         def cell(x: float | None, unit: str) -> str:
-            return f"{'-':>9} {unit}" if x is None else f"{x:9.4f} {unit}"
+            return f"{MISSING:>9} {unit}" if x is None else f"{x:9.4f} {unit}"
 
         style = "" if sample.fresh else "dim"
         tag = "fresh" if sample.fresh else "repeat"
@@ -70,7 +79,7 @@ def read(
     table = Table(show_header=False)
     table.add_column("", style="bold")
     table.add_column("", justify="right")
-    table.add_row("mean power", "n/a" if summary.mean_w is None else f"{summary.mean_w:.4f} W")
+    table.add_row("mean power", MISSING if summary.mean_w is None else f"{summary.mean_w:.4f} W")
     table.add_row("samples", f"{summary.samples} in {summary.seconds:.2f} s")
     table.add_row("achieved rate", f"{summary.rate_hz:.1f} /s")
     table.add_row("fresh", f"{summary.fresh} ({summary.fresh_rate_hz:.1f} /s)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
+
+from orchestrator.commands.options import DbOption
 
 
 def register(app: typer.Typer) -> None:
@@ -15,8 +17,10 @@ def register(app: typer.Typer) -> None:
 
 def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]]:
     """The id of the run (``run_id``, else the latest) and its aggregated results rows."""
-    from db.engine import display_url, open_store
-    from db.queries import ResultFilter, latest_run_id, results
+    from db.results import ResultFilter, results
+    from db.runs import latest_run_id
+    from db.store import open_store
+    from db.urls import display_url
     from tasks.errors import ConfigError
 
     with open_store(db_url, read_only=True) as store:
@@ -31,21 +35,23 @@ def load_results(db_url: str | None, run_id: str | None) -> tuple[str, list[Any]
 
 
 def plot(
-    run: str | None = typer.Option(
-        None, "--run", metavar="ID", help="Run to plot (default: the latest run)."
-    ),
-    db: str | None = typer.Option(
-        None,
-        "--db",
-        metavar="URL",
-        help="Results database URL (default: $TSLM_DB, else sqlite:///results.db).",
-    ),
-    out: Path = typer.Option(
-        ..., "--out", "-o", metavar="DIR", help="Directory for the PNG files (created if missing)."
-    ),
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", "-o", metavar="DIR", help="Directory for the PNG files (created if missing)."
+        ),
+    ],
+    run: Annotated[
+        str | None,
+        typer.Option("--run", metavar="ID", help="Run to plot (default: the latest run)."),
+    ] = None,
+    db: DbOption = None,
 ) -> None:
-    """Write PNG figures of a run: energy per query, perplexity and accuracy against
-    compression ratio, latency per device and variant."""
+    """Write PNG figures of a run.
+
+    Energy per query, perplexity and accuracy against compression ratio, latency per
+    device and variant.
+    """
     from orchestrator.plot_quality import write_accuracy_plot
     from orchestrator.plots import write_plots
 

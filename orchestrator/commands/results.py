@@ -10,19 +10,30 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from orchestrator.commands.options import FORMATS, DbOption, FormatOption, RunOption
 from tasks.errors import ConfigError
+from tasks.numbers import MISSING, format_sig
 
 if TYPE_CHECKING:
     from db.formatting import TextTable
 
-FORMATS = ("table", "json", "csv", "markdown")
-DB_HELP = "Database URL (default: $TSLM_DB, else sqlite:///results.db in this directory)."
-FORMAT_HELP = f"Output format: {', '.join(FORMATS)}."
 PIPE_WIDTH = 400
+RUNS_HEADERS = [
+    "run",
+    "status",
+    "started",
+    "finished",
+    "model",
+    "devices",
+    "trials",
+    "ok",
+    "failed",
+]
 
 
 def _check_format(fmt: str) -> str:
@@ -45,9 +56,21 @@ def _parse_since(since: str | None) -> datetime | None:
 
 
 def _open(db: str | None) -> Any:
-    from db.engine import open_store
+    from db.store import open_store
 
     return open_store(db, read_only=True)
+
+
+def _emit_records(records: list[dict[str, Any]], fmt: str, table: Any) -> None:
+    """``records`` as JSON or CSV, else ``table()`` (a TextTable) as a table or markdown."""
+    from db.formatting import records_to_csv, to_json
+
+    if fmt == "json":
+        typer.echo(to_json(records), nl=False)
+    elif fmt == "csv":
+        typer.echo(records_to_csv(records), nl=False)
+    else:
+        _emit_table(table(), fmt)
 
 
 def _emit_table(table: TextTable, fmt: str) -> None:
@@ -93,12 +116,12 @@ def _print_rich(table: TextTable) -> None:
 
 def _looks_numeric(cell: str) -> bool:
     head = cell.split(" ± ")[0].lstrip("-")
-    return head in ("", "—") or head.replace(".", "", 1).replace("e", "", 1).isdigit()
+    return head in ("", MISSING) or head.replace(".", "", 1).replace("e", "", 1).isdigit()
 
 
 def results_text_table(rows: list[Any]) -> TextTable:
     """The results view: one line per (run, device, variant, task)."""
-    from db.formatting import TextTable, format_sig, format_spread
+    from db.formatting import TextTable, format_spread
 
     def half(iqr: float | None) -> float | None:
         return None if iqr is None else iqr / 2
@@ -127,7 +150,7 @@ def results_text_table(rows: list[Any]) -> TextTable:
             r.run_id,
             r.device,
             r.variant,
-            r.method or "—",
+            r.method or MISSING,
             format_sig(r.compression_ratio),
             r.task,
             str(r.n_queries),
@@ -152,149 +175,160 @@ def results_text_table(rows: list[Any]) -> TextTable:
 
 
 def register(app: typer.Typer) -> None:
-    """Add the result commands to the CLI."""
+    """Add ``results``, ``compare``, ``query``, ``runs`` and ``export`` to the CLI."""
+    app.command("results")(results_cmd)
+    app.command("compare")(compare_cmd)
+    app.command("query")(query_cmd)
+    app.command("runs")(runs_cmd)
+    app.command("export")(export_cmd)
 
-    @app.command("results")
-    def results_cmd(
-        run: str | None = typer.Option(None, "--run", help="Only this run id."),
-        device: str | None = typer.Option(None, "--device", help="Only this device."),
-        variant: str | None = typer.Option(None, "--variant", help="Only this variant."),
-        task: str | None = typer.Option(None, "--task", help="Only this task."),
-        model: str | None = typer.Option(None, "--model", help="Only this model."),
-        since: str | None = typer.Option(
-            None, "--since", help="Runs started at or after this ISO date/time (UTC unless given)."
+
+def results_cmd(
+    run: RunOption = None,
+    device: Annotated[str | None, typer.Option("--device", help="Only this device.")] = None,
+    variant: Annotated[str | None, typer.Option("--variant", help="Only this variant.")] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Only this model.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="Only runs started at or after this ISO date or time (UTC unless given).",
         ),
-        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    ) -> None:
-        """Aggregated results per (run, device, variant, task): median, p90, spread, CI."""
-        from db.formatting import records_to_csv, round_record, to_json
-        from db.queries import ResultFilter
+    ] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+) -> None:
+    """Aggregated results: median, p90, spread and CI per trial.
 
-        fmt = _check_format(fmt)
-        filters = ResultFilter(
-            run_id=run,
-            device=device,
-            variant=variant,
-            task=task,
-            model=model,
-            since=_parse_since(since),
-        )
-        with _open(db) as store:
-            rows = store.results(filters)
-        records = [round_record(r.to_dict()) for r in rows]
-        if fmt == "json":
-            typer.echo(to_json(records), nl=False)
-        elif fmt == "csv":
-            typer.echo(records_to_csv(records), nl=False)
-        else:
-            _emit_table(results_text_table(rows), fmt)
+    One line per (run, device, variant, task).
+    """
+    from db.formatting import round_record
+    from db.results import ResultFilter
 
-    @app.command("compare")
-    def compare_cmd(
-        run: str | None = typer.Option(None, "--run", help="Run id (default: the latest)."),
-        by: str = typer.Option(
-            "variant",
+    fmt = _check_format(fmt)
+    filters = ResultFilter(
+        run_id=run,
+        device=device,
+        variant=variant,
+        task=task,
+        model=model,
+        since=_parse_since(since),
+    )
+    with _open(db) as store:
+        rows = store.results(filters)
+    records = [round_record(r.to_dict()) for r in rows]
+    _emit_records(records, fmt, lambda: results_text_table(rows))
+
+
+def compare_cmd(
+    run: Annotated[
+        str | None, typer.Option("--run", metavar="ID", help="Run id (default: the latest run).")
+    ] = None,
+    by: Annotated[
+        str,
+        typer.Option(
             "--by",
             help="Rows: variant (devices as column groups) or device (variants as column groups).",
         ),
-        task: str | None = typer.Option(None, "--task", help="Only this task."),
-        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    ) -> None:
-        """The paper-style table: ratio, perplexity, latency and energy per query."""
-        from db.formatting import to_json
+    ] = "variant",
+    task: Annotated[str | None, typer.Option("--task", help="Only this task.")] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+) -> None:
+    """The paper-style table: ratio, perplexity, latency, energy.
 
-        fmt = _check_format(fmt)
-        with _open(db) as store:
-            table = store.compare(run, by=by, task=task)
-        if fmt == "json":
-            typer.echo(to_json(table.to_records()), nl=False)
-        else:
-            _emit_table(table.to_text_table(), fmt)
+    Energy and latency are per query: median ± half the interquartile range.
+    """
+    from db.formatting import to_json
 
-    @app.command("query")
-    def query_cmd(
-        sql: str = typer.Argument(..., help="One SQL statement (read-only)."),
-        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-        max_rows: int | None = typer.Option(None, "--max-rows", help="Print at most N rows."),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    ) -> None:
-        """Run one SQL statement on the results database; writes are refused by the
-        database itself (read-only connection)."""
-        from db.formatting import TextTable, records_to_csv, round_sig, to_json
+    fmt = _check_format(fmt)
+    with _open(db) as store:
+        table = store.compare(run, by=by, task=task)
+    if fmt == "json":
+        typer.echo(to_json(table.to_records()), nl=False)
+    else:
+        _emit_table(table.to_text_table(), fmt)
 
-        fmt = _check_format(fmt)
-        with _open(db) as store:
-            result = store.query(sql, max_rows)
-        records = [{k: round_sig(v) for k, v in rec.items()} for rec in result.records()]
-        if fmt == "json":
-            typer.echo(to_json(records), nl=False)
-        elif fmt == "csv":
-            typer.echo(records_to_csv(records, result.columns), nl=False)
-        else:
-            cells = [["" if v is None else str(v) for v in rec.values()] for rec in records]
-            _emit_table(TextTable(headers=result.columns, rows=cells), fmt)
 
-    @app.command("runs")
-    def runs_cmd(
-        limit: int | None = typer.Option(None, "--limit", help="Only the N newest runs."),
-        fmt: str = typer.Option("table", "--format", "-f", help=FORMAT_HELP),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    ) -> None:
-        """List runs, newest first, with their status and trial counts."""
-        from db.formatting import TextTable, records_to_csv, to_json
+def query_cmd(
+    sql: Annotated[str, typer.Argument(help="One SQL statement (read-only).")],
+    fmt: FormatOption = "table",
+    max_rows: Annotated[
+        int | None, typer.Option("--max-rows", metavar="N", help="Print at most N rows.")
+    ] = None,
+    db: DbOption = None,
+) -> None:
+    """Run one read-only SQL statement on the results database.
 
-        fmt = _check_format(fmt)
-        with _open(db) as store:
-            rows = store.runs(limit)
-        records = [r.to_dict() for r in rows]
-        if fmt == "json":
-            typer.echo(to_json(records), nl=False)
-        elif fmt == "csv":
-            typer.echo(records_to_csv(records), nl=False)
-        else:
-            headers = [
-                "run",
-                "status",
-                "started",
-                "finished",
-                "model",
-                "devices",
-                "trials",
-                "ok",
-                "failed",
-            ]
-            cells = [
-                [
-                    r.run_id,
-                    r.status,
-                    r.started_at or "",
-                    r.finished_at or "",
-                    r.model or "",
-                    str(r.devices),
-                    str(r.trials),
-                    str(r.trials_ok),
-                    str(r.trials_failed),
-                ]
-                for r in rows
-            ]
-            _emit_table(TextTable(headers=headers, rows=cells), fmt)
+    Writes are refused by the database itself (read-only connection).
+    """
+    from db.formatting import TextTable, records_to_csv, round_sig, to_json
 
-    @app.command("export")
-    def export_cmd(
-        run: str = typer.Option(..., "--run", help="The run to export."),
-        out: str = typer.Option(
-            ...,
+    fmt = _check_format(fmt)
+    with _open(db) as store:
+        result = store.query(sql, max_rows)
+    records = [{k: round_sig(v) for k, v in rec.items()} for rec in result.records()]
+    if fmt == "json":
+        typer.echo(to_json(records), nl=False)
+    elif fmt == "csv":
+        typer.echo(records_to_csv(records, result.columns), nl=False)
+    else:
+        cells = [["" if v is None else str(v) for v in rec.values()] for rec in records]
+        _emit_table(TextTable(headers=result.columns, rows=cells), fmt)
+
+
+def runs_cmd(
+    limit: Annotated[
+        int | None, typer.Option("--limit", metavar="N", help="Only the N newest runs.")
+    ] = None,
+    fmt: FormatOption = "table",
+    db: DbOption = None,
+) -> None:
+    """List runs, newest first, with their status and trial counts."""
+    fmt = _check_format(fmt)
+    with _open(db) as store:
+        rows = store.runs(limit)
+    _emit_records([r.to_dict() for r in rows], fmt, lambda: runs_text_table(rows))
+
+
+def runs_text_table(rows: list[Any]) -> TextTable:
+    """The runs view: one line per run."""
+    from db.formatting import TextTable
+
+    cells = [
+        [
+            r.run_id,
+            r.status,
+            r.started_at or "",
+            r.finished_at or "",
+            r.model or "",
+            str(r.devices),
+            str(r.trials),
+            str(r.trials_ok),
+            str(r.trials_failed),
+        ]
+        for r in rows
+    ]
+    return TextTable(headers=RUNS_HEADERS, rows=cells)
+
+
+def export_cmd(
+    run: Annotated[str, typer.Option("--run", metavar="ID", help="The run to export.")],
+    out: Annotated[
+        Path,
+        typer.Option(
             "--out",
+            "-o",
             help="Output file: .csv (one line per query) "
             "or .json (run, results, trials with all their rows).",
         ),
-        db: str | None = typer.Option(None, "--db", help=DB_HELP),
-    ) -> None:
-        """Export one run to CSV or JSON."""
-        from db.export import export_run
+    ],
+    db: DbOption = None,
+) -> None:
+    """Export one run to CSV or JSON."""
+    from db.export import export_run
 
-        with _open(db) as store:
-            path = export_run(store.engine, run, out)
-        typer.echo(f"wrote {path}")
+    with _open(db) as store:
+        path = export_run(store.engine, run, out)
+    typer.echo(f"wrote {path}")

@@ -3,98 +3,127 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+
+from orchestrator.commands.options import (
+    AcceptNewHostkeysOption,
+    DbOption,
+    DevicesOption,
+    InventoryOption,
+)
+
+ExperimentOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--experiment",
+        "-e",
+        help="Experiment YAML (model, variants, tasks, measurement settings).",
+    ),
+]
+
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model: 'default' (embedded SmolLM2), a .gguf file, a local directory or a "
+        "Hugging Face id.",
+    ),
+]
+
+VariantOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--variant",
+        metavar="METHOD[:KEY=VALUE...]",
+        help="Variant, repeatable (default: dense, tt:ratio=2 and "
+        "tt:ratio=2:keep=auto:center=true:alloc=weighted).",
+    ),
+]
+
+TaskOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--task",
+        "-t",
+        metavar="NAME[:KEY=VALUE...]",
+        help="Task, repeatable (default: generate and perplexity).",
+    ),
+]
+
+QueriesOption = Annotated[
+    int | None,
+    typer.Option("--queries", "-n", help="Queries per repetition of the generate task."),
+]
+
+RepetitionsOption = Annotated[
+    int | None, typer.Option("--repetitions", "-r", help="Repetitions of every trial.")
+]
+
+NoDashboardOption = Annotated[
+    bool,
+    typer.Option("--no-dashboard", help="Plain log lines instead of the live dashboard."),
+]
+
+ResumeOption = Annotated[
+    str | None,
+    typer.Option("--resume", metavar="ID", help="Resume an interrupted or partial run by its id."),
+]
+
+CacheDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        help="Controller cache for artifacts and the agent bundle "
+        "(default: $TSLM_CACHE, else ~/.cache/tslm-fleet).",
+    ),
+]
+
+DemoOption = Annotated[
+    bool,
+    typer.Option("--demo", help="Demo-sized experiment (fewer queries and repetitions)."),
+]
 
 EXIT_TRIAL_FAILED = 1
 EXIT_INTERRUPTED = 130
 
 
 def register(app: typer.Typer) -> None:
+    """Add the ``run`` command to ``app``."""
     app.command("run")(run)
 
 
 def run(
-    devices: str = typer.Option(
-        ..., "--devices", "-d", help="Comma-separated device names, tags or groups ('all')."
-    ),
-    inventory: Path | None = typer.Option(
-        None,
-        "--inventory",
-        "-i",
-        help="Inventory file [env TSLM_INVENTORY; default ./inventory.yaml].",
-    ),
-    experiment: Path | None = typer.Option(
-        None,
-        "--experiment",
-        "-e",
-        help="Experiment YAML (model, variants, tasks, measurement settings).",
-    ),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        "-m",
-        help="Model: 'default' (embedded SmolLM2), a .gguf file, a "
-        "local directory or a Hugging Face id.",
-    ),
-    variant: list[str] | None = typer.Option(
-        None,
-        "--variant",
-        "-v",
-        help="Variant METHOD[:key=value...], repeatable "
-        "(default: dense, tt:ratio=2 and tt:ratio=2:keep=auto:center=true:alloc=weighted).",
-    ),
-    task: list[str] | None = typer.Option(
-        None,
-        "--task",
-        "-t",
-        help="Task NAME[:key=value...], repeatable (default: generate and perplexity).",
-    ),
-    queries: int | None = typer.Option(
-        None, "--queries", "-n", help="Queries per repetition of the generate task."
-    ),
-    repetitions: int | None = typer.Option(
-        None, "--repetitions", "-r", help="Repetitions of every trial."
-    ),
-    db: str | None = typer.Option(
-        None, "--db", help="Database URL [env TSLM_DB; default sqlite:///results.db]."
-    ),
-    no_dashboard: bool = typer.Option(
-        False, "--no-dashboard", help="Plain log lines instead of the live dashboard."
-    ),
-    resume: str | None = typer.Option(
-        None, "--resume", help="Resume an interrupted or partial run by its id."
-    ),
-    accept_new_hostkeys: bool = typer.Option(
-        False,
-        "--accept-new-hostkeys",
-        help="Record host keys of devices contacted for "
-        "the first time (changed keys are still refused).",
-    ),
-    cache_dir: Path | None = typer.Option(
-        None,
-        "--cache-dir",
-        help="Controller cache for artifacts and the agent bundle [env TSLM_CACHE].",
-    ),
-    demo: bool = typer.Option(
-        False, "--demo", help="Demo-sized experiment (fewer queries and repetitions)."
-    ),
+    devices: DevicesOption,
+    inventory: InventoryOption = None,
+    experiment: ExperimentOption = None,
+    model: ModelOption = None,
+    variant: VariantOption = None,
+    task: TaskOption = None,
+    queries: QueriesOption = None,
+    repetitions: RepetitionsOption = None,
+    db: DbOption = None,
+    no_dashboard: NoDashboardOption = False,
+    resume: ResumeOption = None,
+    accept_new_hostkeys: AcceptNewHostkeysOption = False,
+    cache_dir: CacheDirOption = None,
+    demo: DemoOption = False,
 ) -> None:
-    """Compress, deploy and measure: every variant x task on every selected device."""
+    """Compress, deploy and measure on the selected devices.
+
+    Every variant x task runs on every selected device in parallel; the comparison table
+    is printed at the end.
+    """
     from rich.console import Console
 
-    from db.engine import open_store
-    from orchestrator.dashboard import make_display
+    from db.store import open_store
+    from orchestrator.commands.inventory import load_selection
     from orchestrator.experiment import build_experiment
-    from orchestrator.inventory import load_inventory
-    from orchestrator.progress import RunProgress
-    from orchestrator.runs import execute_run
-    from orchestrator.selection import select_devices
-    from orchestrator.transport import open_transport
 
     console = Console()
-    inv = load_inventory(inventory)
-    selected = select_devices(inv, devices)
+    inv, selected = load_selection(inventory, devices)
     exp = build_experiment(
         file=experiment,
         model=model,
@@ -105,6 +134,15 @@ def run(
         demo=demo,
     )
     store = open_store(db)
+    _announce(console, selected, exp)
+    summary = _execute(
+        console, store, selected, exp, inv, resume, cache_dir, no_dashboard, accept_new_hostkeys
+    )
+    _report(console, store, summary, devices)
+
+
+def _announce(console: Any, selected: list[Any], exp: Any) -> None:
+    """One line: what is about to run, where."""
     console.print(
         f"[bold]tslm-fleet run[/]: {len(selected)} device(s) "
         f"({', '.join(d.name for d in selected)}), model {exp.model}, "
@@ -114,10 +152,28 @@ def run(
         highlight=False,
     )
 
-    def transport_for(device):
+
+def _execute(
+    console: Any,
+    store: Any,
+    selected: list[Any],
+    exp: Any,
+    inv: Any,
+    resume: str | None,
+    cache_dir: Path | None,
+    no_dashboard: bool,
+    accept_new_hostkeys: bool,
+) -> Any:
+    """Run the experiment with the live dashboard (or plain lines); the run's summary."""
+    from orchestrator.dashboard import make_display
+    from orchestrator.progress import RunProgress
+    from orchestrator.runs import execute_run
+    from orchestrator.transport import open_transport
+
+    def transport_for(device: Any) -> Any:
         return open_transport(device, accept_new_hostkeys=accept_new_hostkeys)
 
-    summary = execute_run(
+    return execute_run(
         devices=selected,
         experiment=exp,
         store=store,
@@ -132,6 +188,10 @@ def run(
         log=lambda msg: console.print(msg, highlight=False),
     )
 
+
+def _report(console: Any, store: Any, summary: Any, devices: str) -> None:
+    """The comparison table, each failed device's error, the run's status; exits non-zero
+    when the run was interrupted or a trial failed."""
     from orchestrator.commands.results import print_compare
 
     console.print()
@@ -139,11 +199,12 @@ def run(
     for outcome in summary.outcomes:
         if not outcome.ok and outcome.error:
             console.print(f"[red]{outcome.device} failed:[/] {outcome.error}", highlight=False)
+    resumable = summary.status in ("interrupted", "partial", "failed")
     console.print(
         f"run {summary.run_id}: {summary.status}"
         + (
             f" (resume with: tslm-fleet run --devices {devices} --resume {summary.run_id})"
-            if summary.status in ("interrupted", "partial", "failed")
+            if resumable
             else ""
         ),
         highlight=False,

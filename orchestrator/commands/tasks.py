@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Annotated
 
 import typer
 
@@ -16,9 +17,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("tasks")
     def tasks_command(
-        as_json: bool = typer.Option(False, "--json", help="Print the list as JSON."),
+        as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
     ) -> None:
-        """List the workloads (--task NAME) with their parameters and defaults."""
+        """List the workloads (--task NAME) with their parameters."""
         from tasks.workloads import list_tasks
 
         infos = list_tasks()

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import RemoteCommandError, TransportError
+from orchestrator.transport.errors import RemoteCommandError, TransportError
 
 #: transport name in inventory.yaml -> "module:class", imported when first used
 TRANSPORTS: dict[str, str] = {
@@ -76,7 +76,7 @@ def open_transport(
     """Connect to ``device`` with the transport its inventory entry names.
 
     ``connect_timeout_s`` defaults to the device's ``connect_timeout_s`` (10 s).
-    Raises :class:`~tasks.errors.ConnectError` or :class:`~tasks.errors.HostKeyError`.
+    Raises :class:`~orchestrator.transport.errors.ConnectError` or :class:`~orchestrator.transport.errors.HostKeyError`.
     """
     target = TRANSPORTS.get(device.transport)
     if target is None:
@@ -132,7 +132,7 @@ class Transport(abc.ABC):
     ) -> Iterator[str]:
         """Yield the lines of ``argv``'s stdout (without newline) as they arrive.
 
-        A dropped connection raises :class:`~tasks.errors.ConnectError` (the caller may
+        A dropped connection raises :class:`~orchestrator.transport.errors.ConnectError` (the caller may
         reconnect and resume), and so does a stream that stays silent for longer than
         ``idle_timeout_s``; a non-zero exit at the end raises RemoteCommandError when
         ``check`` is set.

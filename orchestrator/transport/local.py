@@ -23,7 +23,7 @@ from orchestrator.transport.base import (
     ProgressCallback,
     Transport,
 )
-from tasks.errors import ConnectError, TransportError
+from orchestrator.transport.errors import ConnectError, TransportError
 
 _CHUNK = 1 << 20
 

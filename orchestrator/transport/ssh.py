@@ -33,7 +33,7 @@ from orchestrator.transport.base import (
     ProgressCallback,
     Transport,
 )
-from tasks.errors import ConnectError, HostKeyError, TransportError
+from orchestrator.transport.errors import ConnectError, HostKeyError, TransportError
 
 KEEPALIVE_S = 5.0
 RETRIES = 2

@@ -52,8 +52,8 @@ def compress(
 def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """The :class:`~tasks.embedding.Int8Embedding` of an artifact."""
-    from tasks.embedding import Int8Embedding
+    """The :class:`~tasks.compression.embedding.Int8Embedding` of an artifact."""
+    from tasks.compression.embedding import Int8Embedding
 
     try:
         return Int8Embedding(tensors["codes"], tensors["scale"], tensors["offset"], dtype=dtype)

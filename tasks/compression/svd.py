@@ -66,8 +66,8 @@ def compress(
 def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """The :class:`~tasks.embedding.LowRankEmbedding` of an artifact."""
-    from tasks.embedding import LowRankEmbedding
+    """The :class:`~tasks.compression.embedding.LowRankEmbedding` of an artifact."""
+    from tasks.compression.embedding import LowRankEmbedding
     from tasks.errors import ArtifactError
 
     try:

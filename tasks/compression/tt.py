@@ -334,9 +334,9 @@ def _sub_ratio(rows: int, d: int, budget: float, spec: VariantSpec) -> float:
 def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
-    """The on-the-fly embedding of an artifact: :class:`~tasks.embedding.TTEmbedding`, or
-    :class:`~tasks.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
-    from tasks.embedding import HybridTTEmbedding, TTEmbedding
+    """The on-the-fly embedding of an artifact: :class:`~tasks.compression.embedding.TTEmbedding`,
+    or :class:`~tasks.compression.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
+    from tasks.compression.embedding import HybridTTEmbedding, TTEmbedding
 
     cores = TTCores.from_tensors(tensors, tuple(method["shape"]), where="cores.safetensors")
     if "dense_ids" not in tensors and "mean" not in tensors:

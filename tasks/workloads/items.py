@@ -190,25 +190,6 @@ def smoke_items(task: str) -> list[Any]:
         return read_jsonl(path, ITEM_PARSERS[task])
 
 
-def load_items(task: str, data: str, limit: int | None, seed: int | None) -> ItemSet:
-    """The items of ``task`` named by ``data`` (see the module docstring), subset taken."""
-    smoke = data == SMOKE
-    if smoke:
-        items = smoke_items(task)
-    elif _is_file(data):
-        items = read_jsonl(Path(data).expanduser(), ITEM_PARSERS[task])
-    else:
-        from tasks.workloads.named_data import load_named
-
-        items = load_named(task, data)
-    return ItemSet(data, tuple(subset(items, limit, seed)), len(items), smoke)
-
-
-def _is_file(data: str) -> bool:
-    path = Path(data).expanduser()
-    return path.exists() or "/" in data or data.endswith((".jsonl", ".json"))
-
-
 def subset(items: Sequence[Item], limit: int | None, seed: int | None) -> list[Item]:
     """The first ``limit`` items, or with ``seed`` a seeded random ``limit`` of them.
 

@@ -19,7 +19,8 @@ from typing import Any
 from tasks.errors import TaskError
 from tasks.workloads.base import QueryResult
 from tasks.workloads.grouped import score_group
-from tasks.workloads.items import ItemSet, load_items
+from tasks.workloads.item_sources import load_items
+from tasks.workloads.items import ItemSet
 from tasks.workloads.loglikelihood import Loglikelihood, LoglikelihoodScorer, encode_requests
 from tasks.workloads.params import check_placement, param
 

@@ -19,6 +19,7 @@ from bench import report
 from bench.__main__ import BENCHMARKS, Benchmark, run_benchmark, write_harness
 from bench.common import ROOT, sig, spread
 from tasks.errors import ConfigError
+from tasks.numbers import MISSING
 
 MACHINE = {
     "cpu_model": "Test CPU 9000",
@@ -286,7 +287,7 @@ def test_significant_figures_and_spread() -> None:
         "2.00",
         "0",
     ]
-    assert sig(None) == sig(float("nan")) == "n/a"
+    assert sig(None) == sig(float("nan")) == MISSING
     s = spread([5.0, 1.0, 4.0, 2.0, 3.0])
     assert (s.median, s.q1, s.q3, s.iqr, s.n) == (3.0, 2.0, 4.0, 2.0, 5)
     assert spread([7.0]).iqr == 0.0

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from db.engine import open_store
-from db.ingest import Store
-from tests.fixtures.postgres import scratch_database
+from db.store import Store, open_store
+from testbed.postgres import scratch_database
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

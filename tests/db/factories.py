@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from agent.protocol import PROTOCOL_VERSION, make_event
+from tasks import __version__
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def trial_events(shape: TrialShape | None = None, **overrides: Any) -> list[dict
         "hello",
         protocol=PROTOCOL_VERSION,
         job_id=f"job-{shape.seed}",
-        agent_version="0.1.0",
+        agent_version=__version__,
         bundle_sha256=None,
         host="pi5",
         board="raspberrypi5",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from db.engine import open_store
+from db.store import open_store
 from orchestrator.cli import build_app
 from tests.db.test_queries import REQUIRED_KEYS, fill
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from db.engine import open_store
 from db.schema import EventRecord, PowerSample, Query
+from db.store import open_store
 from tests.db.conftest import make_trial
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,7 @@ SAMPLES_PER_BATCH = 20_000
 
 WRITER = f"""
 import sys
-from db.engine import open_store
+from db.store import open_store
 from tests.db.factories import power_rows, trial_events
 
 url, trial = sys.argv[1], int(sys.argv[2])

@@ -10,16 +10,11 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
-from db.engine import (
-    DEFAULT_URL,
-    current_revision,
-    head_revision,
-    make_engine,
-    open_store,
-    resolve_url,
-)
+from db.engine import current_revision, head_revision, make_engine
+from db.errors import DatabaseError
 from db.schema import metadata
-from tasks.errors import DatabaseError
+from db.store import open_store
+from db.urls import DEFAULT_URL, resolve_url
 
 
 def test_resolve_url_prefers_argument_then_env_then_default(

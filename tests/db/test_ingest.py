@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from db.ingest import Store
+from db.errors import DatabaseError
 from db.schema import (
     Artifact,
     Device,
@@ -18,7 +18,7 @@ from db.schema import (
     Trial,
     Window,
 )
-from tasks.errors import DatabaseError
+from db.store import Store
 from tests.db.conftest import make_trial
 from tests.db.factories import power_rows, trial_events
 
@@ -142,8 +142,8 @@ def test_power_samples_bulk_and_resend(store: Store) -> None:
 
 
 def test_read_only_store_refuses_ingest(store: Store) -> None:
-    from db.engine import open_store
-    from tasks.errors import ReadOnlyError
+    from db.errors import ReadOnlyError
+    from db.store import open_store
 
     make_trial(store)
     with open_store(store.url, read_only=True) as ro, pytest.raises(ReadOnlyError):

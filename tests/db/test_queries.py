@@ -7,10 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from db.engine import open_store
-from db.ingest import Store
-from db.queries import ResultFilter
-from tasks.errors import DatabaseError, ReadOnlyError
+from db.errors import DatabaseError, ReadOnlyError
+from db.results import ResultFilter
+from db.store import Store, open_store
 from tests.db.conftest import make_trial
 from tests.db.factories import trial_events
 

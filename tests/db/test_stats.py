@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from db.formatting import TextTable, format_sig, format_spread, round_sig
+from db.formatting import TextTable, format_spread, round_sig
 from db.stats import median_ci_ranks, percentile, summarize
+from tasks.numbers import format_sig
 
 
 def coverage(n: int, j: int, k: int) -> float:

@@ -1,4 +1,4 @@
-"""Fixtures that stand up fake devices (real sshd per device); see tests/fleet/devices.py."""
+"""Fixtures that stand up fake devices (real sshd per device); see testbed/fleet.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.devices import FakeFleet, build_fleet, fleet_unavailable_reason
+from testbed.fleet import FakeFleet, build_fleet, fleet_unavailable_reason
 from tests.fleet.harness import SUMMARY, SUMMARY_ENV, FaultSummary
 
 DEFAULT_NAMES = ("pi4", "pi5", "pi3", "pi2", "pi1", "pi0")
@@ -72,7 +72,7 @@ def fake_fleet(fleet_factory: FleetFactory) -> FakeFleet:
 @pytest.fixture(scope="session")
 def tiny_model(fleet_support: None, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny seeded LLaMA (random weights) saved once for the whole session."""
-    from tests.agent.conftest import save_tiny_model
+    from testbed.models import save_tiny_model
 
     target = tmp_path_factory.mktemp("fleet-model") / "tiny-llama"
     save_tiny_model(target)

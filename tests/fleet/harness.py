@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from tests.fleet.devices import FakeDevice, FakeFleet
+from testbed.fleet import FakeDevice, FakeFleet
 
 CLI_TIMEOUT_S = 300.0
 SUMMARY_ENV = "TSLM_FAULT_SUMMARY"

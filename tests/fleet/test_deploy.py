@@ -16,7 +16,7 @@ from orchestrator.deploy import PushItem, RemoteLayout, deploy_files, items_for_
 from orchestrator.doctor import FAIL, OK, run_doctor
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tests.fleet.devices import build_fleet
+from testbed.fleet import build_fleet
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(180)]
 

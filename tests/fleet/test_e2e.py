@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.fleet.devices import FakeFleet
+from testbed.fleet import FakeFleet
 from tests.fleet.harness import (
     check_ledger,
     cli,

@@ -14,7 +14,7 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tasks.errors import ConnectError
+from orchestrator.transport.errors import ConnectError
 from tests.fleet.harness import (
     assert_completed,
     check_ledger,

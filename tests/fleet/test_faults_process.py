@@ -20,7 +20,7 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tests.fleet.devices import VENV_PYTHON
+from testbed.fleet import VENV_PYTHON
 from tests.fleet.harness import (
     assert_completed,
     check_ledger,

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tests.fleet.devices import VENV_PYTHON, FakeDevice
+from testbed.fleet import VENV_PYTHON, FakeDevice
 from tests.fleet.harness import (
     cli,
     db_rows,
@@ -123,7 +123,7 @@ def valid_spec() -> dict:
 
 
 def _filled_store(url: str) -> None:
-    from db.engine import open_store
+    from db.store import open_store
 
     store = open_store(url)
     try:

@@ -13,8 +13,13 @@ import pytest
 
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
-from tasks.errors import ConnectError, HostKeyError, RemoteCommandError, TransportError
-from tests.fleet.devices import FakeDevice, FakeFleet
+from orchestrator.transport.errors import (
+    ConnectError,
+    HostKeyError,
+    RemoteCommandError,
+    TransportError,
+)
+from testbed.fleet import FakeDevice, FakeFleet
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(120)]
 

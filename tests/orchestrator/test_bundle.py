@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from orchestrator.bundle import archive_bytes, build_bundle
-from tests.agent.conftest import MODEL_REL, assert_gapless, job_dict, parse_lines, save_tiny_model
+from testbed.models import save_tiny_model
+from tests.agent.conftest import MODEL_REL, assert_gapless, job_dict, parse_lines
 
 
 @pytest.fixture(scope="module")

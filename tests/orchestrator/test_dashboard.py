@@ -6,7 +6,6 @@ import io
 import re
 import time
 
-import pytest
 from rich.console import Console
 
 from agent.protocol import make_event
@@ -21,10 +20,10 @@ from orchestrator.formatting import (
     format_energy,
     format_latency,
     format_power,
-    format_sig,
     sparkline,
 )
 from orchestrator.progress import RunProgress
+from tasks.numbers import MISSING
 
 LONG_ERROR = (
     "ConnectError: pi5 (192.0.2.15:22) did not answer within 10 s; check that the "
@@ -143,25 +142,6 @@ def render_text(progress: RunProgress, width: int = 140) -> str:
 # --------------------------------------------------------------------------- formatting
 
 
-@pytest.mark.parametrize(
-    ("value", "text"),
-    [
-        (3.14159, "3.14"),
-        (1234.5, "1230"),
-        (0.012345, "0.0123"),
-        (9.996, "10.0"),
-        (99.96, "100"),
-        (0.0, "0"),
-        (-2.346, "-2.35"),
-        (100.0, "100"),
-        (5.0, "5.00"),
-        (float("nan"), "–"),
-    ],
-)
-def test_format_sig_keeps_three_significant_digits(value: float, text: str) -> None:
-    assert format_sig(value) == text
-
-
 def test_units_and_missing_values() -> None:
     assert format_power(3.2149) == "3.21 W"
     assert format_power(12.345) == "12.3 W"
@@ -170,7 +150,7 @@ def test_units_and_missing_values() -> None:
     assert format_latency(1.23456) == "1.23 s"
     assert format_energy(12.3456) == "12.3 J"
     assert format_energy(0.0123456) == "0.0123 J"
-    assert format_power(None) == format_latency(None) == format_energy(None) == "–"
+    assert format_power(None) == format_latency(None) == format_energy(None) == MISSING
 
 
 # --------------------------------------------------------------------------- sparkline
@@ -227,7 +207,7 @@ def test_dashboard_renders_every_device_and_its_cells() -> None:
 def test_dashboard_header_counts_states_and_estimates_eta() -> None:
     progress = RunProgress("r", ["a", "b"])
     progress.plan("a", trials_total=1, queries_total=4)
-    assert "ETA –" in render_text(progress).splitlines()[0]
+    assert f"ETA {MISSING}" in render_text(progress).splitlines()[0]
     progress.set_state("a", "running", trial="dense/generate")
     progress.apply_event("a", _query(1, 0.5))
     header = render_text(progress).splitlines()[0]

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from orchestrator.bootstrap import bootstrap_device
 from orchestrator.deploy import (
     PushItem,
     RemoteLayout,
-    bootstrap_device,
     deploy_files,
-    device_requirements,
     items_for_directory,
-    pip_install_argv,
-    wheelhouse_argv,
 )
 from orchestrator.inventory import parse_inventory
 from orchestrator.transport import open_transport
 from orchestrator.transport.local import LocalTransport
+from orchestrator.wheels import device_requirements
 from tasks.errors import ArtifactError, ConfigError
 
 
@@ -112,65 +108,6 @@ def test_device_requirements_come_from_the_device_extra() -> None:
     reqs = device_requirements()
     assert "torch==2.13.0" in reqs
     assert not any(r.startswith(("fabric", "rich", "sqlalchemy", "tensorly")) for r in reqs)
-
-
-def test_wheelhouse_command_downloads_binary_aarch64_wheels(tmp_path: Path) -> None:
-    argv = wheelhouse_argv("aarch64", tmp_path, requirements=["torch==2.13.0"])
-    assert argv[:5] == [sys.executable, "-m", "pip", "download", "--only-binary=:all:"]
-    joined = " ".join(argv)
-    assert "--platform manylinux2014_aarch64" in joined
-    assert "--python-version 3.11" in joined and f"--dest {tmp_path}" in joined
-    assert argv[-1] == "torch==2.13.0"
-    with pytest.raises(ConfigError, match="unknown"):
-        wheelhouse_argv("sparc", tmp_path)
-
-
-def test_pip_install_offline_from_a_wheelhouse() -> None:
-    assert pip_install_argv("/v/bin/python3", ["a==1"], find_links="/w/wheelhouse")[-4:] == [
-        "--no-index",
-        "--find-links",
-        "/w/wheelhouse",
-        "a==1",
-    ]
-    assert "--index-url" in pip_install_argv("p", ["a"], index_url="http://mirror/simple")
-
-
-def build_wheel(folder: Path, name: str = "tslm_probe_pkg", version: str = "1.0") -> Path:
-    """A minimal pure-Python wheel, made by hand (no network, no build backend)."""
-    dist = f"{name}-{version}"
-    path = folder / f"{dist}-py3-none-any.whl"
-    files = {
-        f"{name}.py": "VALUE = 42\n",
-        f"{dist}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
-        f"{dist}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-        "Tag: py3-none-any\n",
-    }
-    record = "".join(f"{n},,\n" for n in files) + f"{dist}.dist-info/RECORD,,\n"
-    with zipfile.ZipFile(path, "w") as zf:
-        for n, text in files.items():
-            zf.writestr(n, text)
-        zf.writestr(f"{dist}.dist-info/RECORD", record)
-    return path
-
-
-@pytest.mark.slow
-def test_bootstrap_creates_the_venv_and_installs_from_a_wheelhouse(tmp_path: Path) -> None:
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    build_wheel(wheels)
-    python = tmp_path / "venv" / "bin" / "python3"
-    t = open_transport(make_device(tmp_path, python=str(python)))
-    report = bootstrap_device(
-        t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"], base_python=sys.executable
-    )
-    assert report.created and report.venv == str(tmp_path / "venv")
-    assert report.wheelhouse_pushed == 1
-    out = t.run([str(python), "-c", "import tslm_probe_pkg; print(tslm_probe_pkg.VALUE)"])
-    assert out.stdout.strip() == "42"
-    again = bootstrap_device(
-        t, wheelhouse=wheels, requirements=["tslm_probe_pkg==1.0"], base_python=sys.executable
-    )
-    assert not again.created and again.wheelhouse_pushed == 0
 
 
 def test_bootstrap_needs_a_python_path(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from db.errors import DatabaseError
 from orchestrator.plots import (
     FIGURES,
     as_result_row,
@@ -18,7 +19,7 @@ from orchestrator.plots import (
     plot_perplexity,
     write_plots,
 )
-from tasks.errors import ConfigError, DatabaseError
+from tasks.errors import ConfigError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VARIANTS = (
@@ -31,7 +32,7 @@ VARIANTS = (
 def result_rows(
     *, metered: tuple[str, ...] = ("pi4", "pi5"), devices: tuple[str, ...] = ("pi4", "pi5", "local")
 ) -> list[dict[str, Any]]:
-    """Rows shaped like ``db.queries.results``: 3 variants x 2 tasks per device."""
+    """Rows shaped like ``db.results.results``: 3 variants x 2 tasks per device."""
     rows = []
     for k, device in enumerate(devices):
         speed = 1.0 / (k + 1)
@@ -212,7 +213,7 @@ def test_output_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def populated_store(url: str) -> None:
     """One run, two devices (one without a meter), dense and TT, through the real store."""
-    from db.engine import open_store
+    from db.store import open_store
     from tests.db.factories import trial_events
 
     with open_store(url) as store:

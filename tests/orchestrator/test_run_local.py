@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import save_tiny_model
+from testbed.models import save_tiny_model
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,9 @@ import pytest
 
 from orchestrator.inventory import parse_inventory
 from orchestrator.transport import open_transport
+from orchestrator.transport.errors import RemoteCommandError, TransportError
 from orchestrator.transport.local import LocalTransport
 from orchestrator.transport.ssh import remote_command
-from tasks.errors import RemoteCommandError, TransportError
 
 HOSTILE = [
     "a b",

@@ -8,7 +8,7 @@ import torch
 from tasks import data as builtin_data
 from tasks.compression import get_method, parse_variant
 from tasks.compression.calibration import frequency_order, token_counts, zipf_weights
-from tasks.embedding import HybridTTEmbedding, in_mode
+from tasks.compression.embedding import HybridTTEmbedding, in_mode
 from tasks.errors import CompressionError
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from bench.lm_eval_reference import lm_eval_model, run_reference
 from tasks.workloads import get_task
-from tasks.workloads.items import ChoiceItem, LastWordItem, load_items
+from tasks.workloads.item_sources import load_items
+from tasks.workloads.items import ChoiceItem, LastWordItem
 from tasks.workloads.loglikelihood import LoglikelihoodScorer, encode_pair, encode_requests
 from tests.tasks.workloads.conftest import build_model
 

@@ -9,7 +9,8 @@ import pytest
 
 from tasks.errors import TaskError
 from tasks.workloads import get_task
-from tasks.workloads.items import SMOKE_NOTE, LastWordItem, load_items, smoke_items
+from tasks.workloads.item_sources import load_items
+from tasks.workloads.items import SMOKE_NOTE, LastWordItem, smoke_items
 from tasks.workloads.named_data import (
     NAMED_DATASETS,
     arc_record,

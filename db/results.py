@@ -1,4 +1,4 @@
-"""The read side: aggregated results per trial, runs, and read-only SQL.
+"""Aggregated results per trial: what ``tslm-fleet results`` prints.
 
 :func:`results` aggregates each (run, device, variant, task) trial into a
 :class:`ResultRow`: median, p90, IQR and a 95% CI of the median for latency and
@@ -8,7 +8,7 @@ per-query figures (all of them, under-resolved ones included, to avoid favouring
 queries); ``flags`` says which (``energy-from-windows`` /
 ``energy-from-queries``) and warns with ``throttled``, ``under-resolved``, ``no-meter``,
 ``failed``, ``incomplete`` and ``few-queries``. The paper-style table is in
-:mod:`db.compare`.
+:mod:`db.compare`, the list of runs in :mod:`db.runs`, read-only SQL in :mod:`db.query`.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ import statistics
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from db.schema import Artifact, Device, Query, Run, RunStatus, Score, Trial, TrialStatus, Window
+from db.errors import map_db_error
+from db.formatting import iso_utc
+from db.schema import Artifact, Device, Query, Run, Score, Trial, TrialStatus, Window
 from db.stats import Summary, summarize
 
 #: ids per IN (...) clause, well below SQLite's variable limit
@@ -90,34 +92,6 @@ class ResultRow:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with every field."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class RunRow:
-    """One run with its trial counts by status."""
-
-    run_id: str
-    status: str
-    started_at: str | None
-    finished_at: str | None
-    inventory_name: str | None
-    model: str | None
-    devices: int
-    trials: int
-    trials_ok: int
-    trials_failed: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """ISO 8601 text of a stored UTC time (None stays None)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat(timespec="seconds")
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -221,8 +195,6 @@ def results(engine: Engine, filters: ResultFilter | None = None) -> list[ResultR
         )
         scores = _grouped(engine, ids, (Score.trial_id, Score.metric, Score.value))
     except DBAPIError as exc:
-        from db.errors import map_db_error
-
         raise map_db_error(exc, "results query") from exc
     return [
         _aggregate(
@@ -338,100 +310,3 @@ def _mean_power(queries: _Columns, windows: _Columns) -> float | None:
     if measured:
         return sum(e for e, _ in measured) / sum(t for _, t in measured)
     return None
-
-
-def latest_run_id(engine: Engine) -> str | None:
-    """The id of the most recently started run (None for an empty database)."""
-    with engine.connect() as conn:
-        return conn.scalar(select(Run.id).order_by(Run.started_at.desc(), Run.id.desc()).limit(1))
-
-
-def runs(engine: Engine, limit: int | None = None) -> list[RunRow]:
-    """Runs, newest first, with their trial counts."""
-
-    def count(status: TrialStatus) -> Any:
-        return func.sum(case((Trial.status == status, 1), else_=0))
-
-    counts = (
-        select(
-            Trial.run_id,
-            func.count().label("trials"),
-            func.count(func.distinct(Trial.device_id)).label("devices"),
-            count(TrialStatus.ok).label("ok"),
-            count(TrialStatus.failed).label("failed"),
-        )
-        .group_by(Trial.run_id)
-        .subquery()
-    )
-    stmt = (
-        select(Run, counts.c.trials, counts.c.devices, counts.c.ok, counts.c.failed)
-        .outerjoin(counts, counts.c.run_id == Run.id)
-        .order_by(Run.started_at.desc(), Run.id.desc())
-    )
-    if limit:
-        stmt = stmt.limit(limit)
-    with Session(engine) as session:
-        rows = list(session.execute(stmt))
-    return [
-        RunRow(
-            run_id=r.Run.id,
-            status=RunStatus(r.Run.status).value,
-            started_at=iso_utc(r.Run.started_at),
-            finished_at=iso_utc(r.Run.finished_at),
-            inventory_name=r.Run.inventory_name,
-            model=r.Run.model,
-            devices=r.devices or 0,
-            trials=r.trials or 0,
-            trials_ok=int(r.ok or 0),
-            trials_failed=int(r.failed or 0),
-        )
-        for r in rows
-    ]
-
-
-@dataclass(frozen=True)
-class SqlResult:
-    """Columns and rows of a raw SQL query."""
-
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-
-    def records(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
-
-
-def run_sql(engine: Engine, sql: str, max_rows: int | None = None) -> SqlResult:
-    """Run one SQL statement in a transaction that the database itself keeps read-only.
-
-    The engine must come from a read-only store (SQLite opened with ``mode=ro``;
-    PostgreSQL sessions with read-only transactions by default). On PostgreSQL the
-    transaction is also declared ``READ ONLY`` before the statement, and the statement
-    is sent on its own through the extended protocol, so it cannot end that transaction
-    and start another. The transaction is always rolled back. The SQL text is passed to
-    the database untouched (no bind-parameter parsing).
-    """
-    from db.errors import map_driver_error
-
-    dbapi_error = engine.dialect.loaded_dbapi.Error
-    try:
-        with engine.connect() as conn:
-            conn.begin()
-            extra: dict[str, Any] = {}
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
-                extra["prepare"] = True
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                cursor.execute(sql, **extra)
-                if cursor.description is None:
-                    return SqlResult(columns=[], rows=[])
-                columns = [d[0] for d in cursor.description]
-                raw = cursor.fetchmany(max_rows) if max_rows else cursor.fetchall()
-                return SqlResult(columns=columns, rows=[tuple(r) for r in raw])
-            finally:
-                cursor.close()
-                conn.rollback()
-    except dbapi_error as exc:
-        raise map_driver_error(exc, "query") from exc
-    except DBAPIError as exc:
-        raise map_driver_error(exc.orig, "query") from exc

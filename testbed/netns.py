@@ -10,38 +10,33 @@ import contextlib
 import os
 import signal
 import subprocess
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from tests.fleet.devices import FakeDevice
 
 
 def _run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
 
 
-def delete_netns(device: FakeDevice) -> None:
-    if device.netns is None:
+def delete_netns(ns: str | None, host_if: str | None) -> None:
+    """Kill what runs in namespace ``ns``, delete its veth pair and the namespace."""
+    if ns is None:
         return
-    for pid in (
-        _run("ip", "netns", "pids", device.netns).split() if netns_exists(device.netns) else []
-    ):
+    for pid in _run("ip", "netns", "pids", ns).split() if netns_exists(ns) else []:
         with contextlib.suppress(ProcessLookupError):
             os.kill(int(pid), signal.SIGKILL)
-    if device.host_if is not None:  # deleting one end of a veth pair deletes both
-        subprocess.run(["ip", "link", "del", device.host_if], capture_output=True, check=False)
-    if netns_exists(device.netns):
-        _run("ip", "netns", "del", device.netns)
+    if host_if is not None:  # deleting one end of a veth pair deletes both
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, check=False)
+    if netns_exists(ns):
+        _run("ip", "netns", "del", ns)
 
 
 def netns_exists(name: str) -> bool:
+    """Whether network namespace ``name`` exists."""
     return name in _run("ip", "netns", "list").split()
 
 
-def make_netns(device: FakeDevice, tag: str, subnet: int) -> None:
-    """Create the device's namespace and veth pair: 10.213.<subnet>.1 here, .2 in the namespace."""
-    ns, host_if = device.netns, device.host_if
-    assert ns is not None and host_if is not None
+def make_netns(ns: str, host_if: str, tag: str, subnet: int) -> None:
+    """Create namespace ``ns`` and a veth pair: 10.213.<subnet>.1 on ``host_if`` here,
+    .2 on ``eth0`` in the namespace."""
     _run("ip", "netns", "add", ns)
     _run("ip", "link", "add", host_if, "type", "veth", "peer", "name", f"vd{tag}", "netns", ns)
     _run("ip", "netns", "exec", ns, "ip", "link", "set", f"vd{tag}", "name", "eth0")

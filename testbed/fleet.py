@@ -1,4 +1,4 @@
-"""Fake devices for the fleet tests: real OpenSSH servers on loopback addresses.
+"""Fake devices: real OpenSSH servers on loopback addresses, for tests and benchmarks.
 
 Each :class:`FakeDevice` is a Unix user with its own home, an ed25519 client key, its
 own ``sshd`` (own host key, own port on 127.0.0.N, ``UsePAM no``) and a known_hosts file
@@ -35,9 +35,9 @@ from typing import Any
 
 import yaml
 
-from tests.fleet.netns import delete_netns, make_netns
+from testbed.netns import delete_netns, make_netns
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV_PYTHON = ROOT / ".venv" / "bin" / "python"
 SSHD = Path("/usr/sbin/sshd")
 SSHD_START_TIMEOUT_S = 10.0
@@ -351,7 +351,7 @@ class FakeFleet:
                 device.stop,
                 device.kill_user_processes,
                 lambda d=device: _run("userdel", "-f", "-r", d.user),
-                lambda d=device: delete_netns(d),
+                lambda d=device: delete_netns(d.netns, d.host_if),
             ):
                 try:
                     step()
@@ -414,7 +414,8 @@ def _add_device(
     # registered before the user exists, so that close() removes whatever was made
     fleet.devices.append(device)
     if netns:
-        make_netns(device, tag, subnet)
+        assert device.netns is not None and device.host_if is not None
+        make_netns(device.netns, device.host_if, tag, subnet)
     _run(
         "useradd",
         "--create-home",

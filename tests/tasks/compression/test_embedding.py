@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tasks.compression import get_method, parse_variant
+from tasks.compression.embedding import TTEmbedding, in_mode, resident_bytes
 from tasks.compression.ttsvd import tt_svd_table
-from tasks.embedding import TTEmbedding, in_mode, resident_bytes
 from tasks.errors import ConfigError
 
 
