@@ -32,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.common import cache_dir, sig, write_result  # noqa: E402
+from bench.common import sig, write_result  # noqa: E402
+from tasks.cache import ARTIFACTS, MODELS, cache_path  # noqa: E402
 
 NAME = "quality"
 VARIANTS = (
@@ -171,7 +172,7 @@ def accuracy(ref: Any, base: Any, tokenizer: Any, variants: tuple, limit: int | 
         row: dict[str, Any] = {"variant": spec.canonical, "ratio": 1.0}
         model = base
         if spec.needs_artifact:
-            info = build_artifact(ref, spec, cache_dir(), model=base, tokenizer=tokenizer)
+            info = build_artifact(ref, spec, cache_path(ARTIFACTS), model=base, tokenizer=tokenizer)
             row["ratio"] = info.manifest["compression_ratio"]
             model = apply_artifact(copy.deepcopy(base), load_artifact(info.path, info.sha256))
         row["choice"] = task_scores(model, tokenizer, "choice", limit)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     limit = 16 if args.quick else None
     rounds = 1 if args.quick else args.rounds
     ref = resolve_model("default")
-    model, tokenizer = load_model(ref, cache_dir=cache_dir() / "models")
+    model, tokenizer = load_model(ref, cache_dir=cache_path(MODELS))
     result = {
         "model": ref.name,
         "threads": torch.get_num_threads(),
