@@ -60,6 +60,7 @@ def _check(model, tokenizer, task_name: str, record, label: str) -> dict[str, fl
     return scores
 
 
+@pytest.mark.timeout(1800)  # the model's conversion and lm-eval on a busy 2-core machine
 def test_dense_matches_lm_eval(smollm2, crosscheck_record) -> None:
     _, model, tokenizer = smollm2
     choice = _check(model, tokenizer, "choice", crosscheck_record, "SmolLM2 dense")
@@ -67,6 +68,7 @@ def test_dense_matches_lm_eval(smollm2, crosscheck_record) -> None:
     _check(model, tokenizer, "last-word", crosscheck_record, "SmolLM2 dense")
 
 
+@pytest.mark.timeout(1800)
 def test_compressed_variant_matches_lm_eval(smollm2, tmp_path, crosscheck_record) -> None:
     from tasks.artifacts import apply_artifact, build_artifact, load_artifact
     from tasks.compression import parse_variant
