@@ -26,9 +26,10 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from agent.journal import JOURNAL_NAME, read_events
-from agent.protocol import JobSpec, utc_now_iso
+from agent.protocol import WORKDIR_PREFIX, JobSpec, utc_now_iso
 from tasks.errors import AgentError, ConfigError, JobBusyError, JobSpecError
 
 DEFAULT_WORKDIR = "~/.tslm"
@@ -122,7 +123,28 @@ def read_spec(source: str, workdir: Workdir) -> JobSpec:
     workdir.resolve_inside(spec.model.path, f"{where}.model.path")
     if spec.artifact is not None:
         workdir.resolve_inside(spec.artifact.path, f"{where}.artifact.path")
+    for i, task in enumerate(spec.tasks):
+        task_params_inside(task.params, workdir, f"{where}.tasks[{i}].params")
     return spec
+
+
+def task_params_inside(params: dict[str, Any], workdir: Workdir, where: str) -> dict[str, Any]:
+    """``params`` with every ``workdir:REL`` value replaced by its real path in ``workdir``.
+
+    A file the controller pushed for a task (a JSONL data file, a text) is named this way
+    in the job spec; the path must stay inside the work directory and exist.
+    """
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and value.startswith(WORKDIR_PREFIX):
+            path = workdir.resolve_inside(value[len(WORKDIR_PREFIX) :], f"{where}.{key}")
+            if not path.is_file():
+                raise JobSpecError(
+                    f"{where}.{key}: {value!r} is not in the work directory {workdir.root}",
+                    hint="push the task's data file to the device (tslm-fleet deploy)",
+                )
+            out[key] = str(path)
+    return out
 
 
 def _try_flock(fd: int) -> bool:

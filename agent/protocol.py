@@ -29,6 +29,9 @@ from tasks.errors import JobSpecError, ProtocolError
 
 PROTOCOL_VERSION = 1
 JOB_SPEC_VERSION = 1
+#: a task parameter ``workdir:REL`` names the file REL pushed into the agent's work
+#: directory (a data file of the controller's); the agent passes the task its real path
+WORKDIR_PREFIX = "workdir:"
 
 _NUM = (int, float)
 _OPT_NUM = (int, float, type(None))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent import sysinfo
-from agent.jobs import JobLocks, JobPaths, Workdir
+from agent.jobs import JobLocks, JobPaths, Workdir, task_params_inside
 from agent.journal import EventEmitter, Journal
 from agent.protocol import PROTOCOL_VERSION, JobSpec
 from agent.windows import WindowRecorder
@@ -266,9 +266,10 @@ class JobRunner:
         from tasks.workloads import get_task
 
         prepared = []
-        for task_spec in self.spec.tasks:
+        for i, task_spec in enumerate(self.spec.tasks):
             task = get_task(task_spec.name)
-            params = task.parse_params(task_spec.params)
+            raw = task_params_inside(task_spec.params, self.workdir, f"job.json tasks[{i}].params")
+            params = task.parse_params(raw)
             prepared.append((task_spec.name, task.prepare(model, tokenizer, params)))
         return prepared
 

@@ -87,6 +87,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         time_limit_s=120,
         quick_args=("--seconds", "1"),
     ),
+    "quality": Benchmark(
+        "bench.bench_quality",
+        "quality",
+        "choice items/s vs lm-eval's HF wrapper; smoke-set accuracy of the variants (SmolLM2)",
+        time_limit_s=900,
+    ),
 }
 
 

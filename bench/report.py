@@ -14,6 +14,7 @@ from typing import Any
 
 from bench.common import describe_machine, machine_info, sig
 from bench.sections import (
+    QUALITY_CAPTION,
     RENDERERS,
     TITLES,
     Section,
@@ -21,6 +22,7 @@ from bench.sections import (
     frontier_fields,
     frontier_rows,
     ppl_text,
+    quality_table,
     table,
 )
 from tasks.errors import ConfigError, TslmError
@@ -235,6 +237,15 @@ def readme_section(results_dir: Path) -> str:
             "vs dense):",
             "",
             *paper,
+            "",
+        ]
+    quality = results.get("quality")
+    if quality and quality.get("variants"):
+        out += [
+            f"{QUALITY_CAPTION} (`choice` and `last-word` on {quality.get('model', '?')}; "
+            "± one standard error):",
+            "",
+            *quality_table(quality),
             "",
         ]
     if (results_dir / "frontier.png").is_file():

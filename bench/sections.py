@@ -348,6 +348,67 @@ def meters_section(doc: dict[str, Any]) -> Section:
     return Section(lines, f"**Meters**: {headline}.", notes)
 
 
+QUALITY_CAPTION = (
+    "Smoke-set accuracy: the built-in smoke sets were written for tslm-fleet to run "
+    "offline; these numbers are NOT comparable to published benchmark figures"
+)
+
+
+def quality_table(doc: dict[str, Any]) -> list[str]:
+    """Variants as rows: ratio, choice acc / acc_norm (stderr), last-word acc and ppl."""
+
+    def acc(scores: dict[str, Any], key: str) -> str:
+        stderr = scores.get(f"{key}_stderr")
+        tail = f" ± {sig(stderr, 2)}" if stderr is not None else ""
+        return f"{sig(scores[key])}{tail}"
+
+    rows = [
+        [
+            f"`{r['variant']}`",
+            f"{sig(r['ratio'])}x",
+            acc(r["choice"], "acc"),
+            acc(r["choice"], "acc_norm"),
+            acc(r["last_word"], "acc"),
+            sig(r["last_word"]["word_perplexity"]),
+        ]
+        for r in doc.get("variants", [])
+    ]
+    n_choice = doc["variants"][0]["choice"]["items"] if rows else 0
+    n_words = doc["variants"][0]["last_word"]["items"] if rows else 0
+    return table(
+        [
+            "variant",
+            "compression",
+            f"choice acc ({n_choice:.0f} items)",
+            "choice acc_norm",
+            f"last-word acc ({n_words:.0f} items)",
+            "last-word ppl",
+        ],
+        rows,
+    )
+
+
+def quality_section(doc: dict[str, Any]) -> Section:
+    speed = doc["speed"]
+    ours = speed["sides"]["tslm-fleet"]["items_per_s"]
+    same = "identical" if speed["identical_decisions"] else "NOT identical"
+    headline = (
+        f"`choice` scores {sig(ours)} items/s with {doc['threads']} threads, "
+        f"{sig(speed['ratio_vs_fastest_lm_eval'])}x lm-eval's own HF wrapper "
+        f"({speed['fastest_lm_eval']}) on the same model and {speed['items']} items, "
+        f"per-item decisions {same}"
+    )
+    rates = ", ".join(
+        f"{name} {sig(side['items_per_s'])} items/s" for name, side in speed["sides"].items()
+    )
+    notes = [
+        f"{headline}.",
+        f"Median of {speed['rounds']} alternating rounds, tokenization included: {rates}.",
+        f"{QUALITY_CAPTION}.",
+    ]
+    return Section(quality_table(doc), f"**Quality scoring speed**: {headline}.", notes)
+
+
 #: result file stem -> renderer, in the order of the summary
 RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "compress_speed": compress_section,
@@ -356,6 +417,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "fleet": fleet_section,
     "db": db_section,
     "meters": meters_section,
+    "quality": quality_section,
 }
 TITLES = {
     "compress_speed": "Compression speed",
@@ -364,4 +426,5 @@ TITLES = {
     "fleet": "Fleet scaling",
     "db": "Results database",
     "meters": "Power-meter sampling",
+    "quality": "Task quality (smoke sets) and scoring speed",
 }

@@ -1,11 +1,14 @@
 """The paper-style comparison table of one run.
 
 By default variants are rows and devices are column groups, each group holding the
-compression ratio, perplexity, latency, energy per query and net energy per query
-(``by="device"`` swaps rows and groups). A run with several tasks gets one row per
+compression ratio, perplexity, accuracy, latency, energy per query and net energy per
+query (``by="device"`` swaps rows and groups). A run with several tasks gets one row per
 (variant, task); the perplexity of a (variant, device) is taken from whichever of its
 trials reported one, so a generation row shows the perplexity measured by the perplexity
-task of the same variant on the same device.
+task of the same variant on the same device. Accuracy (``acc`` of the ``choice`` or
+``last-word`` task) does not depend on the board: a row without its own is shown the
+accuracy of the same variant on the same device, else on the ``controller`` (where
+``on=controller`` runs quality tasks once per variant).
 """
 
 from __future__ import annotations
@@ -28,7 +31,11 @@ LAYOUTS: dict[str, tuple[Callable[[ResultRow], str], Callable[[ResultRow], str]]
     "variant": (lambda r: r.variant, lambda r: r.device),
     "device": (lambda r: r.device, lambda r: r.variant),
 }
-CELL_HEADERS = ["ratio", "ppl", "latency_s", "energy_j/query", "net_energy_j/query"]
+CELL_HEADERS = ["ratio", "ppl", "acc", "latency_s", "energy_j/query", "net_energy_j/query"]
+#: score metrics read as the accuracy of a trial, in order of preference
+ACCURACY_METRICS = ("acc",)
+#: the device quality tasks run with on=controller are stored under
+CONTROLLER_DEVICE = "controller"
 #: flags worth a note under the table (the energy source is in the JSON only)
 NOTE_FLAGS = ("failed", "incomplete", "no-meter", "under-resolved", "throttled", "few-queries")
 
@@ -39,6 +46,7 @@ class CompareCell:
 
     compression_ratio: float | None
     perplexity: float | None
+    accuracy: float | None
     latency_s_median: float | None
     latency_s_half_iqr: float | None
     energy_j_per_query_median: float | None
@@ -107,10 +115,19 @@ def _format_cell(cell: CompareCell | None) -> list[str]:
     return [
         format_sig(cell.compression_ratio),
         format_sig(cell.perplexity),
+        format_sig(cell.accuracy),
         format_spread(cell.latency_s_median, cell.latency_s_half_iqr),
         format_spread(cell.energy_j_per_query_median, cell.energy_j_per_query_half_iqr),
         format_spread(cell.net_energy_j_per_query_median, cell.net_energy_j_per_query_half_iqr),
     ]
+
+
+def _accuracy(row: ResultRow) -> float | None:
+    return next((row.scores[m] for m in ACCURACY_METRICS if m in row.scores), None)
+
+
+def _first_not_none(*values: float | None) -> float | None:
+    return next((v for v in values if v is not None), None)
 
 
 def _half(iqr: float | None) -> float | None:
@@ -136,18 +153,28 @@ def compare(
             hint="list the runs with: tslm-fleet runs",
         )
     perplexity: dict[tuple[str, str], float] = {}
+    accuracy: dict[tuple[str, str], float] = {}
     for r in rows:
         if r.perplexity is not None:
             perplexity.setdefault((r.variant, r.device), r.perplexity)
+        if _accuracy(r) is not None:
+            accuracy.setdefault((r.variant, r.device), _accuracy(r))
     row_key, group_key = LAYOUTS[by]
     ordered = sorted(rows, key=lambda r: (r.compression_ratio or 0.0, r.variant, r.device))
     groups = list(dict.fromkeys(group_key(r) for r in ordered))
+    # board-independent quality measured once on the controller: its column comes last
+    groups.sort(key=lambda g: by == "variant" and g == CONTROLLER_DEVICE)
     table: dict[tuple[str, str], CompareRow] = {}
     for r in ordered:
         row = table.setdefault((row_key(r), r.task), CompareRow(key=row_key(r), task=r.task))
         row.cells[group_key(r)] = CompareCell(
             compression_ratio=r.compression_ratio,
             perplexity=r.perplexity or perplexity.get((r.variant, r.device)),
+            accuracy=_first_not_none(
+                _accuracy(r),
+                accuracy.get((r.variant, r.device)),
+                accuracy.get((r.variant, CONTROLLER_DEVICE)),
+            ),
             latency_s_median=r.latency_s_median,
             latency_s_half_iqr=_half(r.latency_s_iqr),
             energy_j_per_query_median=r.energy_j_per_query_median,

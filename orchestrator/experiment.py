@@ -44,6 +44,8 @@ DEFAULT_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
 DEMO_TASKS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("generate", {"num_queries": 4, "max_new_tokens": 16}),
     ("perplexity", {"window": 256, "stride": 256, "max_tokens": 1024}),
+    # smoke-set accuracy, once per variant on the controller (not comparable to published)
+    ("choice", {"limit": 20, "on": "controller"}),
 )
 
 
@@ -70,6 +72,27 @@ class ExperimentModel(BaseModel):
     threads: int | None = Field(None, ge=1)
     embedding_mode: str = "on-the-fly"
     max_duration_s: float = Field(3600.0, gt=0)
+
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _on_key(cls, value: Any) -> Any:
+        """YAML 1.1 reads a bare ``on:`` key as ``true``: read it back as the ``on``
+        task parameter (``- choice: {on: controller}``)."""
+        if not isinstance(value, list):
+            return value
+        out = []
+        for item in value:
+            if isinstance(item, dict):
+                item = {
+                    name: (
+                        {("on" if k is True else k): v for k, v in params.items()}
+                        if isinstance(params, dict)
+                        else params
+                    )
+                    for name, params in item.items()
+                }
+            out.append(item)
+        return out
 
     @field_validator("embedding_mode")
     @classmethod
@@ -122,14 +145,23 @@ class Experiment:
 
 
 def parse_task_option(text: str) -> TaskRequest:
-    """``--task NAME[:key=value...]`` -> TaskRequest (values parsed as YAML scalars)."""
-    name, *pairs = text.split(":")
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--task {text!r}: expected NAME[:key=value...], got {pair!r}")
-        params[key] = yaml.safe_load(value)
+    """``--task NAME[:key=value...]`` -> TaskRequest (values parsed as YAML scalars).
+
+    A piece without ``=`` continues the value before it, so values may hold colons:
+    ``perplexity:text=builtin:dialogue``, ``perplexity:text=hf:wikitext:CONFIG:test``.
+    """
+    name, *pieces = text.split(":")
+    raw: dict[str, str] = {}
+    key = None
+    for piece in pieces:
+        k, sep, value = piece.partition("=")
+        if sep and k:
+            key, raw[k] = k, value
+        elif key is not None:
+            raw[key] += ":" + piece
+        else:
+            raise ConfigError(f"--task {text!r}: expected NAME[:key=value...], got {piece!r}")
+    params: dict[str, Any] = {k: yaml.safe_load(v) for k, v in raw.items()}
     if not name:
         raise ConfigError(f"--task {text!r}: missing task name")
     return TaskRequest(name=name, params=params)

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.placement import TaskFile
+
 
 @dataclass(frozen=True)
 class PreparedVariant:
@@ -33,6 +35,8 @@ class TrialPlan:
     params: dict[str, Any]
     #: queries the trial is expected to run (all repetitions), for the progress bars
     estimated_queries: int = 0
+    #: controller files the job reads (``params`` names them ``workdir:...``)
+    files: tuple[TaskFile, ...] = ()
 
     @property
     def label(self) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiment import Experiment, experiment_from_dict
+from orchestrator.placement import DATA_DIR, place_tasks, task_files
 from orchestrator.plans import ModelPayload, PreparedVariant, TrialPlan
 from orchestrator.progress import RunProgress
 from orchestrator.scheduler import DeviceOutcome, DeviceWorker
@@ -146,7 +147,9 @@ def execute_run(
     store.create_run(
         run_id, experiment.to_dict(), inventory_name, model=model_ref.name, tool_version=__version__
     )
-    plans = plan_trials(store, run_id, devices, variants, experiment)
+    placed = place_tasks(devices, experiment.tasks, cache_dir)
+    devices = [device for device, _ in placed]
+    plans = plan_trials(store, run_id, placed, variants, experiment, cache_dir)
     progress = progress_factory(run_id, [d.name for d in devices])
     for device in devices:
         progress.plan(
@@ -200,14 +203,20 @@ def _run_id_and_experiment(
 def plan_trials(
     store: Any,
     run_id: str,
-    devices: list[Any],
+    placed: list[tuple[Any, tuple[Any, ...]]],
     variants: list[PreparedVariant],
     experiment: Experiment,
+    cache_dir: Path,
 ) -> dict[str, list[TrialPlan]]:
     """Record the devices and their trials (variant x task) in the database; the plan of
-    each device by name. On a resume the stored trials are found again."""
+    each device by name. On a resume the stored trials are found again.
+
+    ``placed``: each device with the tasks it runs (see :func:`place_tasks`); a task's job
+    parameters name the data files pushed with it.
+    """
+    jobs = {id(t): task_files(t, cache_path(DATA_DIR, root=cache_dir)) for t in experiment.tasks}
     plans: dict[str, list[TrialPlan]] = {}
-    for device in devices:
+    for device, tasks in placed:
         store.upsert_device(
             name=device.name,
             host=device.host or "localhost",
@@ -222,11 +231,12 @@ def plan_trials(
                 ),
                 variant=v,
                 task=t.name,
-                params=dict(t.params),
+                params=jobs[id(t)][0],
                 estimated_queries=_estimated_queries(t, experiment.repetitions),
+                files=jobs[id(t)][1],
             )
             for v in variants
-            for t in experiment.tasks
+            for t in tasks
         ]
     return plans
 

@@ -190,6 +190,8 @@ class DeviceWorker:
                 continue
             seen.add(art)
             items += items_for_directory(art, RemoteLayout.artifact_dir(art.name))
+        files = {f.remote: f for plan in self.trials for f in plan.files}
+        items += [PushItem(local=f.local, remote=f.remote, sha256=f.sha256) for f in files.values()]
         deploy_files(self.link.transport, items, workdir=self.link.workdir)
 
     # ------------------------------------------------------------------ trials

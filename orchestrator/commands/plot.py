@@ -49,11 +49,13 @@ def plot(
 ) -> None:
     """Write PNG figures of a run.
 
-    Energy per query and perplexity against compression ratio, latency per device and
-    variant.
+    Energy per query, perplexity and accuracy against compression ratio, latency per
+    device and variant.
     """
+    from orchestrator.plot_quality import write_accuracy_plot
     from orchestrator.plots import write_plots
 
     run_id, rows = load_results(db, run)
     for path in write_plots(rows, out, run_id=run_id):
         typer.echo(str(path))
+    typer.echo(str(write_accuracy_plot(rows, out)))

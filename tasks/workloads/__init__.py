@@ -33,6 +33,8 @@ TASKS: dict[str, str] = {
     "generate": "tasks.workloads.generate:GenerateTask",
     "perplexity": "tasks.workloads.perplexity:PerplexityTask",
     "next-token": "tasks.workloads.next_token:NextTokenTask",
+    "choice": "tasks.workloads.choice:ChoiceTask",
+    "last-word": "tasks.workloads.last_word:LastWordTask",
 }
 
 

@@ -68,6 +68,9 @@ class Task(Protocol):
     description: ClassVar[str]
     #: the frozen dataclass :meth:`parse_params` returns (``tslm-fleet tasks`` lists its fields)
     params_type: ClassVar[type]
+    #: parameters whose value may name a file on the controller, which is then pushed to
+    #: the device with the job
+    file_params: ClassVar[tuple[str, ...]]
 
     def parse_params(self, params: dict[str, Any]) -> Any:
         """Validate raw parameters (from the CLI or a job spec) into the params dataclass."""

@@ -202,6 +202,7 @@ class GenerateTask:
         "(latency, time to first token, output hash)"
     )
     params_type: ClassVar[type] = GenerateParams
+    file_params: ClassVar[tuple[str, ...]] = ("prompts",)
 
     def parse_params(self, params: dict[str, Any]) -> GenerateParams:
         return parse_params(GenerateParams, params, self.name)

@@ -49,6 +49,7 @@ class NextTokenTask:
     name: ClassVar[str] = "next-token"
     description: ClassVar[str] = "top-1 / top-5 next-token accuracy over a text (same windows)"
     params_type: ClassVar[type] = TextWindowParams
+    file_params: ClassVar[tuple[str, ...]] = ("text",)
 
     def parse_params(self, params: dict[str, Any]) -> TextWindowParams:
         return parse_params(TextWindowParams, params, self.name)

@@ -43,6 +43,19 @@ class TaskInfo:
     parameters: tuple[ParamInfo, ...]
 
 
+#: where a quality task may run (its ``on`` parameter): on every selected board, or once
+#: per variant on the controller
+PLACEMENTS = ("device", "controller")
+
+
+def check_placement(on: str) -> None:
+    """Reject an ``on`` value other than :data:`PLACEMENTS`."""
+    if on not in PLACEMENTS:
+        raise TaskError(
+            f"parameter 'on' is {on!r}", hint=f"allowed values: {', '.join(PLACEMENTS)}"
+        )
+
+
 def param(default: Any, help: str, *, minimum: float | None = None) -> Any:
     """A dataclass field with the metadata :func:`parse_params` and ``tasks`` use."""
     return dataclasses.field(default=default, metadata={"help": help, "minimum": minimum})

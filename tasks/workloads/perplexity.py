@@ -45,6 +45,7 @@ class PerplexityTask:
         "sliding-window perplexity of a text (window and stride), with exact nll sums"
     )
     params_type: ClassVar[type] = TextWindowParams
+    file_params: ClassVar[tuple[str, ...]] = ("text",)
 
     def parse_params(self, params: dict[str, Any]) -> TextWindowParams:
         return parse_params(TextWindowParams, params, self.name)

@@ -2,7 +2,9 @@
 
 A source is one of
 
-* ``"builtin"``: the evaluation text or prompt set shipped in :mod:`tasks.data`;
+* ``"builtin"``: the default evaluation text or the prompt set shipped in :mod:`tasks.data`;
+* ``"builtin:NAME"`` (texts only): the built-in evaluation text ``NAME``
+  (:func:`tasks.data.evaluation_texts` lists them);
 * a file path: plain text for texts; for prompts, one prompt a line, or JSONL with a
   ``"prompt"`` field (a ``.jsonl`` file, or any file whose non-empty lines are all JSON
   objects);
@@ -15,10 +17,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.data import builtin_prompts, builtin_text
+from tasks.data import DEFAULT_EVALUATION_TEXT, builtin_prompts, builtin_text, evaluation_texts
 from tasks.errors import TaskError
 
 BUILTIN = "builtin"
+BUILTIN_PREFIX = "builtin:"
 HF_PREFIX = "hf:"
 #: columns tried, in order, when reading a dataset
 TEXT_COLUMNS = ("text", "content", "document")
@@ -28,7 +31,9 @@ PROMPT_COLUMNS = ("prompt", "instruction", "question", "text")
 def load_text(source: str) -> str:
     """The text named by ``source`` (see the module docstring)."""
     if source == BUILTIN:
-        return builtin_text("eval")
+        return builtin_text(DEFAULT_EVALUATION_TEXT)
+    if source.startswith(BUILTIN_PREFIX):
+        return builtin_text(_evaluation_text_name(source))
     if source.startswith(HF_PREFIX):
         # lm-evaluation-harness joins the documents of a corpus the same way
         text = "\n\n".join(_load_dataset_column(source, TEXT_COLUMNS))
@@ -39,6 +44,22 @@ def load_text(source: str) -> str:
             f"text source {source!r} is empty", hint="pass a file with some prose, or use 'builtin'"
         )
     return text
+
+
+def builtin_text_source(name: str) -> str:
+    """The ``text`` source that names the built-in evaluation text ``name``."""
+    return BUILTIN if name == DEFAULT_EVALUATION_TEXT else f"{BUILTIN_PREFIX}{name}"
+
+
+def _evaluation_text_name(source: str) -> str:
+    name = source[len(BUILTIN_PREFIX) :]
+    if name not in evaluation_texts():
+        raise TaskError(
+            f"{source!r} names no built-in evaluation text",
+            hint="built-in evaluation texts: "
+            + ", ".join(f"{BUILTIN_PREFIX}{n}" for n in evaluation_texts()),
+        )
+    return name
 
 
 def load_prompts(source: str) -> list[str]:

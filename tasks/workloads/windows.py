@@ -17,9 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tasks.data import evaluation_texts
 from tasks.errors import TaskError
 from tasks.workloads.base import QueryResult
-from tasks.workloads.params import param
+from tasks.workloads.params import check_placement, param
 from tasks.workloads.sources import load_text
 
 
@@ -27,7 +28,11 @@ from tasks.workloads.sources import load_text
 class TextWindowParams:
     """Parameters of the tasks that score a text in sliding windows."""
 
-    text: str = param("builtin", "'builtin', a UTF-8 text file, or hf:DATASET[:CONFIG[:SPLIT]]")
+    text: str = param(
+        "builtin",
+        f"'builtin' (the default text), builtin:NAME ({', '.join(evaluation_texts())}), "
+        "a UTF-8 text file, or hf:DATASET[:CONFIG[:SPLIT]]",
+    )
     window: int = param(1024, "tokens the model sees per window (capped at its context)", minimum=2)
     stride: int | None = param(
         None,
@@ -38,8 +43,10 @@ class TextWindowParams:
     max_tokens: int | None = param(
         None, "score only the first N tokens of the text (None: all)", minimum=2
     )
+    on: str = param("device", "where it runs: device (each board) or controller (once)")
 
     def __post_init__(self) -> None:
+        check_placement(self.on)
         if self.stride is not None and self.stride > self.window:
             raise TaskError(
                 f"stride {self.stride} is larger than window {self.window}: "

@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.jobs import Workdir, claim_job, follow_job, is_alive, job_status, read_spec
+from agent.jobs import (
+    Workdir,
+    claim_job,
+    follow_job,
+    is_alive,
+    job_status,
+    read_spec,
+    task_params_inside,
+)
 from agent.journal import EventEmitter, Journal
 from agent.protocol import JobSpec
 from tasks.errors import AgentError, ConfigError, JobBusyError, JobSpecError
@@ -49,6 +57,22 @@ def test_a_symlink_leading_outside_the_workdir_is_refused(tmp_path: Path, wd: Wo
     with pytest.raises(JobSpecError, match="outside the work directory"):
         read_spec(str(write(tmp_path, spec_dict(model="models/link/m.gguf"))), wd)
     assert read_spec(str(write(tmp_path, spec_dict())), wd).model.path == "models/m.gguf"
+
+
+def test_task_data_files_are_named_inside_the_workdir(tmp_path: Path, wd: Workdir) -> None:
+    (wd.root / "data").mkdir()
+    (wd.root / "data/items.jsonl").write_text('{"text": "a b"}\n')
+    params = {"data": "workdir:data/items.jsonl", "limit": 3, "text": "builtin"}
+    inside = task_params_inside(params, wd, "job.json tasks[0].params")
+    assert inside == {**params, "data": str(wd.root / "data/items.jsonl")}
+    job = spec_dict()
+    job["tasks"] = [{"name": "choice", "params": {"data": "workdir:../../etc/passwd"}}]
+    with pytest.raises(JobSpecError, match=r"tasks\[0\]\.params\.data.*outside the work"):
+        read_spec(str(write(tmp_path, job)), wd)
+    job["tasks"] = [{"name": "choice", "params": {"data": "workdir:data/missing.jsonl"}}]
+    with pytest.raises(JobSpecError, match="is not in the work directory") as err:
+        read_spec(str(write(tmp_path, job)), wd)
+    assert "push" in err.value.hint
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../outside/m.gguf", "models/../../m"])

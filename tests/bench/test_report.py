@@ -137,6 +137,46 @@ def fixtures() -> dict[str, dict[str, Any]]:
                 "postgresql": {"skipped": "postgres is not installed"},
             }
         },
+        "quality": {
+            "model": "SmolLM2-135M-Instruct",
+            "threads": 2,
+            "speed": {
+                "items": 40,
+                "rounds": 3,
+                "sides": {
+                    "tslm-fleet": {"items_per_s": 6.1234, "identical_decisions": True},
+                    "lm-eval HFLM batch 1": {"items_per_s": 2.04, "identical_decisions": True},
+                },
+                "fastest_lm_eval": "lm-eval HFLM batch 1",
+                "ratio_vs_fastest_lm_eval": 3.0017,
+                "identical_decisions": True,
+            },
+            "variants": [
+                {
+                    "variant": "dense",
+                    "ratio": 1.0,
+                    "choice": {
+                        "acc": 0.675,
+                        "acc_stderr": 0.07499,
+                        "acc_norm": 0.7,
+                        "acc_norm_stderr": 0.0734,
+                        "items": 40.0,
+                    },
+                    "last_word": {
+                        "acc": 0.45,
+                        "acc_stderr": 0.0797,
+                        "word_perplexity": 12.345,
+                        "items": 40.0,
+                    },
+                },
+                {
+                    "variant": "tt:ratio=2.0",
+                    "ratio": 2.0123,
+                    "choice": {"acc": 0.5, "acc_norm": 0.55, "items": 40.0},
+                    "last_word": {"acc": 0.2, "word_perplexity": 80.01, "items": 40.0},
+                },
+            ],
+        },
     }
 
 
@@ -208,6 +248,10 @@ def test_readme_section_is_replaced_and_nothing_else(results: Path, tmp_path: Pa
     assert "![perplexity vs compression ratio](bench/results/frontier.png)" in body
     assert "- **Power-meter sampling**: Not run." in body
     assert "12.3x faster" in body
+    assert "NOT comparable to published benchmark figures" in body
+    assert "| `dense` | 1.00x | 0.675 ± 0.075 | 0.700 ± 0.073 | 0.450 ± 0.080 | 12.3 |" in body
+    assert "| `tt:ratio=2.0` | 2.01x | 0.500 | 0.550 | 0.200 | 80.0 |" in body
+    assert "6.12 items/s with 2 threads, 3.00x lm-eval's own HF wrapper" in body
     report.update_readme(readme, results)
     assert readme.read_text() == first  # regenerating is stable
 
@@ -260,7 +304,7 @@ def test_list_names_every_benchmark() -> None:
         check=True,
     ).stdout
     listed = [line.split()[0] for line in out.splitlines()]
-    assert listed == ["compress", "frontier", "inference", "fleet", "db", "meters"]
+    assert listed == ["compress", "frontier", "inference", "fleet", "db", "meters", "quality"]
     assert listed == list(BENCHMARKS)
     assert time.monotonic() - started < 20  # no torch import to list them
 

@@ -34,6 +34,8 @@ class TrialShape:
     meter_period_s: float | None = 0.1
     output_tokens: int = 16
     perplexity: float | None = 7.1
+    #: further task metrics, as (metric, value), e.g. a choice task's acc
+    scores: tuple[tuple[str, float], ...] = ()
     throttled: bool = False
     status: str = "ok"
     warning: bool = True
@@ -183,6 +185,8 @@ def trial_events(shape: TrialShape | None = None, **overrides: Any) -> list[dict
         )
         if shape.perplexity is not None:
             emit("score", task=shape.task, metric="perplexity", value=shape.perplexity)
+        for metric, value in shape.scores:
+            emit("score", task=shape.task, metric=metric, value=value, rep=rep)
     if shape.warning:
         emit("warning", message="CPU governor is ondemand", code="governor")
     if shape.status == "failed":

@@ -134,6 +134,38 @@ def test_compare_layouts(store: Store) -> None:
         store.compare("nope")
 
 
+def test_compare_shows_accuracy_measured_once_on_the_controller(store: Store) -> None:
+    fill(store)
+    for variant, method, ratio, acc in (
+        ("dense", "dense", None, 0.625),
+        ("tt-r8", "tt", 0.89, 0.5),
+    ):
+        trial = make_trial(
+            store,
+            device="controller",
+            variant=variant,
+            task="choice",
+            method=method,
+            ratio=ratio,
+            meter_kind="none",
+        )
+        scores = (("acc", acc), ("acc_norm", acc + 0.125), ("items", 8.0))
+        events = trial_events(meter_kind="none", perplexity=None, scores=scores, task="choice")
+        store.ingest_events(trial, events)
+    table = store.compare()
+    assert table.groups[-1] == "controller"
+    rows = {(r.key, r.task): r for r in table.rows}
+    assert rows[("dense", "choice")].cells["controller"].accuracy == 0.625
+    assert rows[("tt-r8", "choice")].cells["controller"].accuracy == 0.5
+    # latency and energy rows of the boards show the variant's accuracy beside them
+    assert rows[("dense", "generate")].cells["pi4"].accuracy == 0.625
+    assert rows[("tt-r8", "generate")].cells["pi5"].accuracy == 0.5
+    text = table.to_text_table().to_markdown()
+    assert "pi4 acc" in text and "0.625" in text
+    (result,) = store.results(ResultFilter(device="controller", variant="dense"))
+    assert result.scores == {"acc": 0.625, "acc_norm": 0.75, "items": 8.0}
+
+
 def test_compare_on_an_empty_database(store: Store) -> None:
     with pytest.raises(DatabaseError, match="no runs"):
         store.compare()

@@ -248,7 +248,8 @@ def test_plot_command_writes_figures_of_the_latest_run(tmp_path: Path) -> None:
     result = CliRunner().invoke(build_app(), ["plot", "--db", url, "--out", str(out)])
     assert result.exit_code == 0, result.output
     written = [Path(line) for line in result.output.split()]
-    assert [p.name for p in written] == [f"{name}.png" for name in FIGURES]
+    figures = [*FIGURES, "accuracy_vs_compression"]
+    assert [p.name for p in written] == [f"{name}.png" for name in figures]
     for path in written:
         assert_png(path)
 

@@ -99,3 +99,81 @@ def test_unknown_device_is_a_clear_error(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "pi9" in run.stderr and "local" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+ITEMS = [
+    {"context": "The keeper climbed the", "choices": ["stairs", "sea", "bread"], "gold": 0},
+    {"context": "Question: what do bees carry?\nAnswer:", "choices": ["pollen", "soil"], "gold": 0},
+    {"context": "The train was", "choices": ["late", "blue", "loud", "wet"], "gold": 1},
+]
+
+
+def test_quality_tasks_on_the_device_and_on_the_controller(tmp_path: Path, tiny_llama) -> None:
+    (tmp_path / "inventory.yaml").write_text(
+        f"devices:\n  local: {{transport: local, workdir: {tmp_path / 'work'}, "
+        "meter: {kind: none}}\n"
+    )
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(item) + "\n" for item in ITEMS))
+    (tmp_path / "exp.yaml").write_text(
+        f"model: {tiny_llama}\n"
+        "variants: [dense, 'tt:rank=2']\n"
+        "tasks:\n"
+        "  - choice: {data: items.jsonl}\n"
+        "  - choice: {data: items.jsonl, on: controller}\n"
+        "  - last-word: {limit: 3, seed: 4, on: controller}\n"
+        "repetitions: 1\nwarmup: 0\nidle_seconds: 0\n"
+    )
+    db = f"sqlite:///{tmp_path / 'results.db'}"
+    run = cli(
+        "run",
+        "--devices",
+        "local",
+        "--experiment",
+        "exp.yaml",
+        "--no-dashboard",
+        "--db",
+        db,
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        cwd=tmp_path,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = json.loads(cli("results", "--db", db, "--format", "json", cwd=tmp_path).stdout)
+    got = {(r["variant"], r["task"], r["device"]): r for r in rows}
+    assert set(got) == {
+        (v, t, d)
+        for v in ("dense", "tt:rank=2")
+        for t, d in (("choice", "local"), ("choice", "controller"), ("last-word", "controller"))
+    }
+    for variant in ("dense", "tt:rank=2"):
+        board, controller = (
+            got[(variant, "choice", "local")],
+            got[(variant, "choice", "controller")],
+        )
+        assert board["status"] == controller["status"] == "ok"
+        assert board["n_queries"] == controller["n_queries"] == 1  # 3 items in one query
+        # the same artifact and agent give the same decisions on either side
+        assert board["scores"] == controller["scores"]
+        assert board["scores"]["items"] == 3 and 0 <= board["scores"]["acc"] <= 1
+        assert "acc_norm_stderr" in board["scores"]
+        assert got[(variant, "last-word", "controller")]["scores"]["items"] == 3
+    table = cli("compare", "--db", db, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    assert "controller" in table.stdout and "acc" in table.stdout
+    ids = cli(
+        "query",
+        "--db",
+        db,
+        "--format",
+        "json",
+        "SELECT e.data FROM events e JOIN trials t ON t.id = e.trial_id "
+        "WHERE e.type = 'score' AND t.task = 'last-word' AND t.variant = 'dense'",
+        cwd=tmp_path,
+    )
+    details = [
+        json.loads(r["data"]) if isinstance(r["data"], str) else r["data"]
+        for r in json.loads(ids.stdout)
+    ]
+    acc = next(d for d in details if d["metric"] == "acc")
+    assert len(acc["details"]["doc_ids"]) == 3 and "not comparable" in acc["details"]["note"]

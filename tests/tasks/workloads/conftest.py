@@ -6,6 +6,10 @@ models are LLaMA, GPT-2 and OPT built from small configs with seeded random weig
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import pytest
 
 VOCAB = 300
@@ -114,3 +118,14 @@ def any_model(request):
 @pytest.fixture(scope="session")
 def llama():
     return build_model("llama")
+
+
+@pytest.fixture(scope="session")
+def crosscheck_record():
+    """Record one lm-eval cross-check's figures; with ``TSLM_CROSSCHECK_SUMMARY=FILE`` the
+    session writes them all there as JSON (items, accuracies, per-item agreement)."""
+    records: list[dict] = []
+    yield records.append
+    target = os.environ.get("TSLM_CROSSCHECK_SUMMARY")
+    if target and records:
+        Path(target).write_text(json.dumps(records, indent=2) + "\n")

@@ -25,7 +25,7 @@ def test_every_registered_task_imports_and_describes_itself(name: str) -> None:
 
 def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
     infos = {info.name: info for info in list_tasks()}
-    assert list(infos) == ["generate", "perplexity", "next-token"]
+    assert list(infos) == ["generate", "perplexity", "next-token", "choice", "last-word"]
     gen = {p.name: p for p in infos["generate"].parameters}
     assert gen["max_new_tokens"].default == 32
     assert gen["max_new_tokens"].type_name == "int"
@@ -36,7 +36,27 @@ def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
         None,
         "builtin",
     )
+    choice = {p.name: p for p in infos["choice"].parameters}
+    assert (choice["data"].default, choice["on"].default, choice["delimiter"].default) == (
+        "smoke",
+        "device",
+        " ",
+    )
     assert all(p.help for info in infos.values() for p in info.parameters)
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_file_parameters_are_parameters(name: str) -> None:
+    task = get_task(name)
+    fields = {f.name for f in dataclasses.fields(task.params_type)}
+    assert task.file_params and set(task.file_params) <= fields
+
+
+def test_quality_task_descriptions_name_their_datasets() -> None:
+    from tasks.workloads.named_data import NAMED_DATASETS
+
+    for name, dataset in NAMED_DATASETS.items():
+        assert name in get_task(dataset.task).description
 
 
 def test_unknown_task_suggests_the_closest_and_lists_all() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data import builtin_prompts, builtin_text
+from tasks.data import TEXTS, builtin_prompts, builtin_text, evaluation_texts
 from tasks.errors import TaskError
-from tasks.workloads.sources import load_prompts, load_text
+from tasks.workloads.sources import builtin_text_source, load_prompts, load_text
 
 
 def _sentences(text: str) -> set[str]:
@@ -28,9 +28,40 @@ def test_builtin_texts_are_long_varied_and_disjoint() -> None:
     assert load_text("builtin") == evaluation
 
 
+def test_evaluation_texts_are_of_different_genres_and_never_the_calibration_text() -> None:
+    names = evaluation_texts()
+    assert names[0] == "eval" and "dialogue" in names and "calibration" not in names
+    assert len({TEXTS[n].genre for n in names}) == len(names)
+    calibration = _sentences(builtin_text("calibration"))
+    seen: set[str] = set()
+    for name in names:
+        text = builtin_text(name)
+        assert len(text.split()) > 2000, name
+        sentences = _sentences(text)
+        assert not sentences & calibration, name
+        assert not sentences & seen, name
+        seen |= sentences
+        assert load_text(builtin_text_source(name)) == text
+    assert builtin_text_source("eval") == "builtin"
+    assert load_text("builtin:dialogue") == builtin_text("dialogue")
+
+
+def test_dialogue_text_is_conversation() -> None:
+    turns = [ln for ln in builtin_text("dialogue").splitlines() if ": " in ln[:30]]
+    assert len(turns) > 120
+
+
 def test_unknown_builtin_text() -> None:
-    with pytest.raises(TaskError, match="calibration"):
+    with pytest.raises(TaskError) as err:
         builtin_text("train")
+    assert "calibration" in err.value.hint
+
+
+@pytest.mark.parametrize("source", ["builtin:calibration", "builtin:poems", "builtin:"])
+def test_builtin_source_names_an_evaluation_text(source: str) -> None:
+    with pytest.raises(TaskError, match="names no built-in evaluation text") as err:
+        load_text(source)
+    assert "builtin:dialogue" in err.value.hint
 
 
 def test_builtin_prompts() -> None:
