@@ -3,8 +3,10 @@
 Commands::
 
     run JOB.json            run a job in the foreground; events on stdout and in the journal
-    start JOB.json          run a job detached (survives the SSH session); prints
-                            {"job_id": ..., "pid": ...}
+    start JOB.json [JOB.json ...]
+                            run jobs detached (survives the SSH session), one after the
+                            other in one process that loads the base model once; prints
+                            {"job_id": ..., "pid": ...} for each
     follow JOB_ID [--from SEQ]
                             print the job's events with seq >= SEQ, waiting for new ones,
                             until its done event
@@ -78,12 +80,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"tslm-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text in (
-        ("run", "run a job in the foreground"),
-        ("start", "run a job detached and print its id and pid"),
-    ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("spec", metavar="JOB.json", help="job spec file, or - for stdin")
+    p = sub.add_parser("run", help="run a job in the foreground")
+    p.add_argument("spec", metavar="JOB.json", help="job spec file, or - for stdin")
+    p = sub.add_parser(
+        "start", help="run jobs detached, one after the other, and print their ids and pid"
+    )
+    p.add_argument(
+        "specs", metavar="JOB.json", nargs="+", help="job spec files (one process, in order)"
+    )
     p = sub.add_parser("follow", help="stream a job's events until it is done")
     p.add_argument("job_id")
     p.add_argument(
@@ -127,19 +131,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_start(args: argparse.Namespace) -> int:
-    from agent.jobs import Workdir, claim_job, detach, read_spec
+    from agent.jobs import Workdir, claim_jobs, detach, read_spec
 
     workdir = Workdir.open(args.workdir)
-    spec = read_spec(args.spec, workdir)
-    paths, locks = claim_job(workdir, spec)
+    if "-" in args.specs and len(args.specs) > 1:
+        raise ConfigError("start: '-' (stdin) can only be the one job spec")
+    specs = [read_spec(source, workdir) for source in args.specs]
+    paths, locks = claim_jobs(workdir, specs)
 
     def body() -> int:
-        from agent.runner import run_job
+        from agent.batch import run_batch
 
-        return DONE_EXIT[run_job(spec, workdir, paths, locks, echo=None)]
+        statuses = run_batch(specs, workdir, paths, locks, echo=None)
+        return DONE_EXIT[statuses[-1]] if statuses else EXIT_OK
 
-    pid = detach(paths, locks, body)
-    _print_line(json.dumps({"job_id": spec.job_id, "pid": pid}))
+    pid = detach(paths[0], locks, body)
+    for spec in specs:
+        _print_line(json.dumps({"job_id": spec.job_id, "pid": pid}))
     return EXIT_OK
 
 

@@ -162,9 +162,15 @@ class JobLocks:
     them when the last process holding them exits, however it exits.
     """
 
-    def __init__(self, device_fd: int, job_fd: int) -> None:
+    def __init__(self, device_fd: int, job_fd: int, batch_fds: list[int] | None = None) -> None:
         self.device_fd = device_fd
         self.job_fd = job_fd
+        #: every job's alive lock, for a batch (see :func:`claim_jobs`)
+        self.batch_fds = list(batch_fds) if batch_fds else [job_fd]
+
+    def job_locks(self) -> list[JobLock]:
+        """One releasable lock per job of the batch, in order."""
+        return [JobLock(fd) for fd in self.batch_fds]
 
     def record_owner(self, job_id: str, pid: int) -> None:
         """Write who holds the device lock (read by a refused second job)."""
@@ -173,7 +179,7 @@ class JobLocks:
 
     def release(self) -> None:
         """Close both locks (in the process that holds them last, or in a parent)."""
-        for fd in (self.job_fd, self.device_fd):
+        for fd in {*self.batch_fds, self.job_fd, self.device_fd}:
             try:
                 os.close(fd)
             except OSError:
@@ -232,6 +238,61 @@ def claim_job(workdir: Workdir, spec: JobSpec) -> tuple[JobPaths, JobLocks]:
     locks.record_owner(spec.job_id, os.getpid())
     write_pid(paths, os.getpid())
     return paths, locks
+
+
+class JobLock:
+    """The alive lock of one job of a batch (the batch holds the device lock)."""
+
+    def __init__(self, job_fd: int) -> None:
+        self.job_fd = job_fd
+
+    def release(self) -> None:
+        if self.job_fd < 0:
+            return
+        fd, self.job_fd = self.job_fd, -1
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def claim_jobs(workdir: Workdir, specs: list[JobSpec]) -> tuple[list[JobPaths], JobLocks]:
+    """Take the device lock once for a batch of jobs run one after the other by one
+    process, and set up every job's directory and alive lock.
+
+    Returns the paths of the jobs and the locks: ``device_fd`` and the first job's lock,
+    plus :meth:`JobLocks.job_locks` for each job. A queued job is alive (its lock is held)
+    until the batch ran it or died. No pid is written for a job until it starts.
+    """
+    ids = [s.job_id for s in specs]
+    if len(set(ids)) != len(ids):
+        raise JobSpecError(f"a batch names a job twice: {', '.join(ids)}")
+    device_fd = os.open(workdir.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    if not _try_flock(device_fd):
+        os.close(device_fd)
+        raise _busy_error(workdir)
+    job_fds: list[int] = []
+    all_paths: list[JobPaths] = []
+    try:
+        for spec in specs:
+            paths = workdir.job(spec.job_id)
+            if paths.dir.exists():
+                _keep_previous_attempt(paths)
+            paths.dir.mkdir(parents=True)
+            job_fd = os.open(paths.alive_lock, os.O_RDWR | os.O_CREAT, 0o644)
+            job_fds.append(job_fd)
+            _try_flock(job_fd)
+            tmp = paths.spec.with_name(".job.json.tmp")
+            tmp.write_text(spec.to_json() + "\n")
+            tmp.replace(paths.spec)
+            all_paths.append(paths)
+    except BaseException:
+        for fd in (*job_fds, device_fd):
+            os.close(fd)
+        raise
+    locks = JobLocks(device_fd, job_fds[0], job_fds)
+    locks.record_owner(specs[0].job_id, os.getpid())
+    return all_paths, locks
 
 
 def write_pid(paths: JobPaths, pid: int) -> None:

@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent import sysinfo
-from agent.jobs import JobLocks, JobPaths, Workdir, task_params_inside
+from agent.jobs import JobPaths, Workdir, task_params_inside
 from agent.journal import EventEmitter, Journal
+from agent.models import LoadedModels
 from agent.protocol import PROTOCOL_VERSION, JobSpec
 from agent.windows import WindowRecorder
 from tasks import __version__
@@ -52,8 +53,11 @@ class JobRunner:
         paths: JobPaths,
         emitter: EventEmitter,
         sys_root: Path = sysinfo.ROOT,
+        models: LoadedModels | None = None,
     ) -> None:
         self.spec = spec
+        #: the base model, shared by the jobs of one agent process (one load per batch)
+        self.models = models if models is not None else LoadedModels()
         self.workdir = workdir
         self.paths = paths
         self.emitter = emitter
@@ -138,7 +142,9 @@ class JobRunner:
 
         spec = self.spec
         self._meter = self._windows.meter = create_meter(spec.meter.kind, **spec.meter.options)
-        threads = _set_threads(spec.threads)
+        uses_model = _uses_model(spec)
+        # a job of model-free tasks (idle) never imports torch
+        threads = _set_threads(spec.threads) if uses_model else 1
         self._hello(threads)
         if not self._measures:
             reason = getattr(self._meter, "reason", None) or self._meter.description
@@ -151,10 +157,12 @@ class JobRunner:
                 ),
             )
         self._set_phase("verifying")
-        model_path, artifact = self._verify()
+        model_path, artifact = self._verify() if uses_model else (None, None)
         self._check_stop()
         self._start_sampler()
-        model, tokenizer = self._load(model_path, artifact)
+        model = tokenizer = None
+        if uses_model:
+            model, tokenizer = self._load(model_path, artifact)
         self._check_stop()
         self._set_phase("preparing")
         prepared = self._prepare(model, tokenizer)
@@ -199,13 +207,17 @@ class JobRunner:
                 f"model {spec.model.path} is not in {self.workdir.root}",
                 hint="push the model to the device (tslm-fleet deploy)",
             )
-        actual = sha256_path(model_path)
+        if self.models.is_verified(model_path, spec.model.sha256):
+            actual = spec.model.sha256  # checked by an earlier job of this agent process
+        else:
+            actual = sha256_path(model_path)
         if actual != spec.model.sha256:
             raise ModelError(
                 f"model {spec.model.path}: sha256 {actual} does not match the "
                 f"job's {spec.model.sha256} (corrupted or incomplete copy)",
                 hint="push the model again (tslm-fleet deploy)",
             )
+        self.models.mark_verified(model_path, actual)
         if spec.artifact is None:
             return model_path, None
         art_path = self.workdir.resolve_inside(spec.artifact.path, "job.json artifact.path")
@@ -238,7 +250,7 @@ class JobRunner:
             )
 
     def _load(self, model_path: Path, artifact: Any) -> tuple[Any, Any]:
-        from tasks.models import ModelRef, load_model
+        from tasks.models import ModelRef
 
         # the sha256 is verified already: a ModelRef keeps load_model from hashing again
         # inside the timed load window
@@ -248,16 +260,20 @@ class JobRunner:
             sha256=self.spec.model.sha256,
             kind="dir" if model_path.is_dir() else "gguf",
         )
-        self._set_phase("loading")
+        # the base model is loaded by the first job of the agent process; later jobs only
+        # swap the variant's embedding and head, so the load window (and its energy)
+        # covers the base load once
+        self._set_phase("loading", base_model="reuse" if self.models.has_base(ref) else "load")
         before = self._thermal()
         t0 = time.monotonic()
         # a GGUF is de-quantised once per device and kept as safetensors in the work
-        # directory: later jobs load the converted copy (the load window records either)
-        model, tokenizer = load_model(ref, cache_dir=self.workdir.root / "cache" / "models")
-        if artifact is not None:
-            from tasks.artifacts import apply_artifact
-
-            model = apply_artifact(model, artifact, mode=self.spec.embedding_mode)
+        # directory: later processes load the converted copy (the load window records either)
+        model, tokenizer = self.models.model_for(
+            ref,
+            self.workdir.root / "cache" / "models",
+            artifact,
+            self.spec.embedding_mode,
+        )
         t1 = time.monotonic()
         self._windows.emit_window("load", None, None, t0, t1, 0, before, self._thermal())
         return model, tokenizer
@@ -274,7 +290,9 @@ class JobRunner:
         return prepared
 
     def _warmup(self, prepared: list[tuple[str, Any]]) -> None:
-        if self.spec.warmup <= 0:
+        # a model-free task (idle) has nothing to warm up
+        prepared = [(name, task) for name, task in prepared if _task_uses_model(name)]
+        if self.spec.warmup <= 0 or not prepared:
             return
         self._set_phase("warmup", queries=self.spec.warmup)
         for _, task in prepared:
@@ -396,6 +414,17 @@ class JobRunner:
         tmp.replace(self.paths.samples)
 
 
+def _task_uses_model(name: str) -> bool:
+    from tasks.workloads import needs_model
+
+    return needs_model(name)
+
+
+def _uses_model(spec: JobSpec) -> bool:
+    """Whether any task of the job runs on the model (the ``idle`` task does not)."""
+    return any(_task_uses_model(t.name) for t in spec.tasks)
+
+
 def _set_threads(threads: int | None) -> int:
     from tasks.workloads import set_threads
 
@@ -403,17 +432,28 @@ def _set_threads(threads: int | None) -> int:
 
 
 def run_job(
-    spec: JobSpec, workdir: Workdir, paths: JobPaths, locks: JobLocks, echo: TextIO | None
+    spec: JobSpec,
+    workdir: Workdir,
+    paths: JobPaths,
+    locks: Any,
+    echo: TextIO | None,
+    models: LoadedModels | None = None,
+    on_runner: Any = None,
 ) -> str:
     """Run a claimed job in this process; SIGTERM/SIGINT stop it gracefully.
 
-    Returns the done status. The locks are released when the job has ended.
+    Returns the done status. The locks (anything with ``release()``) are released when
+    the job has ended. ``models``: the base model shared with the other jobs of this
+    process; ``on_runner``: called with the runner before it starts (a batch uses it to
+    stop the running job and keep the next ones from starting).
     """
     journal = Journal(paths.journal)
     emitter = EventEmitter(journal, seq_start=spec.seq_start, echo=echo)
-    runner = JobRunner(spec, workdir, paths, emitter)
+    runner = JobRunner(spec, workdir, paths, emitter, models=models)
+    if on_runner is not None:
+        on_runner(runner)
     previous = {}
-    if threading.current_thread() is threading.main_thread():
+    if on_runner is None and threading.current_thread() is threading.main_thread():
         for sig in STOP_SIGNALS:
             previous[sig] = signal.signal(
                 sig, lambda signum, _frame: runner.request_stop(signal.Signals(signum).name)

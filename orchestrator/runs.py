@@ -135,9 +135,19 @@ def execute_run(
     cache_dir: Path | None = None,
     inventory_name: str = "inventory.yaml",
     log: Callable[[str], None] = print,
+    max_parallel: int | None = None,
 ) -> RunSummary:
-    """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
+    """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses.
+
+    ``max_parallel``: at most this many devices connect and deploy at once (None: all).
+    """
     from orchestrator.bundle import build_bundle
+
+    if max_parallel is not None and max_parallel < 1:
+        raise ConfigError(
+            f"--max-parallel {max_parallel}: at least one device must be able to deploy",
+            hint="give a positive number, or leave it out for no limit",
+        )
 
     cache_dir = cache_path(root=cache_dir)
     run_id, experiment = _run_id_and_experiment(store, experiment, resume)
@@ -159,6 +169,7 @@ def execute_run(
         )
     stop_event = threading.Event()
     store_lock = threading.Lock()
+    deploy_slots = None if max_parallel is None else threading.BoundedSemaphore(max_parallel)
     with display_factory(progress) as display:
         workers = [
             DeviceWorker(
@@ -174,6 +185,7 @@ def execute_run(
                 stop_event=stop_event,
                 open_transport=open_transport,
                 log=display.log,
+                deploy_slots=deploy_slots,
             )
             for d in devices
         ]
@@ -292,7 +304,10 @@ def _wait_all(finished: list[threading.Event]) -> None:
 def _estimated_queries(task: Any, repetitions: int) -> int:
     """Queries a trial will run, for the progress bars until the agent reports the count
     (perplexity windows depend on the text and the tokenizer)."""
-    n = task.params.get("num_queries")
+    from tasks.workloads import get_task
+
+    estimate = getattr(get_task(task.name), "estimate_queries", None)
+    n = estimate(dict(task.params)) if callable(estimate) else task.params.get("num_queries")
     if not isinstance(n, int):
         n = 8 if task.name == "generate" else 4
     return n * repetitions

@@ -1,9 +1,12 @@
 """Running an experiment across a fleet: one worker thread per device.
 
 Each device worker connects (strict host keys), deploys the agent bundle, the model and
-the artifacts it needs (skipping what the device already has), then runs its trials in
-sequence: write the job spec, start the agent detached, follow its event stream and
-store every event in order. A dropped connection is followed by a reconnect and a
+the artifacts it needs (skipping what the device already has), then runs its trials as
+one batch: it writes every pending trial's job spec, starts one detached agent process
+for all of them (which loads the base model once and swaps each variant's embedding),
+then follows the jobs' event streams in order and stores every event. A batch whose
+process dies fails the trial it was running; the trials it never started go to a new
+batch. A dropped connection is followed by a reconnect and a
 ``follow --from`` the last stored seq, so nothing is lost or stored twice. A device
 that fails is marked failed with its error; the other devices go on.
 """
@@ -104,6 +107,7 @@ class DeviceWorker:
         stop_event: threading.Event,
         open_transport: Callable[[Any], Any],
         log: Callable[[str], None],
+        deploy_slots: threading.BoundedSemaphore | None = None,
     ) -> None:
         self.device = device
         self.run_id = run_id
@@ -116,6 +120,8 @@ class DeviceWorker:
         self.progress = progress
         self.stop_event = stop_event
         self.log = log
+        #: shared by the workers of a run: at most so many connect and deploy at once
+        self.deploy_slots = deploy_slots
         self.outcome = DeviceOutcome(device=device.name)
         self.stall_s = follow_stall_s()
         self.link = DeviceLink(
@@ -134,15 +140,8 @@ class DeviceWorker:
         """Connect, deploy and run every trial; returns the outcome (never raises)."""
         name = self.device.name
         try:
-            self.progress.set_state(name, "connecting")
-            self.link.connect()
-            self.progress.set_state(name, "deploying")
-            self._deploy()
-            for plan in self.trials:
-                if self.stop_event.is_set():
-                    self._mark(plan, "interrupted", "run interrupted before this trial started")
-                    continue
-                self._run_trial(plan)
+            self._connect_and_deploy()
+            self._run_trials()
             final = "interrupted" if self.stop_event.is_set() else "done"
             if not self.outcome.ok:
                 final = "failed"
@@ -154,6 +153,22 @@ class DeviceWorker:
         finally:
             self.link.close()
         return self.outcome
+
+    def _connect_and_deploy(self) -> None:
+        """Connect and push what the device lacks, in one of the run's deploy slots."""
+        name = self.device.name
+        if self.deploy_slots is not None:
+            while not self.deploy_slots.acquire(timeout=0.25):
+                if self.stop_event.is_set():
+                    raise TslmError(f"{name}: run interrupted before this device deployed")
+        try:
+            self.progress.set_state(name, "connecting")
+            self.link.connect()
+            self.progress.set_state(name, "deploying")
+            self._deploy()
+        finally:
+            if self.deploy_slots is not None:
+                self.deploy_slots.release()
 
     def _fail_remaining(self, message: str) -> None:
         self.outcome.ok = False
@@ -176,7 +191,8 @@ class DeviceWorker:
         items = [
             PushItem(local=self.bundle.path, remote=self.link.bundle_rel, sha256=self.bundle.sha256)
         ]
-        for path in self.model.local_files:
+        model_files = self.model.local_files if self._needs_model() else ()
+        for path in model_files:
             rel = path.relative_to(self.model.local_root).as_posix()
             items.append(
                 PushItem(
@@ -193,6 +209,12 @@ class DeviceWorker:
         files = {f.remote: f for plan in self.trials for f in plan.files}
         items += [PushItem(local=f.local, remote=f.remote, sha256=f.sha256) for f in files.values()]
         deploy_files(self.link.transport, items, workdir=self.link.workdir)
+
+    def _needs_model(self) -> bool:
+        """Whether any trial of the device runs on the model (``idle`` does not)."""
+        from tasks.workloads import needs_model
+
+        return any(needs_model(plan.task) for plan in self.trials)
 
     # ------------------------------------------------------------------ trials
     def _job_spec(self, plan: TrialPlan, job_id: str, seq_start: int) -> JobSpec:
@@ -226,43 +248,97 @@ class DeviceWorker:
             seq_start=seq_start,
         )
 
-    def _run_trial(self, plan: TrialPlan) -> None:
+    def _run_trials(self) -> None:
+        """Reattach to jobs still running from before (a resume), then run the rest as
+        batches: one agent process per batch, one base-model load per batch."""
         name = self.device.name
-        with self.store_lock:
-            state = self.store.trial_state(plan.trial_id)
-        if state.status == "ok":  # finished before: a resume skips it
-            self.outcome.trials[plan.label] = state.status
-            self.progress.trial_finished(name)
-            return
-        self.progress.start_trial(name, plan.label, estimated_queries=plan.estimated_queries)
-        job_id = state.job_id
-        last_seq = state.last_seq
-        reattached = False
-        if job_id and state.status == "running":
-            reattached = self._agent_job_alive(job_id)
-        if not reattached:
-            attempt = _attempt_of(job_id) + 1
-            job_id = safe_id(f"{self.run_id}-{name}-{plan.variant.slug}-{plan.task}-a{attempt}")
-            spec = self._job_spec(plan, job_id, seq_start=last_seq + 1)
-            self._start_job(spec)
+        fresh: list[tuple[TrialPlan, Any]] = []
+        for plan in self.trials:
             with self.store_lock:
+                state = self.store.trial_state(plan.trial_id)
+            if state.status == "ok":  # finished before: a resume skips it
+                self.outcome.trials[plan.label] = state.status
+                self.progress.trial_finished(name)
+            elif state.job_id and state.status == "running" and self._agent_job_alive(state.job_id):
+                self.log(f"{name}: reattaching to job {state.job_id} from seq {state.last_seq + 1}")
+                self._follow_trial(plan, state.job_id, state.last_seq)
+            else:
+                fresh.append((plan, state))
+        while fresh:
+            if self.stop_event.is_set():
+                for plan, _ in fresh:
+                    self._mark(plan, "interrupted", "run interrupted before this trial started")
+                return
+            jobs = self._start_batch(fresh)
+            fresh = []
+            for i, (plan, job_id, last_seq) in enumerate(jobs):
+                if self.stop_event.is_set() and i > 0:
+                    # the batch ends its queued jobs as stopped; their trials never ran
+                    self._mark(plan, "interrupted", "run interrupted before this trial started")
+                    continue
+                outcome = self._follow_trial(plan, job_id, last_seq, first_in_batch=i == 0)
+                if outcome is None:  # the batch died before this job: start the rest anew
+                    fresh = self._states(plan for plan, _, _ in jobs[i:])
+                    break
+
+    def _states(self, plans: Any) -> list[tuple[TrialPlan, Any]]:
+        with self.store_lock:
+            return [(plan, self.store.trial_state(plan.trial_id)) for plan in plans]
+
+    def _start_batch(self, fresh: list[tuple[TrialPlan, Any]]) -> list[tuple[TrialPlan, str, int]]:
+        """Write the job specs of ``fresh`` trials and start them as one agent process."""
+        name = self.device.name
+        jobs = []
+        specs = []
+        for plan, state in fresh:
+            attempt = _attempt_of(state.job_id) + 1
+            job_id = safe_id(f"{self.run_id}-{name}-{plan.variant.slug}-{plan.task}-a{attempt}")
+            specs.append(self._job_spec(plan, job_id, seq_start=state.last_seq + 1))
+            jobs.append((plan, job_id, state.last_seq))
+        self._start_jobs(specs)
+        with self.store_lock:
+            for plan, job_id, _ in jobs:
                 self.store.start_attempt(plan.trial_id, job_id)
-        else:
-            self.log(f"{name}: reattaching to job {job_id} from seq {last_seq + 1}")
-        outcome = self._follow(plan, job_id, last_seq)
+        return jobs
+
+    def _follow_trial(
+        self, plan: TrialPlan, job_id: str, last_seq: int, *, first_in_batch: bool = True
+    ) -> FollowOutcome | None:
+        """Follow one trial's job to its end; None when its batch died before starting
+        it (and it was not the first job of the batch), so that it can run again."""
+        name = self.device.name
+        self.progress.start_trial(name, plan.label, estimated_queries=plan.estimated_queries)
+        outcome = self._follow(plan, job_id, last_seq, retry_unstarted=not first_in_batch)
+        if outcome is None:
+            return None
         self.outcome.trials[plan.label] = outcome.status
         if outcome.status == "failed":
             self.outcome.ok = False
         self.progress.trial_finished(name)
+        return outcome
 
-    def _follow(self, plan: TrialPlan, job_id: str, last_seq: int) -> FollowOutcome:
-        """Follow the trial's job; a job that cannot be followed fails its trial."""
+    def _follow(
+        self, plan: TrialPlan, job_id: str, last_seq: int, *, retry_unstarted: bool = False
+    ) -> FollowOutcome | None:
+        """Follow the trial's job; a job that cannot be followed fails its trial (None,
+        with ``retry_unstarted``, for a job whose batch died before starting it)."""
         name = self.device.name
         sink = _TrialEvents(self.store, self.store_lock, plan.trial_id, self.progress, name)
         follower = TrialFollower(
             self.link, sink, self.stop_event, device=name, job_id=job_id, stall_s=self.stall_s
         )
         outcome = follower.follow(last_seq)
+        if (
+            outcome.error is not None
+            and retry_unstarted
+            and follower.last_seq == last_seq
+            and not self.stop_event.is_set()
+            and self._never_started(job_id)
+        ):
+            self.log(
+                f"{name}: job {job_id} never started (its agent process died); starting it again"
+            )
+            return None
         if outcome.error is not None:
             with self.store_lock:
                 self.store.set_trial_status(plan.trial_id, "failed", error=outcome.error)
@@ -278,20 +354,30 @@ class DeviceWorker:
             return False
         return info.get("state") in ("running", "done")
 
-    def _start_job(self, spec: JobSpec) -> None:
+    def _never_started(self, job_id: str) -> bool:
+        """Whether the job's journal is empty and no process holds it (its batch died)."""
+        result = self.link.run_agent("status", job_id, timeout_s=60)
+        try:
+            info = json.loads(result.stdout or "{}")
+        except ValueError:
+            return False
+        return info.get("state") == "dead" and info.get("last_seq") is None
+
+    def _start_jobs(self, specs: list[JobSpec]) -> None:
+        """Push the job specs and start them as one batch (one agent process)."""
+        rels = [f"incoming/{spec.job_id}.json" for spec in specs]
         with tempfile.TemporaryDirectory(prefix="tslm-job-") as tmp:
-            local = Path(tmp) / "job.json"
-            local.write_text(spec.to_json())
-            rel = f"incoming/{spec.job_id}.json"
-            deploy_files(
-                self.link.transport,
-                [PushItem(local=local, remote=rel, sha256=sha256_file(local))],
-                workdir=self.link.workdir,
-            )
-        result = self.link.run_agent("start", self.link.remote(rel), timeout_s=120)
+            items = []
+            for spec, rel in zip(specs, rels, strict=True):
+                local = Path(tmp) / f"{spec.job_id}.json"
+                local.write_text(spec.to_json())
+                items.append(PushItem(local=local, remote=rel, sha256=sha256_file(local)))
+            deploy_files(self.link.transport, items, workdir=self.link.workdir)
+        result = self.link.run_agent("start", *(self.link.remote(r) for r in rels), timeout_s=120)
         if result.exit_code != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
+            ids = ", ".join(spec.job_id for spec in specs)
             raise AgentError(
-                f"{self.device.name}: agent refused job {spec.job_id}: "
+                f"{self.device.name}: agent refused job {ids}: "
                 f"{detail[-1] if detail else 'exit ' + str(result.exit_code)}"
             )

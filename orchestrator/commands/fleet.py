@@ -15,9 +15,11 @@ import typer
 
 from orchestrator.commands.inventory import load_selection
 from orchestrator.commands.options import (
+    DEFAULT_UPKEEP_PARALLEL,
     AcceptNewHostkeysOption,
     DevicesOption,
     InventoryOption,
+    MaxParallelOption,
 )
 
 EXIT_DEVICE_FAILED = 1
@@ -45,9 +47,15 @@ def _bundle_cache() -> Path:
 
 
 def for_each_device(
-    devices: Sequence[Any], work: Callable[[Any], Any], *, max_workers: int = 8
+    devices: Sequence[Any],
+    work: Callable[[Any], Any],
+    *,
+    max_workers: int = DEFAULT_UPKEEP_PARALLEL,
 ) -> list[tuple[Any, Any, Exception | None]]:
-    """Run ``work(device)`` for every device in parallel: (device, result, error) each."""
+    """Run ``work(device)`` for every device, at most ``max_workers`` at once:
+    (device, result, error) each."""
+    if max_workers < 1:
+        raise ValueError(f"max_workers must be at least 1, got {max_workers}")
 
     def guarded(device: Any) -> tuple[Any, Any, Exception | None]:
         try:
@@ -149,6 +157,7 @@ def bootstrap(
     devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
+    max_parallel: MaxParallelOption = None,
     wheelhouse_dir: Annotated[
         Path | None,
         typer.Option(
@@ -199,7 +208,7 @@ def bootstrap(
             )
 
     _summarise(
-        for_each_device(selected, work),
+        for_each_device(selected, work, max_workers=max_parallel or DEFAULT_UPKEEP_PARALLEL),
         lambda r: (
             f"{'created' if r.created else 'reused'} {r.venv} (Python {r.python_version}, "
             f"{r.machine}), torch {r.torch} from {r.torch_source}, "
@@ -283,6 +292,7 @@ def deploy(
     devices: DevicesOption,
     inventory: InventoryOption = None,
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
+    max_parallel: MaxParallelOption = None,
     artifact: Annotated[
         list[Path] | None,
         typer.Option("--artifact", help="Artifact folder to push as well (repeatable)."),
@@ -336,7 +346,9 @@ def deploy(
             progress.update(task, completed=total, description=device.name)
             return report
 
-        results = for_each_device(selected, work)
+        results = for_each_device(
+            selected, work, max_workers=max_parallel or DEFAULT_UPKEEP_PARALLEL
+        )
     _summarise(
         results,
         lambda r: (

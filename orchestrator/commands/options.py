@@ -52,3 +52,16 @@ AcceptNewHostkeysOption = Annotated[
     ),
 ]
 RunOption = Annotated[str | None, typer.Option("--run", metavar="ID", help="Only this run.")]
+
+#: bootstrap and deploy contact at most this many devices at once unless told otherwise
+DEFAULT_UPKEEP_PARALLEL = 8
+MaxParallelOption = Annotated[
+    int | None,
+    typer.Option(
+        "--max-parallel",
+        min=1,
+        metavar="N",
+        help="At most N devices connect and deploy at once, e.g. over a shared uplink "
+        f"(run: default all; bootstrap and deploy: default {DEFAULT_UPKEEP_PARALLEL}).",
+    ),
+]

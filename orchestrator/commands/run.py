@@ -12,6 +12,7 @@ from orchestrator.commands.options import (
     DbOption,
     DevicesOption,
     InventoryOption,
+    MaxParallelOption,
 )
 
 ExperimentOption = Annotated[
@@ -110,6 +111,7 @@ def run(
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     cache_dir: CacheDirOption = None,
     demo: DemoOption = False,
+    max_parallel: MaxParallelOption = None,
 ) -> None:
     """Compress, deploy and measure on the selected devices.
 
@@ -136,7 +138,16 @@ def run(
     store = open_store(db)
     _announce(console, selected, exp)
     summary = _execute(
-        console, store, selected, exp, inv, resume, cache_dir, no_dashboard, accept_new_hostkeys
+        console,
+        store,
+        selected,
+        exp,
+        inv,
+        resume,
+        cache_dir,
+        no_dashboard,
+        accept_new_hostkeys,
+        max_parallel,
     )
     _report(console, store, summary, devices)
 
@@ -163,6 +174,7 @@ def _execute(
     cache_dir: Path | None,
     no_dashboard: bool,
     accept_new_hostkeys: bool,
+    max_parallel: int | None = None,
 ) -> Any:
     """Run the experiment with the live dashboard (or plain lines); the run's summary."""
     from orchestrator.dashboard import make_display
@@ -186,6 +198,7 @@ def _execute(
         cache_dir=cache_dir,
         inventory_name=str(inv.path),
         log=lambda msg: console.print(msg, highlight=False),
+        max_parallel=max_parallel,
     )
 
 

@@ -25,6 +25,7 @@ __all__ = [
     "TaskInfo",
     "get_task",
     "list_tasks",
+    "needs_model",
     "set_threads",
 ]
 
@@ -35,6 +36,7 @@ TASKS: dict[str, str] = {
     "next-token": "tasks.workloads.next_token:NextTokenTask",
     "choice": "tasks.workloads.choice:ChoiceTask",
     "last-word": "tasks.workloads.last_word:LastWordTask",
+    "idle": "tasks.workloads.idle:IdleTask",
 }
 
 
@@ -50,6 +52,11 @@ def get_task(name: str) -> Task:
         )
     module_name, _, class_name = target.partition(":")
     return getattr(importlib.import_module(module_name), class_name)()
+
+
+def needs_model(name: str) -> bool:
+    """Whether the task ``name`` runs on a loaded model (``idle`` does not)."""
+    return bool(getattr(get_task(name), "needs_model", True))
 
 
 def list_tasks() -> list[TaskInfo]:
