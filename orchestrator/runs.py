@@ -136,10 +136,13 @@ def execute_run(
     inventory_name: str = "inventory.yaml",
     log: Callable[[str], None] = print,
     max_parallel: int | None = None,
+    batch_trials: bool = True,
 ) -> RunSummary:
     """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses.
 
     ``max_parallel``: at most this many devices connect and deploy at once (None: all).
+    ``batch_trials``: a device runs all its trials in one agent process that loads the
+    base model once (False: one process and one model load per trial).
     """
     from orchestrator.bundle import build_bundle
 
@@ -186,6 +189,7 @@ def execute_run(
                 open_transport=open_transport,
                 log=display.log,
                 deploy_slots=deploy_slots,
+                batch_trials=batch_trials,
             )
             for d in devices
         ]

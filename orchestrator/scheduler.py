@@ -108,6 +108,7 @@ class DeviceWorker:
         open_transport: Callable[[Any], Any],
         log: Callable[[str], None],
         deploy_slots: threading.BoundedSemaphore | None = None,
+        batch_trials: bool = True,
     ) -> None:
         self.device = device
         self.run_id = run_id
@@ -122,6 +123,9 @@ class DeviceWorker:
         self.log = log
         #: shared by the workers of a run: at most so many connect and deploy at once
         self.deploy_slots = deploy_slots
+        #: all trials in one agent process (False: a process per trial, loading the model
+        #: each time, the baseline the load-once benchmark measures against)
+        self.batch_trials = batch_trials
         self.outcome = DeviceOutcome(device=device.name)
         self.stall_s = follow_stall_s()
         self.link = DeviceLink(
@@ -269,8 +273,10 @@ class DeviceWorker:
                 for plan, _ in fresh:
                     self._mark(plan, "interrupted", "run interrupted before this trial started")
                 return
-            jobs = self._start_batch(fresh)
-            fresh = []
+            # one batch for all (one base-model load); a process per trial when asked
+            chunk, later = (fresh, []) if self.batch_trials else (fresh[:1], fresh[1:])
+            jobs = self._start_batch(chunk)
+            fresh = later
             for i, (plan, job_id, last_seq) in enumerate(jobs):
                 if self.stop_event.is_set() and i > 0:
                     # the batch ends its queued jobs as stopped; their trials never ran
@@ -278,7 +284,7 @@ class DeviceWorker:
                     continue
                 outcome = self._follow_trial(plan, job_id, last_seq, first_in_batch=i == 0)
                 if outcome is None:  # the batch died before this job: start the rest anew
-                    fresh = self._states(plan for plan, _, _ in jobs[i:])
+                    fresh = self._states(plan for plan, _, _ in jobs[i:]) + later
                     break
 
     def _states(self, plans: Any) -> list[tuple[TrialPlan, Any]]:

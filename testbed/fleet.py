@@ -346,11 +346,13 @@ class FakeFleet:
             return
         self._closed = True
         errors: list[str] = []
+        removed: set[str] = set()  # devices of a light fleet share one user
         for device in self.devices:
             for step in (
                 device.stop,
-                device.kill_user_processes,
-                lambda d=device: _run("userdel", "-f", "-r", d.user),
+                lambda d=device: d.user in removed or d.kill_user_processes(),
+                lambda d=device: d.user in removed or _run("userdel", "-f", "-r", d.user),
+                lambda d=device: removed.add(d.user),
                 lambda d=device: delete_netns(d.netns, d.host_if),
             ):
                 try:
@@ -485,3 +487,55 @@ def build_fleet(
         fleet.close()
         raise
     return fleet
+
+
+def build_light_fleet(root: Path, count: int, *, workdir_prefix: str = "~/.tslm-") -> FakeFleet:
+    """``count`` fake devices that share one Unix user and client key: each still has its
+    own sshd, host key, loopback address and agent work directory (``~/.tslm-dev01``...).
+
+    Many of them fit on one machine (64 cost 64 sshd processes and one user), for the
+    scaling benchmark, whose agents run the model-free ``idle`` task.
+    """
+    if not 1 <= count <= 200:
+        raise ValueError(f"a light fleet has 1 to 200 devices, not {count}")
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    fleet = FakeFleet(root=root)
+    names = [f"dev{i + 1:02d}" for i in range(count)]
+    try:
+        fleet.grant_traversal(VENV_PYTHON.resolve().parent)
+        fleet.grant_traversal(ROOT)
+        first = _add_device(fleet, names[0], 0, None)
+        for index, name in enumerate(names[1:], start=1):
+            _add_sibling(fleet, first, name, index)
+        fleet.write_inventory(
+            overrides={name: {"workdir": f"{workdir_prefix}{name}"} for name in names}
+        )
+    except BaseException:
+        fleet.close()
+        raise
+    return fleet
+
+
+def _add_sibling(fleet: FakeFleet, first: FakeDevice, name: str, index: int) -> FakeDevice:
+    """A device reached as ``first``'s user, through an sshd and host key of its own."""
+    ddir = fleet.root / name
+    ddir.mkdir(parents=True)
+    address = f"127.0.0.{10 + index}"
+    device = FakeDevice(
+        name=name,
+        user=first.user,
+        home=first.home,
+        address=address,
+        port=free_port(address),
+        dir=ddir,
+        identity_file=first.identity_file,
+        known_hosts=ddir / "known_hosts",
+        host_key=ddir / "ssh_host_ed25519_key",
+    )
+    fleet.devices.append(device)
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(device.host_key))
+    device.known_hosts.write_text(device.known_hosts_line())
+    device.write_sshd_config()
+    device.start()
+    return device

@@ -18,6 +18,7 @@ import errno
 import hashlib
 import posixpath
 import secrets
+import select
 import shlex
 import socket
 import time
@@ -38,8 +39,34 @@ from orchestrator.transport.errors import ConnectError, HostKeyError, TransportE
 KEEPALIVE_S = 5.0
 RETRIES = 2
 BACKOFF_S = 0.5
-_POLL_S = 0.05
+#: the longest a quiet channel waits before the pump checks the connection again
+_MAX_WAIT_S = 1.0
 _CHUNK = 65536
+
+
+def _wait_s(
+    now: float, deadline: float | None, last_data: float, idle_timeout_s: float | None
+) -> float:
+    """How long a quiet channel may wait: until the deadline, the stall limit or
+    :data:`_MAX_WAIT_S`, whichever comes first."""
+    wait = _MAX_WAIT_S
+    if deadline is not None:
+        wait = min(wait, deadline - now)
+    if idle_timeout_s is not None:
+        wait = min(wait, last_data + idle_timeout_s - now)
+    return max(wait, 0.0)
+
+
+def _wait_readable(channel: paramiko.Channel, timeout_s: float) -> None:
+    """Sleep until the channel has output, stderr, EOF or closes, or ``timeout_s`` passes.
+
+    paramiko signals all of these on the channel's file descriptor, so a quiet channel
+    costs no CPU: a controller follows many devices without polling each one.
+    """
+    try:
+        select.select([channel], [], [], timeout_s)
+    except (OSError, ValueError):  # closed under our feet: the caller sees it next
+        time.sleep(min(timeout_s, 0.05))
 
 
 class _TransientConnectError(ConnectError):
@@ -317,7 +344,7 @@ class SSHTransport(Transport):
                 transport = self._client.get_transport()
                 if transport is None or not transport.is_active():
                     raise self._lost()
-                time.sleep(_POLL_S)
+                _wait_readable(channel, _wait_s(now, deadline, last_data, idle_timeout_s))
 
     def _exit_code(self, channel: paramiko.Channel, deadline: float | None) -> int:
         while not channel.exit_status_ready():
@@ -326,7 +353,7 @@ class SSHTransport(Transport):
                 raise self._lost()
             if deadline is not None and time.monotonic() > deadline:
                 raise TransportError(f"{self.device.name}: no exit status from the device")
-            time.sleep(_POLL_S)
+            channel.status_event.wait(_MAX_WAIT_S)
         return channel.recv_exit_status()
 
     def run(
