@@ -43,6 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 
 from bench.bench_fleet import children_cpu_s, least_squares  # noqa: E402
 from bench.common import spread, write_result  # noqa: E402
+from orchestrator.dashboard import DASHBOARD_CPU_BUDGET  # noqa: E402
 
 NAME = "scale"
 RUN_TIMEOUT_S = 600.0
@@ -198,7 +199,9 @@ def measuring_times(fleet: Any, names: list[str], run_id: str, started: float) -
 
 
 def dashboard_refresh_ms(devices: int, renders: int = 10) -> float:
-    """Median time to render the live dashboard for ``devices`` running devices."""
+    """Median time to render the live dashboard for ``devices`` running devices (the live
+    display redraws at most every ``ms / DASHBOARD_CPU_BUDGET``, never more than 4 times
+    a second)."""
     from rich.console import Console
 
     from agent.protocol import make_event
@@ -246,7 +249,8 @@ def summarise(runs: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
                 "all_measuring_s": r.get("all_measuring_s"),
                 "fell_behind": r.get("fell_behind", []),
                 "never_measured": r.get("never_measured", []),
-                "dashboard_refresh_ms": dashboard_refresh_ms(n),
+                "dashboard_refresh_ms": (ms := dashboard_refresh_ms(n)),
+                "dashboard_redraw_interval_s": max(0.25, ms / 1000 / DASHBOARD_CPU_BUDGET),
             }
         )
     xs = [float(c["devices"]) for c in curve if "wall_s" in c]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from rich import box
 from rich.console import (
@@ -27,6 +28,7 @@ from rich.console import (
     RenderResult,
 )
 from rich.progress_bar import ProgressBar
+from rich.segment import Segment
 from rich.table import Table
 from rich.text import Text
 
@@ -227,6 +229,45 @@ class DashboardView:
         return Group(header, table)
 
 
+#: the share of one core the live dashboard may spend drawing itself: with many devices a
+#: table costs milliseconds per row, so a large fleet is redrawn less often
+DASHBOARD_CPU_BUDGET = 0.05
+
+
+class ThrottledView:
+    """A renderable that redraws ``view`` only as often as ``cpu_budget`` allows.
+
+    Each real rendering is timed; until ``cost / cpu_budget`` seconds have passed, the
+    lines of the last one are shown again (a change of width redraws at once).
+    """
+
+    def __init__(self, view: Any, cpu_budget: float = DASHBOARD_CPU_BUDGET) -> None:
+        self.view = view
+        self.cpu_budget = cpu_budget
+        self.renders = 0
+        self.last_cost_s = 0.0
+        self._lines: list[list[Segment]] | None = None
+        self._width: int | None = None
+        self._next = 0.0
+
+    def invalidate(self) -> None:
+        """Redraw on the next refresh (the final state of a run)."""
+        self._lines = None
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        now = time.monotonic()
+        if self._lines is None or now >= self._next or options.max_width != self._width:
+            t0 = time.perf_counter()
+            self._lines = console.render_lines(self.view, options, pad=False)
+            self.last_cost_s = time.perf_counter() - t0
+            self._next = now + self.last_cost_s / self.cpu_budget
+            self._width = options.max_width
+            self.renders += 1
+        for line in self._lines:
+            yield from line
+            yield Segment.line()
+
+
 def render_dashboard(progress: RunProgress) -> RenderableType:
     """The live view of ``progress`` as a rich renderable (fits the console it prints on)."""
     return DashboardView(progress)
@@ -325,6 +366,7 @@ class LiveDisplay(Display):
         super().__init__(progress, console)
         from rich.live import Live
 
+        self._view = ThrottledView(DashboardView(progress))
         self._live = Live(
             console=console,
             get_renderable=self._render,
@@ -333,12 +375,13 @@ class LiveDisplay(Display):
         )
 
     def _render(self) -> RenderableType:
-        return render_dashboard(self.progress)
+        return self._view
 
     def _start(self) -> None:
         self._live.start(refresh=True)
 
     def _stop(self) -> None:
+        self._view.invalidate()
         self._live.stop()  # draws the final state once more and leaves it on screen
 
     def _on_change(self, device: str, kind: str, text: str) -> None:

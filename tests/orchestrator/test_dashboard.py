@@ -316,3 +316,26 @@ def test_plain_mode_summarises_active_devices_periodically() -> None:
     assert "60.0°C" in summaries[0] and "THROTTLED" in summaries[0]
     # the pending device appears only in the closing summary
     assert sum(b.startswith("local  pending") for b in bodies) == 1
+
+
+def test_a_large_fleet_is_redrawn_within_the_cpu_budget() -> None:
+    import io
+
+    from rich.console import Console
+
+    from orchestrator.dashboard import DashboardView, ThrottledView
+
+    names = [f"dev{i:02d}" for i in range(24)]
+    progress = RunProgress("run-big", names)
+    for name in names:
+        progress.set_state(name, "running")
+    view = ThrottledView(DashboardView(progress), cpu_budget=0.0001)
+    console = Console(file=io.StringIO(), width=140)
+    console.print(view)
+    first = console.file.getvalue()
+    progress.set_state(names[0], "failed", message="gone")
+    console.print(view)  # within the budget's interval: the last drawing again
+    assert view.renders == 1 and console.file.getvalue() == first * 2
+    view.invalidate()  # the final state is always drawn
+    console.print(view)
+    assert view.renders == 2 and "failed" in console.file.getvalue()[len(first) * 2 :]
