@@ -93,6 +93,18 @@ BENCHMARKS: dict[str, Benchmark] = {
         "choice items/s vs lm-eval's HF wrapper; smoke-set accuracy of the variants (SmolLM2)",
         time_limit_s=900,
     ),
+    "loadonce": Benchmark(
+        "bench.bench_loadonce",
+        "loadonce",
+        "default experiment on the local device: a model load per trial vs per device",
+        time_limit_s=900,
+    ),
+    "scale": Benchmark(
+        "bench.bench_scale",
+        "scale",
+        "1 to 64 light fake devices on the idle task: controller CPU, memory, SSH, start-up",
+        time_limit_s=900,
+    ),
 }
 
 

@@ -248,6 +248,16 @@ def readme_section(results_dir: Path) -> str:
             *quality_table(quality),
             "",
         ]
+    scale = results.get("scale")
+    if scale and scale.get("curve"):
+        from bench.sections_scale import scale_headline, scale_table
+
+        out += [
+            f"One controller, many devices ({scale_headline(scale)}; {scale['caveats']}):",
+            "",
+            *scale_table(scale),
+            "",
+        ]
     if (results_dir / "frontier.png").is_file():
         out += ["![perplexity vs compression ratio](bench/results/frontier.png)", ""]
     for stem in RENDERERS:

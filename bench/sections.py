@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import sig
+from bench.sections_scale import loadonce_parts, scale_parts
 from tasks.numbers import MISSING
 
 MIB = 2**20
@@ -418,6 +419,8 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "db": db_section,
     "meters": meters_section,
     "quality": quality_section,
+    "loadonce": lambda doc: Section(*loadonce_parts(doc)),
+    "scale": lambda doc: Section(*scale_parts(doc)),
 }
 TITLES = {
     "compress_speed": "Compression speed",
@@ -427,4 +430,6 @@ TITLES = {
     "db": "Results database",
     "meters": "Power-meter sampling",
     "quality": "Task quality (smoke sets) and scoring speed",
+    "loadonce": "One model load per device",
+    "scale": "Scale: one controller, many devices",
 }

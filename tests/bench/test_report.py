@@ -304,7 +304,8 @@ def test_list_names_every_benchmark() -> None:
         check=True,
     ).stdout
     listed = [line.split()[0] for line in out.splitlines()]
-    assert listed == ["compress", "frontier", "inference", "fleet", "db", "meters", "quality"]
+    assert listed[:7] == ["compress", "frontier", "inference", "fleet", "db", "meters", "quality"]
+    assert listed[7:] == ["loadonce", "scale"]
     assert listed == list(BENCHMARKS)
     assert time.monotonic() - started < 20  # no torch import to list them
 
@@ -322,3 +323,34 @@ def test_harness_records_failures_and_time_limits(tmp_path: Path) -> None:
     started = time.monotonic()
     run = run_benchmark("slow", slow, quick=True, time_limit_s=1, log_dir=tmp_path)
     assert run["status"] == "timeout" and time.monotonic() - started < 15
+
+
+def test_the_scale_curve_names_devices_that_fell_behind() -> None:
+    from bench.sections import RENDERERS
+
+    point = {
+        "wall_s": 20.0,
+        "controller_cpu_s": 3.0,
+        "controller_peak_rss_mib": 90.0,
+        "peak_ssh_connections": 4,
+        "all_measuring_s": 5.0,
+        "dashboard_refresh_ms": 12.0,
+        "never_measured": [],
+    }
+    doc = {
+        "variants": ["dense", "int8"],
+        "caveats": "noisy",
+        "curve": [
+            {"devices": 1, **point, "fell_behind": []},
+            {"devices": 4, **point, "fell_behind": ["dev04"]},
+        ],
+        "fit": {
+            "cpu_s_per_device_per_trial": 0.0123,
+            "rss_mib_per_device": 1.5,
+            "rss_fixed_mib": 80.0,
+        },
+    }
+    section = RENDERERS["scale"](doc)
+    assert "0.0123 s per device per trial" in section.readme_line
+    assert any("dev04" in line for line in section.lines)
+    assert section.lines[2].startswith("| 1 |") and section.lines[2].endswith("| none |")
