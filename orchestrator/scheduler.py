@@ -170,6 +170,7 @@ class DeviceWorker:
             self.link.connect()
             self.progress.set_state(name, "deploying")
             self._deploy()
+            self.progress.set_state(name, "starting")  # before the slot goes to another
         finally:
             if self.deploy_slots is not None:
                 self.deploy_slots.release()
