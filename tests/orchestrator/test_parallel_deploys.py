@@ -83,8 +83,7 @@ def test_one_deploy_at_a_time_and_no_model_for_the_idle_task(tmp_path: Path) -> 
 def test_max_parallel_below_one_is_refused(tmp_path: Path, value: str) -> None:
     for command in ("run", "deploy", "bootstrap"):
         result = subprocess.run(
-            [sys.executable, "-m", "orchestrator", command, "--devices", "local"]
-            + ["--max-parallel", value],
+            [sys.executable, "-m", "orchestrator", command, "-d", "local", "--max-parallel", value],
             cwd=tmp_path,
             capture_output=True,
             text=True,
