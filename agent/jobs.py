@@ -459,6 +459,15 @@ def follow_job(
         time.sleep(poll_s)
 
 
+def _lock_owner_pid(workdir: Workdir) -> int | None:
+    """The pid recorded by the process holding the device lock (None when unknown)."""
+    try:
+        owner = workdir.lock_path.read_text().split()
+        return int(owner[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def stop_job(workdir: Workdir, job_id: str, wait_s: float = 0.0) -> JobStatus:
     """Ask a running job to stop (SIGTERM: it finishes the current query, then ``done``).
 
@@ -466,9 +475,12 @@ def stop_job(workdir: Workdir, job_id: str, wait_s: float = 0.0) -> JobStatus:
     """
     paths = _known_job(workdir, job_id)
     status = job_status(workdir, job_id)
-    if status.state != "running" or status.pid is None:
+    # a job queued in a batch has no pid yet: the batch's process (the device lock's
+    # owner) ends it, and every other job it still holds, as stopped
+    pid = status.pid if status.pid is not None else _lock_owner_pid(workdir)
+    if status.state != "running" or pid is None:
         return status
-    os.kill(status.pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and is_alive(paths):
         time.sleep(0.1)

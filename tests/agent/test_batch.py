@@ -170,3 +170,23 @@ def test_a_batch_naming_a_job_twice_is_refused(workdir: Path) -> None:
     spec = write_job(workdir, job_dict(workdir, "twice"))
     result = run_agent(workdir, "start", str(spec), str(spec))
     assert result.returncode == 2 and "names a job twice" in result.stderr
+
+
+def test_stopping_a_queued_job_stops_its_batch(workdir: Path) -> None:
+    long = {
+        "name": "generate",
+        "params": {"num_queries": 2000, "max_new_tokens": 4, "chat_template": False},
+    }
+    first = write_job(workdir, job_dict(workdir, "job-a", tasks=[long]), "a.json")
+    second = write_job(workdir, job_dict(workdir, "job-b", tasks=[GEN]), "b.json")
+    assert run_agent(workdir, "start", str(first), str(second)).returncode == 0
+    wd = Workdir.open(workdir)
+    deadline = time.monotonic() + 60
+    while not any(e.type == "phase" and e["phase"] == "running" for e in _events(workdir, "job-a")):
+        assert time.monotonic() < deadline, "job-a never ran"
+        time.sleep(0.1)
+    stopped = run_agent(workdir, "stop", "job-b", "--wait", "30")
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["state"] == "done"
+    assert job_status(wd, "job-a").done_status == "stopped"
+    assert job_status(wd, "job-b").done_status == "stopped"
