@@ -31,6 +31,8 @@ DEVICE_STATES = (
     "interrupted",
 )
 TERMINAL_STATES = frozenset({"done", "failed", "interrupted"})
+#: states of a device that is measuring (its model loaded, or its queries running)
+MEASURING_STATES = frozenset({"loading", "warmup", "idle baseline", "running"})
 POWER_HISTORY = 40
 
 
@@ -55,6 +57,8 @@ class DeviceProgress:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    #: when the device first reached a measuring state (None: not yet)
+    measuring_at: float | None = None
 
 
 #: event phase name -> device state shown
@@ -128,6 +132,8 @@ class RunProgress:
                 d.trial = trial
             if d.started_at is None and state not in ("pending",):
                 d.started_at = time.monotonic()
+            if state in MEASURING_STATES and d.measuring_at is None:
+                d.measuring_at = time.monotonic()
             if state in TERMINAL_STATES:
                 d.finished_at = time.monotonic()
             if state == "failed" and message:
@@ -201,6 +207,21 @@ class RunProgress:
             return [
                 replace(d, power_history_w=deque(d.power_history_w, maxlen=POWER_HISTORY))
                 for d in self._devices.values()
+            ]
+
+    def behind(self, after_s: float) -> list[tuple[str, str, float]]:
+        """Devices that have not begun measuring ``after_s`` seconds or more after the
+        first device did: (name, state, seconds since the first began), in order."""
+        now = time.monotonic()
+        with self._lock:
+            starts = [d.measuring_at for d in self._devices.values() if d.measuring_at]
+            if not starts or now - min(starts) < after_s:
+                return []
+            waited = now - min(starts)
+            return [
+                (d.name, d.state, waited)
+                for d in self._devices.values()
+                if d.measuring_at is None and d.state not in TERMINAL_STATES
             ]
 
     def elapsed_s(self) -> float:

@@ -26,12 +26,39 @@ from tasks import __version__
 from tasks.cache import ARTIFACTS, BUNDLES, cache_path
 from tasks.errors import ConfigError
 
+#: a device not measuring this long after the first device began is reported by name
+BEHIND_AFTER_S = 60.0
+
+
+class BehindReporter:
+    """Logs, once each, the devices that fall behind: still connecting, deploying or
+    starting :data:`BEHIND_AFTER_S` after another device began measuring."""
+
+    def __init__(
+        self, progress: RunProgress, log: Callable[[str], None], after_s: float = BEHIND_AFTER_S
+    ) -> None:
+        self.progress = progress
+        self.log = log
+        self.after_s = after_s
+        self.reported: list[str] = []
+
+    def check(self) -> None:
+        for name, state, waited in self.progress.behind(self.after_s):
+            if name not in self.reported:
+                self.reported.append(name)
+                self.log(
+                    f"{name} is falling behind: still {state} {waited:.0f} s after the first "
+                    "device began measuring"
+                )
+
 
 @dataclass(frozen=True)
 class RunSummary:
     run_id: str
     status: str  # ok, partial, failed, interrupted
     outcomes: tuple[DeviceOutcome, ...]
+    #: devices that fell behind the others at the start (see :class:`BehindReporter`)
+    behind: tuple[str, ...] = ()
 
     @property
     def failed_trials(self) -> list[tuple[str, str]]:
@@ -193,11 +220,14 @@ def execute_run(
             )
             for d in devices
         ]
-        outcomes = _run_workers(workers, stop_event, display.log)
+        reporter = BehindReporter(progress, display.log)
+        outcomes = _run_workers(workers, stop_event, display.log, tick=reporter.check)
     status = run_status(outcomes, interrupted=stop_event.is_set())
     with store_lock:
         store.finish_run(run_id, status)
-    return RunSummary(run_id=run_id, status=status, outcomes=tuple(outcomes))
+    return RunSummary(
+        run_id=run_id, status=status, outcomes=tuple(outcomes), behind=tuple(reporter.reported)
+    )
 
 
 def _run_id_and_experiment(
@@ -258,7 +288,10 @@ def plan_trials(
 
 
 def _run_workers(
-    workers: list[DeviceWorker], stop_event: threading.Event, log: Callable[[str], None]
+    workers: list[DeviceWorker],
+    stop_event: threading.Event,
+    log: Callable[[str], None],
+    tick: Callable[[], None] | None = None,
 ) -> list[DeviceOutcome]:
     """Run every worker in a thread of its own; Ctrl-C asks them all to stop and waits."""
     # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
@@ -273,7 +306,7 @@ def _run_workers(
             daemon=True,
         ).start()
     try:
-        _wait_all(finished)
+        _wait_all(finished, tick)
     except KeyboardInterrupt:
         log("interrupted: asking the agents to stop (Ctrl-C again to abandon)")
         stop_event.set()
@@ -299,10 +332,11 @@ def _run_worker(worker: DeviceWorker, finished: threading.Event) -> None:
         finished.set()
 
 
-def _wait_all(finished: list[threading.Event]) -> None:
+def _wait_all(finished: list[threading.Event], tick: Callable[[], None] | None = None) -> None:
     for flag in finished:
         while not flag.wait(0.25):
-            pass
+            if tick is not None:
+                tick()
 
 
 def _estimated_queries(task: Any, repetitions: int) -> int:

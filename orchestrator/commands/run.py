@@ -209,6 +209,11 @@ def _report(console: Any, store: Any, summary: Any, devices: str) -> None:
 
     console.print()
     print_compare(store, run_id=summary.run_id)
+    if summary.behind:
+        console.print(
+            f"[yellow]fell behind the others at the start:[/] {', '.join(summary.behind)}",
+            highlight=False,
+        )
     for outcome in summary.outcomes:
         if not outcome.ok and outcome.error:
             console.print(f"[red]{outcome.device} failed:[/] {outcome.error}", highlight=False)

@@ -339,3 +339,21 @@ def test_a_large_fleet_is_redrawn_within_the_cpu_budget() -> None:
     view.invalidate()  # the final state is always drawn
     console.print(view)
     assert view.renders == 2 and "failed" in console.file.getvalue()[len(first) * 2 :]
+
+
+def test_a_device_that_falls_behind_is_reported_by_name_once() -> None:
+    from orchestrator.runs import BehindReporter
+
+    progress = RunProgress("run-lag", ["a", "b", "c"])
+    lines: list[str] = []
+    reporter = BehindReporter(progress, lines.append, after_s=0.0)
+    reporter.check()
+    assert lines == []  # nobody measures yet: nobody is behind
+    progress.set_state("a", "running")
+    progress.set_state("b", "deploying")
+    progress.set_state("c", "failed", message="unreachable")  # failed is reported elsewhere
+    reporter.check()
+    reporter.check()
+    assert len(lines) == 1 and lines[0].startswith("b is falling behind: still deploying")
+    assert reporter.reported == ["b"]
+    assert RunProgress("r", ["x"]).behind(0.0) == []
