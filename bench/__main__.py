@@ -97,13 +97,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         "bench.bench_loadonce",
         "loadonce",
         "default experiment on the local device: a model load per trial vs per device",
-        time_limit_s=900,
+        time_limit_s=1200,
     ),
     "scale": Benchmark(
         "bench.bench_scale",
         "scale",
         "1 to 64 light fake devices on the idle task: controller CPU, memory, SSH, start-up",
-        time_limit_s=900,
+        time_limit_s=1200,
     ),
 }
 

@@ -123,11 +123,9 @@ def load_windows(db: str, run_id: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short tasks, one pair")
-    parser.add_argument(
-        "--pairs", type=int, default=None, help="before/after pairs (default 1 quick, 2 full)"
-    )
+    parser.add_argument("--pairs", type=int, default=None, help="before/after pairs (default 1)")
     args = parser.parse_args(argv)
-    pairs = args.pairs or (1 if args.quick else 2)
+    pairs = args.pairs or 1
     exp = experiment(args.quick)
     with tempfile.TemporaryDirectory(prefix="tslm-loadonce-") as tmp:
         work = Path(tmp)
