@@ -260,11 +260,12 @@ class JobRunner:
             sha256=self.spec.model.sha256,
             kind="dir" if model_path.is_dir() else "gguf",
         )
-        # the base model is loaded by the first job of the agent process; later jobs only
-        # swap the variant's embedding and head, so the load window (and its energy)
-        # covers the base load once
-        self._set_phase("loading", base_model="reuse" if self.models.has_base(ref) else "load")
-        before = self._thermal()
+        # the base model is loaded by the first job of the agent process, whose load window
+        # holds the load's energy; later jobs only swap the variant's embedding and head
+        # (the phase events' times give the swap's duration) and record no load window
+        reuse = self.models.has_base(ref)
+        self._set_phase("loading", base_model="reuse" if reuse else "load")
+        before = None if reuse else self._thermal()
         t0 = time.monotonic()
         # a GGUF is de-quantised once per device and kept as safetensors in the work
         # directory: later processes load the converted copy (the load window records either)
@@ -275,7 +276,8 @@ class JobRunner:
             self.spec.embedding_mode,
         )
         t1 = time.monotonic()
-        self._windows.emit_window("load", None, None, t0, t1, 0, before, self._thermal())
+        if not reuse:
+            self._windows.emit_window("load", None, None, t0, t1, 0, before, self._thermal())
         return model, tokenizer
 
     def _prepare(self, model: Any, tokenizer: Any) -> list[tuple[str, Any]]:
