@@ -40,7 +40,8 @@ InventoryOption = Annotated[
         "-i",
         envvar=INVENTORY_ENV,
         show_envvar=True,
-        help="Inventory file (default: ./inventory.yaml).",
+        help="Inventory: inventory.yaml, or an Ansible inventory (YAML or INI file, or a "
+        "directory) (default: ./inventory.yaml).",
     ),
 ]
 AcceptNewHostkeysOption = Annotated[
