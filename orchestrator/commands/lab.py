@@ -99,7 +99,7 @@ def release(
     from orchestrator.lab.client import LabClient
     from tasks.errors import ConfigError
 
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     store = open_store(db)
     try:
         if not store.run_exists(run_id):

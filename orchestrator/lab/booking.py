@@ -25,6 +25,8 @@ from orchestrator.lab.errors import LabError, PlaceBusyError
 POLL_S = 0.5
 #: how often a running device's place is checked for a lost reservation
 WATCH_S = 1.0
+#: how long a lost place is watched to name who took it
+TAKER_WAIT_S = 3.0
 #: default of ``--place-wait``: how long a device waits for a place held by someone else
 DEFAULT_PLACE_WAIT_S = 600.0
 
@@ -181,7 +183,7 @@ class PlaceBooking:
                     self.bookings.log(f"lab: {self.device.name}: cannot look at place: {exc}")
                     holder = self.client.identity
                 if holder != self.client.identity:
-                    self.lost_to = holder or "nobody (released by someone else)"
+                    self.lost_to = holder or self._taker() or "nobody (released by someone else)"
                     self._event("lost", f"taken by {self.lost_to}")
                     device_stop.set()
                     return
@@ -189,6 +191,20 @@ class PlaceBooking:
 
         self._watcher = threading.Thread(target=loop, name=f"place-{self.device.name}", daemon=True)
         self._watcher.start()
+
+    def _taker(self) -> str | None:
+        """Who takes the place just after it was released from under us (forcing a place
+        is a release, then an acquire): looked for during :data:`TAKER_WAIT_S`."""
+        deadline = time.monotonic() + TAKER_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                holder = self.client.holder(self.place, sync=True)
+            except LabError:
+                return None
+            if holder is not None:
+                return holder
+            time.sleep(POLL_S / 2)
+        return None
 
     # ------------------------------------------------------------------ release
     def release(self) -> None:
