@@ -20,10 +20,10 @@ import pytest
 
 pytest.importorskip("labgrid")
 
-from orchestrator.lab.client import LabClient  # noqa: E402
-from orchestrator.lab.errors import LabError, PlaceUnknownError  # noqa: E402
-from testbed.labgrid import Coordinator  # noqa: E402
-from testbed.models import save_tiny_model  # noqa: E402
+from orchestrator.lab.client import LabClient
+from orchestrator.lab.errors import LabError, PlaceUnknownError
+from testbed.labgrid import Coordinator
+from testbed.models import save_tiny_model
 
 pytestmark = pytest.mark.slow
 
