@@ -246,7 +246,7 @@ def _semantic_errors(model: InventoryModel, locate: Locator) -> list[str]:
         transport = entry.transport or model.defaults.transport or "ssh"
         if transport == "ssh" and not entry.host:
             add(
-                ("devices", name, "host"),
+                ("devices", name),
                 "an ssh device needs a `host:` (or `transport: local` for the controller itself)",
             )
         lab = _merged_labgrid(model.defaults, entry)

@@ -40,8 +40,7 @@ InventoryOption = Annotated[
         "-i",
         envvar=INVENTORY_ENV,
         show_envvar=True,
-        help="Inventory: inventory.yaml, or an Ansible inventory (YAML or INI file, or a "
-        "directory) (default: ./inventory.yaml).",
+        help="Inventory file or Ansible inventory (default: ./inventory.yaml).",
     ),
 ]
 AcceptNewHostkeysOption = Annotated[
