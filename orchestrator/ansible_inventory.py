@@ -23,6 +23,7 @@ the host and the variable. :func:`open_inventory` picks the format of a path.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -93,13 +94,11 @@ def open_inventory(value: str | os.PathLike[str] | None = None) -> Inventory:
 
 def read_ansible(path: Path) -> dict[str, Any]:
     """Hosts and groups of an Ansible inventory, read by ansible-core in a child process."""
-    try:
-        import ansible  # noqa: F401  (only to tell a missing extra from a bad inventory)
-    except ImportError:
+    if importlib.util.find_spec("ansible") is None:  # found, not imported: it stays out
         raise InventoryError(
             f"{path}: is an Ansible inventory, and ansible-core is not installed",
             hint=_INSTALL_HINT,
-        ) from None
+        )
     try:
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator.ansible_dump", str(path)],

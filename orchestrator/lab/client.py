@@ -9,6 +9,7 @@ holds a place by ``host/user`` (``$LG_HOSTNAME``, ``$LG_USERNAME`` override them
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Coroutine
@@ -64,6 +65,7 @@ class LabClient:
                 "not installed",
                 hint=_INSTALL_HINT,
             ) from None
+        _quiet_root_logger()
         self.address = address
         self._grpc_address = proxymanager.get_grpc_address(address, default_port=DEFAULT_PORT)
         self._loop = asyncio.new_event_loop()
@@ -97,7 +99,7 @@ class LabClient:
             future.cancel()
             raise self._unreachable(f"no answer in {timeout_s:g} s while {doing}") from None
         except ClientError as exc:
-            raise self._unreachable(str(exc)) from exc
+            raise self._unreachable(str(exc).removeprefix("Error: ")) from exc
 
     def _unreachable(self, detail: str) -> LabError:
         return LabError(
@@ -212,6 +214,14 @@ class LabClient:
             return was_mine
 
         return self._call(request(), REQUEST_TIMEOUT_S, f"releasing place {place}")
+
+
+def _quiet_root_logger() -> None:
+    """labgrid's client logs connection trouble on the root logger, which (without a
+    handler) prints it on stderr; the error raised here already says it."""
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
 async def _close(session: Any) -> None:
