@@ -174,13 +174,17 @@ class PlaceBooking:
         """Stop the device (``device_stop``) when the run stops or the place is taken."""
 
         def loop() -> None:
+            unreachable = False
             while not self._done.is_set():
                 if run_stop.is_set():
                     device_stop.set()
                 try:
                     holder = self.client.holder(self.place, sync=True)
+                    unreachable = False
                 except LabError as exc:
-                    self.bookings.log(f"lab: {self.device.name}: cannot look at place: {exc}")
+                    if not unreachable:  # once per outage; the device goes on meanwhile
+                        self.bookings.log(f"lab: {self.device.name}: cannot look at place: {exc}")
+                    unreachable = True
                     holder = self.client.identity
                 if holder != self.client.identity:
                     self.lost_to = holder or self._taker() or "nobody (released by someone else)"
