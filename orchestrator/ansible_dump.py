@@ -63,8 +63,16 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+class HostVariableError(Exception):
+    """A variable of a host that Ansible cannot render (an undefined name, bad Jinja)."""
+
+    def __init__(self, host: str, variable: str, cause: Exception) -> None:
+        super().__init__(f"host {host} variable {variable}: {' '.join(str(cause).split())}")
+
+
 def dump(source: str) -> dict[str, Any]:
     """Hosts with their ansible_*/tslm_* variables, and groups, of one inventory source."""
+    from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.template import Templar
@@ -80,7 +88,10 @@ def dump(source: str) -> dict[str, Any]:
         chosen = {}
         for key, value in every.items():
             if key.startswith(PREFIXES):
-                chosen[key] = _plain(templar.template(value))
+                try:
+                    chosen[key] = _plain(templar.template(value))
+                except AnsibleError as exc:
+                    raise HostVariableError(host.name, key, exc) from exc
         hosts[host.name] = chosen
     groups = {
         name: [h.name for h in group.get_hosts()]
@@ -100,6 +111,9 @@ def main(argv: list[str]) -> int:
 
         try:
             result = dump(argv[0])
+        except HostVariableError as exc:
+            print(json.dumps({"error": str(exc)}))
+            return EXIT_UNPARSED
         except AnsibleError as exc:
             print(json.dumps({"error": " ".join(str(exc).split())}))
             return EXIT_UNPARSED

@@ -12,12 +12,15 @@ Ansible variable                device field
 ``ansible_user``                ``user``
 ``ansible_port``                ``port``
 ``ansible_ssh_private_key_file`` ``identity_file``
-``ansible_python_interpreter``  ``base_python`` (the system Python ``bootstrap`` uses)
+``ansible_python_interpreter``  ``base_python`` (the system Python ``bootstrap`` uses;
+                                ``auto*`` keeps the default ``python3``)
 ``ansible_connection: local``   ``transport: local``
 ``tslm_FIELD``                  ``FIELD`` (``tslm_meter``, ``tslm_python``, ...)
 =============================== =====================================================
 
-Ansible groups (but ``all`` and ``ungrouped``) become ``--devices`` groups. Errors name
+The older ``ansible_ssh_host``, ``ansible_ssh_user``, ``ansible_ssh_port`` and
+``ansible_private_key_file`` stand in when the names above are not set. Ansible groups
+(but ``all`` and ``ungrouped``) become ``--devices`` groups. Errors name
 the host and the variable. :func:`open_inventory` picks the format of a path.
 """
 
@@ -51,6 +54,13 @@ ANSIBLE_FIELDS: dict[str, str] = {
     "ansible_port": "port",
     "ansible_ssh_private_key_file": "identity_file",
     "ansible_python_interpreter": "base_python",
+}
+#: older spellings Ansible still accepts, used when the variable above is not set
+ANSIBLE_ALIASES: dict[str, str] = {
+    "ansible_ssh_host": "ansible_host",
+    "ansible_ssh_user": "ansible_user",
+    "ansible_ssh_port": "ansible_port",
+    "ansible_private_key_file": "ansible_ssh_private_key_file",
 }
 #: device fields that only Ansible's own variables set (no tslm_ twin)
 _FROM_ANSIBLE_ONLY = frozenset({*ANSIBLE_FIELDS.values(), "transport"})
@@ -153,6 +163,13 @@ def _device_of(path: Path, host: str, variables: dict[str, Any], errors: list[st
         )
     elif CONNECTIONS[connection] == "local":
         entry["transport"] = "local"
+    variables = dict(variables)
+    for alias, name in ANSIBLE_ALIASES.items():
+        if alias in variables and name not in variables:
+            variables[name] = variables[alias]
+    interpreter = str(variables.get("ansible_python_interpreter", ""))
+    if interpreter.startswith("auto"):  # Ansible's discovery: the device default stays
+        variables.pop("ansible_python_interpreter")
     for variable, value in sorted(variables.items()):
         if variable in ANSIBLE_FIELDS:
             field = ANSIBLE_FIELDS[variable]

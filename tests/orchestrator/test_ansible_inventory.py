@@ -143,3 +143,27 @@ def test_unparsable_inventory_is_a_clear_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert f"{broken}: not a valid Ansible inventory" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_older_spellings_and_interpreter_discovery(tmp_path: Path) -> None:
+    hosts = tmp_path / "hosts.ini"
+    hosts.write_text(
+        "[old]\n"
+        "pi3 ansible_ssh_host=192.0.2.3 ansible_ssh_user=pi ansible_ssh_port=2200 "
+        "ansible_private_key_file=/keys/pi3 ansible_python_interpreter=auto_silent\n"
+        "pi3b ansible_host=192.0.2.4 ansible_ssh_host=192.0.2.99\n"
+    )
+    inv = open_inventory(hosts)
+    pi3 = inv["pi3"]
+    assert (pi3.host, pi3.user, pi3.port) == ("192.0.2.3", "pi", 2200)
+    assert pi3.identity_file == Path("/keys/pi3")
+    assert pi3.base_python == "python3"  # Ansible's discovery is not a path: the default
+    assert inv["pi3b"].host == "192.0.2.4"  # the current name wins over the older one
+
+
+def test_a_template_that_cannot_render_names_host_and_variable(lab_copy: Path) -> None:
+    (lab_copy / "host_vars" / "pi5-01.yml").write_text("tslm_workdir: '{{ no_such_var }}/w'\n")
+    with pytest.raises(InventoryError) as info:
+        open_inventory(lab_copy)
+    assert "host pi5-01 variable tslm_workdir:" in info.value.message
+    assert "no_such_var" in info.value.message
