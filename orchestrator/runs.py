@@ -351,6 +351,8 @@ def _run_booked(worker: DeviceWorker, booking: PlaceBooking, run_stop: threading
             skipped = booking.acquire(run_stop)
         except TslmError as exc:
             skipped = exc.message
+        except Exception as exc:  # a bug must not take the other devices down
+            skipped = f"internal error: {type(exc).__name__}: {exc}"
         if skipped is not None:
             worker.skip(skipped, interrupted=run_stop.is_set())
             return

@@ -76,7 +76,9 @@ def check(inventory: InventoryOption = None) -> None:
 
     inv = open_inventory(inventory)
     table = Table(title=f"{inv.path}: {len(inv.devices)} devices", title_justify="left")
-    for column in ("device", "transport", "address", "board", "tags", "meter", "python", "workdir"):
+    places = any(d.lab_place for d in inv.devices.values())
+    columns = ["device", "transport", "address", "board", "tags", "meter", "python", "workdir"]
+    for column in [*columns, *(["labgrid place"] if places else [])]:
         table.add_column(column, overflow="fold")
     for device in inv.devices.values():
         meter = ", ".join(
@@ -92,6 +94,8 @@ def check(inventory: InventoryOption = None) -> None:
             device.python,
             device.workdir,
         )
+        if places:
+            cells += (device.lab_place or "-",)
         table.add_row(*(escape(c) for c in cells))
     console = Console(highlight=False, soft_wrap=False)
     console.print(table)

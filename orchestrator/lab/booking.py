@@ -145,6 +145,12 @@ class PlaceBooking:
             if waiting_for != holder:
                 waiting_for = holder
                 self._event("waiting", f"held by {holder}, waiting up to {self.wait_s:g} s")
+                if holder == me:
+                    self.bookings.log(
+                        f"lab: {self.device.name}: place {self.place} is held by you, not by "
+                        "this run (another run or terminal; `tslm-fleet lab release RUN_ID` "
+                        "frees the places of a run that crashed)"
+                    )
                 self.set_state("waiting", f"place {self.place} held by {holder}")
             if time.monotonic() >= deadline:
                 why = f"place {self.place} is held by {holder}" + (
