@@ -246,6 +246,21 @@ def test_ctrl_c_releases_the_place(lab: Lab, tiny: Path) -> None:
     assert lab.sql("select outcome from place_holds") == [("released",)]
 
 
+def test_ctrl_c_while_waiting_leaves_the_others_place_alone(lab: Lab) -> None:
+    lab.coordinator.hold(lab.places["b"], ALICE)
+    proc = lab.start("b", "--place-wait", "120")
+    deadline = time.monotonic() + 60
+    while f"place {lab.places['b']} waiting" not in lab.output():
+        assert time.monotonic() < deadline, lab.output()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(120) == 130, lab.output()
+    assert events(lab.output())["b"] == ["waiting"]
+    assert trials(lab)["b"][0] == "interrupted"
+    assert lab.holder("b").endswith(f"/{ALICE}")
+    assert lab.sql("select * from place_holds") == []
+
+
 def test_lab_release_frees_the_runs_places_and_leaves_others(lab: Lab, me: str) -> None:
     proc = lab.start("a,b")
     lab.wait_for(
