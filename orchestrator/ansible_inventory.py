@@ -89,6 +89,8 @@ def is_ansible_source(path: Path) -> bool:
     except yaml.YAMLError:
         return True  # INI (or broken YAML, which Ansible then reports)
     if isinstance(data, dict):
+        if "all" in data and "devices" not in data:
+            return True  # Ansible's YAML form, whatever its groups are called
         return not (_NATIVE_KEYS & set(data)) and bool(data)
     return isinstance(data, str)  # a one-word INI file parses as a YAML string
 
