@@ -54,6 +54,7 @@ THROTTLE_MARKER = "⚠"
 #: device state -> rich style of its cell
 STATE_STYLES: dict[str, str] = {
     "pending": "dim",
+    "waiting": "yellow",
     "connecting": "cyan",
     "deploying": "cyan",
     "starting": "cyan",
@@ -65,6 +66,7 @@ STATE_STYLES: dict[str, str] = {
     "done": "green",
     "failed": "bold red",
     "interrupted": "yellow",
+    "skipped": "yellow",
 }
 
 
@@ -390,7 +392,7 @@ class LiveDisplay(Display):
         state = text.split(" ", 1)[0].rstrip(":") if kind == "state" else None
         if kind == "error":
             self._print(self._device_line(device, f"error: {text}"))
-        elif state in ("failed", "interrupted"):
+        elif state in ("failed", "interrupted", "skipped", "waiting"):
             self._print(self._device_line(device, text))
 
 

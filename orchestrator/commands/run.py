@@ -87,6 +87,17 @@ DemoOption = Annotated[
     typer.Option("--demo", help="Demo-sized experiment (fewer queries and repetitions)."),
 ]
 
+PlaceWaitOption = Annotated[
+    float,
+    typer.Option(
+        "--place-wait",
+        metavar="SECONDS",
+        min=0,
+        help="How long a device waits for its labgrid place while someone else holds it, "
+        "before it is skipped (0: skip at once).",
+    ),
+]
+
 EXIT_TRIAL_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -112,6 +123,7 @@ def run(
     cache_dir: CacheDirOption = None,
     demo: DemoOption = False,
     max_parallel: MaxParallelOption = None,
+    place_wait: PlaceWaitOption = 600.0,
 ) -> None:
     """Compress, deploy and measure on the selected devices.
 
@@ -147,6 +159,7 @@ def run(
         cache_dir,
         no_dashboard,
         accept_new_hostkeys,
+        place_wait,
         max_parallel,
     )
     _report(console, store, summary, devices)
@@ -174,6 +187,7 @@ def _execute(
     cache_dir: Path | None,
     no_dashboard: bool,
     accept_new_hostkeys: bool,
+    place_wait_s: float,
     max_parallel: int | None = None,
 ) -> Any:
     """Run the experiment with the live dashboard (or plain lines); the run's summary."""
@@ -199,6 +213,7 @@ def _execute(
         inventory_name=str(inv.path),
         log=lambda msg: console.print(msg, highlight=False),
         max_parallel=max_parallel,
+        place_wait_s=place_wait_s,
     )
 
 
