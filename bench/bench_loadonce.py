@@ -2,8 +2,9 @@
 trial (before) against one process per device (after), on the ``local`` device.
 
 Both sides run the same experiment through ``execute_run`` with the local transport and
-the ``none`` meter, after one untimed priming run that compresses the variants and
-converts the GGUF once (a warm cache, as on a lab's second run). Sides alternate within
+the ``none`` meter, after one untimed priming run that compresses the variants (into
+tslm-fleet's own cache unless ``--cache-dir``) and converts the GGUF once on the device
+(a warm cache, as on a lab's second run). Sides alternate within
 each pair (before/after, then after/before). The outputs are compared too: every
 query's output hash and every non-timing score (perplexity, token counts) must be
 identical on both sides.
@@ -54,7 +55,9 @@ def experiment(quick: bool) -> Any:
     return replace(exp, tasks=tasks, repetitions=1, idle_seconds=1.0)
 
 
-def run_once(work: Path, exp: Any, *, batch: bool) -> tuple[float, str, str]:
+def run_once(
+    work: Path, exp: Any, *, batch: bool, cache_dir: Path | None
+) -> tuple[float, str, str]:
     """One run on the local device; (wall seconds, run id, database path)."""
     from rich.console import Console
 
@@ -79,7 +82,7 @@ def run_once(work: Path, exp: Any, *, batch: bool) -> tuple[float, str, str]:
         progress_factory=lambda run_id, names: RunProgress(run_id, names),
         display_factory=lambda progress: make_display(progress, live=False, console=console),
         open_transport=lambda device: open_transport(device),
-        cache_dir=work / "cache",
+        cache_dir=cache_dir,
         log=lambda _msg: None,
         batch_trials=batch,
     )
@@ -124,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short tasks, one pair")
     parser.add_argument("--pairs", type=int, default=None, help="before/after pairs (default 1)")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="controller cache of compressed variants (default: tslm-fleet's own, so that "
+        "the variants are compressed once per machine)",
+    )
     args = parser.parse_args(argv)
     pairs = args.pairs or 1
     exp = experiment(args.quick)
@@ -132,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         (work / "inventory.yaml").write_text(
             f"devices:\n  local: {{transport: local, workdir: {work / 'agent'}, meter: {{kind: none}}}}\n"
         )
-        run_once(work, exp, batch=True)  # priming: compress, convert the GGUF, push
+        run_once(
+            work, exp, batch=True, cache_dir=args.cache_dir
+        )  # priming: compress, convert the GGUF, push
         walls: dict[str, list[float]] = {"before": [], "after": []}
         loads: dict[str, list[float]] = {"before": [], "after": []}
         identical = True
@@ -140,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
             order = ("before", "after") if pair % 2 == 0 else ("after", "before")
             seen: dict[str, list[tuple[Any, ...]]] = {}
             for side in order:
-                wall, run_id, db = run_once(work, exp, batch=side == "after")
+                wall, run_id, db = run_once(
+                    work, exp, batch=side == "after", cache_dir=args.cache_dir
+                )
                 walls[side].append(wall)
                 loads[side].extend(load_windows(db, run_id))
                 seen[side] = outputs(db, run_id)
