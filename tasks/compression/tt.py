@@ -196,6 +196,16 @@ def choose_shape(
 
 def rank_stats(cores: TTCores) -> dict[str, Any]:
     """Mean/min/max of every inner bond's rank and the number of distinct rank patterns."""
+    low, high = cores.ranks.min(0).values, cores.ranks.max(0).values
+    if bool((low == high).all()):  # one pattern: no need to sort the rank table
+        inner = [int(v) for v in low[1:-1]]
+        return {
+            "mean": [float(v) for v in inner],
+            "min": inner,
+            "max": inner,
+            "patterns": 1,
+            "uniform": True,
+        }
     inner = cores.ranks[:, 1:-1].to(torch.float64)
     return {
         "mean": [round(float(v), 4) for v in inner.mean(0)],
