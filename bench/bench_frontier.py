@@ -60,6 +60,9 @@ VARIANTS: list[tuple[str, str, bool]] = [
     ("tt:rank=8:shape=8x8x9:cores=int6", "tt int cores", False),
     ("tt:rank=8:shape=8x8x9:cores=int4", "tt int cores", False),
     ("tt:rank=6:shape=8x8x9:cores=int8", "tt int cores", False),
+    ("tt:eps=0.3:shape=8x8x9:cores=int8", "tt int cores", True),
+    ("tt:eps=0.3:shape=8x8x9:cores=int6", "tt int cores", False),
+    ("tt:eps=0.4:shape=8x8x9:cores=int8", "tt int cores", False),
     ("tt:ratio=1.5:shape=8x8x9:keep=auto:center=true:alloc=adaptive:cores=int8", IMPROVED, False),
 ]
 QUICK = {
@@ -172,6 +175,27 @@ def evaluate(spec_text: str, tied: bool, base, ref, scorer: Scorer, cache: Path)
         row["ppl_tied"] = scorer.texts(model, evaluation)
     shutil.rmtree(info.path, ignore_errors=True)
     return row
+
+
+def merge_rows(
+    path: Path, rows: list[dict], model_sha256: str, texts: list[str], max_tokens: int
+) -> list[dict]:
+    """Rows of an earlier run with this run's rows in place of theirs. Refused unless the
+    earlier run scored the same model, texts and tokens and its dense perplexities are
+    the ones measured now (the scoring is deterministic)."""
+    old = json.loads(path.read_text())
+    same = (old["model_sha256"], old["texts"], old["max_tokens"]) == (
+        model_sha256,
+        texts,
+        max_tokens,
+    )
+    dense = next(r for r in rows if r["variant"] == "dense")["ppl"]
+    if not same or any(
+        abs(old["dense_perplexity_by_text"][t] / dense[t] - 1) > 1e-6 for t in texts
+    ):
+        raise SystemExit(f"{path}: another model, text set or token count; run every variant")
+    ours = {r["variant"] for r in rows}
+    return [r for r in old["rows"] if r["variant"] not in ours] + rows
 
 
 def add_changes(rows: list[dict], evaluation: list[str]) -> dict[str, float]:
@@ -296,6 +320,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="four variants, no accuracy")
     parser.add_argument("--no-accuracy", action="store_true", help="skip the choice task")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="VARIANT",
+        help="run only these variants (and dense), merged into the rows of an existing "
+        "frontier.json of the same model, texts and token count; repeatable",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -321,6 +352,8 @@ def main(argv: list[str] | None = None) -> dict:
         for spec, family, tied in VARIANTS:
             if args.quick and spec not in QUICK:
                 continue
+            if args.only and spec != "dense" and spec not in args.only:
+                continue
             t0 = time.perf_counter()
             row = {**evaluate(spec, tied, base, ref, scorer, Path(tmp)), "family": family}
             row["wall_s"] = round(time.perf_counter() - t0, 2)
@@ -329,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{row['variant']:66s} {row['ratio']:6.3f}x  {ppl}  ({row['wall_s']:.0f} s)")
     names = list(params)
     evaluation = [n for n in names if n != CALIBRATION]
+    if args.only:
+        rows = merge_rows(args.out / "frontier.json", rows, ref.sha256, names, args.max_tokens)
     dense = add_changes(rows, evaluation)
     pareto(rows)
     goal = goal_tt(rows, evaluation)
