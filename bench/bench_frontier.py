@@ -256,6 +256,7 @@ def plot(rows: list[dict], evaluation: list[str], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(9, 5.5))
     points = [r for r in rows if r["variant"] != "dense"]
@@ -290,7 +291,12 @@ def plot(rows: list[dict], evaluation: list[str], path: Path) -> None:
     ax.axhline(100 * GOAL_PPL_INCREASE, color="red", linestyle=":", linewidth=1)
     ax.axvline(GOAL_RATIO, color="red", linestyle=":", linewidth=1)
     ax.set_xscale("log")
+    ax.set_xticks([1, 1.5, 2, 3, 4, 6, 8])
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=-1.0)
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("embedding compression ratio against float32")
     ax.set_ylabel(f"worst perplexity increase over {', '.join(evaluation)} (%)")
     ax.set_title("SmolLM2-135M: quality against embedding compression")
