@@ -177,6 +177,12 @@ def evaluate(spec_text: str, tied: bool, base, ref, scorer: Scorer, cache: Path)
     return row
 
 
+def _canonical_order() -> dict[str, int]:
+    from tasks.compression import parse_variant
+
+    return {parse_variant(spec).canonical: i for i, (spec, _, _) in enumerate(VARIANTS)}
+
+
 def merge_rows(
     path: Path, rows: list[dict], model_sha256: str, texts: list[str], max_tokens: int
 ) -> list[dict]:
@@ -195,7 +201,9 @@ def merge_rows(
     ):
         raise SystemExit(f"{path}: another model, text set or token count; run every variant")
     ours = {r["variant"] for r in rows}
-    return [r for r in old["rows"] if r["variant"] not in ours] + rows
+    merged = [r for r in old["rows"] if r["variant"] not in ours] + rows
+    order = _canonical_order()
+    return sorted(merged, key=lambda r: order.get(r["variant"], len(order)))
 
 
 def add_changes(rows: list[dict], evaluation: list[str]) -> dict[str, float]:

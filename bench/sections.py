@@ -149,6 +149,7 @@ def frontier_fields(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "variant": pick(row, "variant", "spec") or "?",
         "ratio": pick(row, "ratio", "compression_ratio"),
+        "ratio_source": pick(row, "ratio_vs_source"),
         "error": pick(row, "rel_error_mean", "reconstruction_error"),
         "ppl_input": pick(row, "ppl_input", "perplexity"),
         "ppl_tied": _first_text(pick(row, "ppl_tied")),
@@ -175,7 +176,8 @@ def ppl_text(ppl: float | None, dense: float | None, variant: str) -> str:
     if ppl is None or not dense or variant == "dense":
         return sig(ppl)
     ratio = ppl / dense
-    change = f"+{sig(100 * (ratio - 1), 2)} %" if ratio < 2 else f"{sig(ratio, 2)}x"
+    sign = "+" if ratio >= 1 else "-"
+    change = f"{sign}{sig(100 * abs(ratio - 1), 2)} %" if ratio < 2 else f"{sig(ratio, 2)}x"
     return f"{sig(ppl)} ({change})"
 
 

@@ -83,3 +83,10 @@ def test_frontier_by_text_states_the_goal_and_marks_the_frontier() -> None:
     text = "\n".join(section.lines)
     assert "ratio vs source (Q8_0)" in text and "**(frontier)**" in text
     assert "dense is Q8_0 de-quantised" in section.notes
+
+
+def test_a_perplexity_below_dense_reads_as_a_negative_change() -> None:
+    from bench.sections import ppl_text
+
+    assert ppl_text(19.8, 20.0, "int:bits=4") == "19.8 (-1.0 %)"
+    assert ppl_text(20.4, 20.0, "int:bits=4") == "20.4 (+2.0 %)"
