@@ -183,10 +183,18 @@ def paper_table(results: dict[str, dict[str, Any]]) -> list[str]:
     if not rows and inference.get("variant"):
         art = inference.get("artifact", {})
         rows = [
-            {"variant": "dense", "ratio": 1.0, "error": 0.0, "ppl_input": None, "ppl_tied": None},
+            {
+                "variant": "dense",
+                "ratio": 1.0,
+                "ratio_source": None,
+                "error": 0.0,
+                "ppl_input": None,
+                "ppl_tied": None,
+            },
             {
                 "variant": inference["variant"],
                 "ratio": art.get("compression_ratio"),
+                "ratio_source": art.get("compression_ratio_source"),
                 "error": art.get("reconstruction_error"),
                 "ppl_input": None,
                 "ppl_tied": None,
@@ -198,6 +206,7 @@ def paper_table(results: dict[str, dict[str, Any]]) -> list[str]:
         [
             "variant",
             "compression",
+            "vs source",
             "ppl (input only)",
             "ppl (tied head)",
             "rel. reconstruction error",
@@ -207,6 +216,7 @@ def paper_table(results: dict[str, dict[str, Any]]) -> list[str]:
             [
                 f"`{f['variant']}`",
                 f"{sig(f['ratio'])}x" if f["ratio"] else MISSING,
+                f"{sig(f['ratio_source'])}x" if f.get("ratio_source") else MISSING,
                 ppl_text(f["ppl_input"], dense, str(f["variant"])),
                 ppl_text(f["ppl_tied"], dense, str(f["variant"])),
                 sig(f["error"]),

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from db.errors import DatabaseError
-from db.formatting import TextTable, format_spread, round_record
+from db.formatting import TextTable, format_spread, format_vs_source, round_record
 from db.results import ResultFilter, ResultRow, results
 from db.runs import latest_run_id
 from tasks.errors import ConfigError
@@ -31,7 +31,16 @@ LAYOUTS: dict[str, tuple[Callable[[ResultRow], str], Callable[[ResultRow], str]]
     "variant": (lambda r: r.variant, lambda r: r.device),
     "device": (lambda r: r.device, lambda r: r.variant),
 }
-CELL_HEADERS = ["ratio", "ppl", "acc", "latency_s", "energy_j/query", "net_energy_j/query"]
+CELL_HEADERS = [
+    "ratio",
+    "vs_source",
+    "disk_mb",
+    "ppl",
+    "acc",
+    "latency_s",
+    "energy_j/query",
+    "net_energy_j/query",
+]
 #: score metrics read as the accuracy of a trial, in order of preference
 ACCURACY_METRICS = ("acc",)
 #: the device quality tasks run with on=controller are stored under
@@ -45,6 +54,10 @@ class CompareCell:
     """One (row, group) of the table; ``*_half_iqr`` is the spread printed after ±."""
 
     compression_ratio: float | None
+    #: ratio against the source model's stored format (named in ``source_format``)
+    compression_ratio_source: float | None
+    source_format: str | None
+    size_bytes: int | None
     perplexity: float | None
     accuracy: float | None
     latency_s_median: float | None
@@ -104,6 +117,10 @@ class CompareTable:
             body.append(cells)
         groups = [("", len(lead))] + [(g, len(CELL_HEADERS)) for g in self.groups]
         notes.append("values: median ± half the interquartile range")
+        notes.append(
+            "ratio: against float32; vs_source: against the model file's own storage of the "
+            "table (format in brackets); disk_mb: the artifact's bytes on disk"
+        )
         return TextTable(
             headers=headers, rows=body, groups=groups, notes=notes, title=f"run {self.run_id}"
         )
@@ -114,6 +131,8 @@ def _format_cell(cell: CompareCell | None) -> list[str]:
         return [format_sig(None)] * len(CELL_HEADERS)
     return [
         format_sig(cell.compression_ratio),
+        format_vs_source(cell.compression_ratio_source, cell.source_format),
+        format_sig(None if cell.size_bytes is None else cell.size_bytes / 1e6),
         format_sig(cell.perplexity),
         format_sig(cell.accuracy),
         format_spread(cell.latency_s_median, cell.latency_s_half_iqr),
@@ -169,6 +188,9 @@ def compare(
         row = table.setdefault((row_key(r), r.task), CompareRow(key=row_key(r), task=r.task))
         row.cells[group_key(r)] = CompareCell(
             compression_ratio=r.compression_ratio,
+            compression_ratio_source=r.compression_ratio_source,
+            source_format=r.source_format,
+            size_bytes=r.size_bytes,
             perplexity=r.perplexity or perplexity.get((r.variant, r.device)),
             accuracy=_first_not_none(
                 _accuracy(r),

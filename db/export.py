@@ -33,6 +33,9 @@ _TRIAL_CONTEXT = (
     "variant",
     "method",
     "compression_ratio",
+    "compression_ratio_source",
+    "source_format",
+    "size_bytes",
     "task",
     "trial_status",
     "meter_kind",
@@ -46,7 +49,15 @@ def _columns(model: type) -> list[str]:
 
 def _trials(engine: Engine, run_id: str) -> list[dict[str, Any]]:
     stmt = (
-        select(Trial, Device.name, Artifact.method, Artifact.compression_ratio)
+        select(
+            Trial,
+            Device.name,
+            Artifact.method,
+            Artifact.compression_ratio,
+            Artifact.compression_ratio_source,
+            Artifact.source_format,
+            Artifact.size_bytes,
+        )
         .join(Device, Trial.device_id == Device.id)
         .outerjoin(Artifact, Trial.artifact_id == Artifact.id)
         .where(Trial.run_id == run_id)
@@ -61,6 +72,9 @@ def _trials(engine: Engine, run_id: str) -> list[dict[str, Any]]:
                 "variant": t.variant,
                 "method": method,
                 "compression_ratio": ratio,
+                "compression_ratio_source": ratio_source,
+                "source_format": source,
+                "size_bytes": size,
                 "task": t.task,
                 "trial_status": getattr(t.status, "value", t.status),
                 "meter_kind": t.meter_kind,
@@ -72,7 +86,7 @@ def _trials(engine: Engine, run_id: str) -> list[dict[str, Any]]:
                 "error": t.error,
                 "params": t.params,
             }
-            for t, name, method, ratio in session.execute(stmt)
+            for t, name, method, ratio, ratio_source, source, size in session.execute(stmt)
         ]
 
 

@@ -146,3 +146,10 @@ def iso_utc(value: datetime | None) -> str | None:
     if value.tzinfo is None:  # SQLite hands back naive datetimes; they are stored as UTC
         value = value.replace(tzinfo=UTC)
     return value.isoformat(timespec="seconds")
+
+
+def format_vs_source(ratio: float | None, source: str | None) -> str:
+    """A ratio against the source model's stored format, with that format: ``3.8 (Q8_0)``."""
+    if ratio is None:
+        return MISSING
+    return f"{format_sig(ratio)} ({source})" if source else format_sig(ratio)

@@ -55,6 +55,7 @@ _MANIFEST_KEYS = {
     "method": ("method",),
     "params": ("params", "method_params"),
     "compression_ratio": ("compression_ratio", "ratio"),
+    "compression_ratio_source": ("compression_ratio_source",),
     "embedding_params": ("embedding_params", "original_params", "dense_params"),
     "compressed_params": ("compressed_params", "core_params"),
     "total_params": ("total_params",),
@@ -144,7 +145,7 @@ class Writer:
         """Store a model variant from its manifest; returns its id (the same on a repeat).
 
         Reads ``model``, ``method`` (default ``dense``), ``params``, ``compression_ratio``
-        (dense: 1.0), ``embedding_params``, ``compressed_params``, ``total_params``,
+        (dense: 1.0), ``compression_ratio_source``, ``source_format.name``, ``embedding_params``, ``compressed_params``, ``total_params``,
         ``size_bytes`` and ``reconstruction_error``; the whole manifest is kept as well.
         """
         fields = {column: _first(manifest, keys) for column, keys in _MANIFEST_KEYS.items()}
@@ -153,6 +154,10 @@ class Writer:
                 "artifact manifest has no 'model' field",
                 hint="the manifest must name the model it was made from",
             )
+        source = manifest.get("source_format")
+        fields["source_format"] = (
+            str(source["name"])[:32] if isinstance(source, dict) and source.get("name") else None
+        )
         method = fields["method"] = fields["method"] or "dense"
         if method == "dense" and fields["compression_ratio"] is None:
             fields["compression_ratio"] = 1.0

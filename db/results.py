@@ -61,6 +61,11 @@ class ResultRow:
     variant: str
     method: str | None
     compression_ratio: float | None
+    #: ratio against the source model's stored format of the table, and that format
+    compression_ratio_source: float | None
+    source_format: str | None
+    #: bytes of the artifact on disk
+    size_bytes: int | None
     task: str
     n_queries: int
     latency_s_median: float | None
@@ -111,6 +116,9 @@ def _trial_rows(engine: Engine, filters: ResultFilter) -> list[Any]:
             Artifact.model.label("artifact_model"),
             Artifact.method,
             Artifact.compression_ratio,
+            Artifact.compression_ratio_source,
+            Artifact.source_format,
+            Artifact.size_bytes,
         )
         .join(Run, Trial.run_id == Run.id)
         .join(Device, Trial.device_id == Device.id)
@@ -244,6 +252,9 @@ def _aggregate(row: Any, queries: _Columns, windows: _Columns, scores: list[Any]
         variant=trial.variant,
         method=row.method,
         compression_ratio=row.compression_ratio,
+        compression_ratio_source=row.compression_ratio_source,
+        source_format=row.source_format,
+        size_bytes=row.size_bytes,
         task=trial.task,
         n_queries=queries.n,
         latency_s_median=latency.median,

@@ -150,6 +150,7 @@ def build_artifact(
     from safetensors.torch import save_file
 
     from tasks.compression.base import relative_row_errors
+    from tasks.compression.source import source_format
     from tasks.models import count_params, embedding_table, head_is_tied, load_model
 
     needs_tokenizer = variant.needs_calibration and tokenizer is None
@@ -183,6 +184,7 @@ def build_artifact(
     rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)
     errors = relative_row_errors(table, rebuilt.materialize())
     rows, dim = (int(s) for s in table.shape)
+    source = source_format(model_ref, (rows, dim), getattr(model, "config", None))
     total = count_params(model)
     by_policy = _model_params(total, rows * dim, result.params, tied)
 
@@ -212,7 +214,11 @@ def build_artifact(
             "hidden_size": dim,
             "embedding_params": rows * dim,
             "compressed_params": result.params,
+            # the papers' convention: float32 table over stored parameters (bytes / 4)
             "compression_ratio": rows * dim / result.params,
+            # what a device user gains over the file they start from
+            "compression_ratio_source": source.bytes / (4 * result.params),
+            "source_format": source.as_dict(rows * dim),
             "embedding_bytes_fp32": rows * dim * 4,
             "payload_bytes": result.payload_bytes,
             "total_params_before": total,

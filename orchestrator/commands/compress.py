@@ -38,6 +38,13 @@ def _summary(info: Any, elapsed_s: float) -> Any:
         f"({m['embedding_params']:,} -> {m['compressed_params']:,} "
         "parameters)",
     )
+    source = m.get("source_format")
+    if source and m.get("compression_ratio_source") is not None:
+        table.add_row(
+            "vs source",
+            f"{m['compression_ratio_source']:.3f}x against the model file's {source['name']} "
+            f"({source['bytes'] / 1e6:.2f} MB)",
+        )
     err = m["error"]["relative_reconstruction"]
     table.add_row(
         "rel. error", f"mean {err['mean']:.4f}, median {err['median']:.4f}, max {err['max']:.4f}"
@@ -66,7 +73,7 @@ def compress(
             "--variant",
             metavar="METHOD[:KEY=VALUE...]",
             help="The variant, e.g. tt:rank=8:shape=8x8x9, tt:eps=0.4, tt:ratio=2, svd:ratio=2, "
-            "int8.",
+            "int:bits=4:group=64, int8, gguf:type=q4_0.",
         ),
     ],
     model: Annotated[
@@ -108,7 +115,7 @@ def compress(
     if not spec.needs_artifact:
         raise ConfigError(
             "variant 'dense' is the unmodified model and has no artifact",
-            hint="compress one of tt, svd, int8",
+            hint="compress one of tt, svd, int, gguf",
         )
     ref = resolve_model(model)
     started = time.perf_counter()

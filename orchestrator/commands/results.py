@@ -119,6 +119,12 @@ def _looks_numeric(cell: str) -> bool:
     return head in ("", MISSING) or head.replace(".", "", 1).replace("e", "", 1).isdigit()
 
 
+def _vs_source(row: Any) -> str:
+    from db.formatting import format_vs_source
+
+    return format_vs_source(row.compression_ratio_source, row.source_format)
+
+
 def results_text_table(rows: list[Any]) -> TextTable:
     """The results view: one line per (run, device, variant, task)."""
     from db.formatting import TextTable, format_spread
@@ -132,6 +138,8 @@ def results_text_table(rows: list[Any]) -> TextTable:
         "variant",
         "method",
         "ratio",
+        "vs_source",
+        "disk_mb",
         "task",
         "n",
         "latency_s",
@@ -152,6 +160,8 @@ def results_text_table(rows: list[Any]) -> TextTable:
             r.variant,
             r.method or MISSING,
             format_sig(r.compression_ratio),
+            _vs_source(r),
+            format_sig(None if r.size_bytes is None else r.size_bytes / 1e6),
             r.task,
             str(r.n_queries),
             format_spread(r.latency_s_median, half(r.latency_s_iqr)),

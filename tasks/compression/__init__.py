@@ -3,7 +3,9 @@
 ``parse_variant("tt:rank=8:shape=8x8x9")`` validates a spec against :data:`METHODS`
 (standard library only); :func:`get_method` imports a method's module on demand. Method
 modules: ``dense``, ``tt`` (per-token tensor train, batched TT-SVD, with the tensorly
-per-row loop as ``impl=tensorly``), ``svd`` (whole-table low rank) and ``int8``.
+per-row loop as ``impl=tensorly``, quantised cores as ``cores=``), ``svd`` (whole-table low
+rank), ``int`` (K-bit rows or groups; ``int8`` is ``int:bits=8``) and ``gguf`` (llama.cpp
+block formats).
 """
 
 from __future__ import annotations

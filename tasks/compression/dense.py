@@ -17,7 +17,7 @@ def compress(
     """Never called for artifacts: ``dense`` needs none (``build_artifact`` returns None)."""
     raise CompressionError(
         "the dense variant has no artifact to build",
-        hint="run the unmodified model; only tt/svd/int8 build artifacts",
+        hint="run the unmodified model; only tt, svd, int and gguf build artifacts",
     )
 
 

@@ -65,7 +65,10 @@ def split_rows(table: torch.Tensor, order: torch.Tensor, keep: int, center: bool
 
 
 def residual(table: torch.Tensor, split: Split) -> torch.Tensor:
-    """The rows to decompose, minus the stored (float32) mean."""
+    """The rows to decompose, minus the stored (float32) mean (the table itself when every
+    row is decomposed and nothing is subtracted: no copy)."""
+    if split.mean is None and int(split.tt_ids.numel()) == int(table.shape[0]):
+        return table
     rows = table[split.tt_ids].to(torch.float64)
     if split.mean is not None:
         rows = rows - split.mean.to(torch.float64)
@@ -87,6 +90,8 @@ def full_row_errors(
     table: torch.Tensor, split: Split, residual_rows: torch.Tensor, tt: TTResult
 ) -> torch.Tensor:
     """(V,) error relative to the original rows: 0 for dense rows, the cores' otherwise."""
+    if residual_rows is table:  # every row decomposed as it is
+        return tt.row_errors
     absolute = tt.row_errors * residual_rows.norm(dim=1)
     norms = table[split.tt_ids].to(torch.float64).norm(dim=1)
     errors = torch.zeros(int(table.shape[0]), dtype=torch.float64)

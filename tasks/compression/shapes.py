@@ -41,7 +41,7 @@ def auto_candidates(d: int) -> list[tuple[int, ...]]:
         raise CompressionError(
             f"hidden size {d} has no factorisation into {AUTO_ORDERS[0]}-{AUTO_ORDERS[-1]} "
             "factors >= 2",
-            hint="give an explicit shape=AxB (order 2) or use svd/int8",
+            hint="give an explicit shape=AxB (order 2) or use svd or int",
         )
     return shapes
 

@@ -17,6 +17,14 @@ from tasks.errors import ConfigError
 
 HEAD_POLICIES = ("keep-dense", "tied")
 TT_IMPLS = ("batched", "tensorly")
+#: storage of TT cores: float32, or K-bit codes with a float16 scale and minimum per core
+TT_CORES = ("fp32", "int8", "int6", "int4")
+#: bit widths of ``int:bits=K``
+INT_BITS = tuple(range(2, 9))
+#: GGUF block formats the ``gguf`` method stores (quantised by the gguf package)
+GGUF_TYPES = ("q8_0", "q4_0", "q4_1")
+#: spellings that stand for a method with preset keys
+ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {"int8": ("int", (("bits", "8"),))}
 #: how a ratio= budget is shared among rows: one error bound for all, by marginal gain in
 #: total squared error, or by marginal gain weighted by each token's expected frequency
 TT_ALLOCS = ("uniform", "adaptive", "weighted")
@@ -86,11 +94,31 @@ def _format_bool(value: bool) -> str:
 
 def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     def parse(text: str) -> str:
-        if text not in options:
+        if text.lower() not in options:
             raise ValueError(f"must be one of {'/'.join(options)}")
-        return text
+        return text.lower()
 
     return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _group(text: str) -> int:
+    value = int(text)
+    if value < 2:
+        raise ValueError("must be a number of values >= 2 that divides the hidden size")
+    return value
 
 
 def _format(value: Any) -> str:
@@ -125,6 +153,8 @@ def _check_tt(values: dict[str, Any]) -> str | None:
         values.get("keep") or values.get("center") or values.get("alloc")
     ):
         return "keep, center and alloc run on the batched implementation only"
+    if values.get("cores", "fp32") != "fp32" and values.get("impl") == "tensorly":
+        return "cores= quantises the batched implementation's cores; leave impl at batched"
     return None
 
 
@@ -182,6 +212,12 @@ METHODS: dict[str, MethodInfo] = {
                 default=False,
                 format=_format_bool,
             ),
+            "cores": KeySpec(
+                _choice(TT_CORES),
+                "storage of the cores: fp32, or int8/int6/int4 codes with a float16 scale "
+                "and minimum per core of each token",
+                default="fp32",
+            ),
             "alloc": KeySpec(
                 _choice(TT_ALLOCS),
                 "ratio= budget: one error bound for every "
@@ -205,8 +241,35 @@ METHODS: dict[str, MethodInfo] = {
         },
         exclusive=(frozenset({"ratio", "rank"}),),
     ),
-    "int8": MethodInfo(
-        "int8", "tasks.compression.int8", "per-row affine 8-bit quantisation", {"head": _HEAD}
+    "int": MethodInfo(
+        "int",
+        "tasks.compression.scalar",
+        "affine K-bit quantisation per row or per group, float16 scale and minimum "
+        "(int8 = int:bits=8)",
+        {
+            "bits": KeySpec(
+                _int_range(INT_BITS[0], INT_BITS[-1]),
+                f"bits per value, {INT_BITS[0]} to {INT_BITS[-1]}",
+            ),
+            "group": KeySpec(
+                _group,
+                "values per scale and minimum (a divisor of the hidden size; default: a row)",
+            ),
+            "head": _HEAD,
+        },
+        check=lambda values: None if "bits" in values else "int needs bits= (2 to 8)",
+    ),
+    "gguf": MethodInfo(
+        "gguf",
+        "tasks.compression.ggufq",
+        "a GGUF block format of llama.cpp, quantised by the gguf package",
+        {
+            "type": KeySpec(_choice(GGUF_TYPES), f"block format: {', '.join(GGUF_TYPES)}"),
+            "head": _HEAD,
+        },
+        check=lambda values: (
+            None if "type" in values else f"gguf needs type= ({', '.join(GGUF_TYPES)})"
+        ),
     ),
 }
 
@@ -285,10 +348,14 @@ def parse_variant(spec: str) -> VariantSpec:
         )
     method, *items = spec.strip().split(":")
     method = method.strip().lower()
+    if method in ALIASES:
+        method, preset = ALIASES[method]
+        items = [f"{k}={v}" for k, v in preset] + items  # a preset key given again is refused
     if method not in METHODS:
         raise ConfigError(
-            f"variant {spec!r}: unknown method '{method}'{_did_you_mean(method, list(METHODS))}",
-            hint=f"valid methods: {', '.join(METHODS)}",
+            f"variant {spec!r}: unknown method '{method}'"
+            f"{_did_you_mean(method, [*METHODS, *ALIASES])}",
+            hint=f"valid methods: {', '.join([*METHODS, *ALIASES])}",
         )
     info = METHODS[method]
     values: dict[str, Any] = {}

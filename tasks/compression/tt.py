@@ -20,7 +20,12 @@ from typing import Any
 import torch
 
 from tasks.compression.allocate import tt_svd_budget
-from tasks.compression.base import CompressionResult, Progress, tensor_bytes
+from tasks.compression.base import (
+    CompressionResult,
+    Progress,
+    relative_row_errors,
+    tensor_bytes,
+)
 from tasks.compression.calibration import frequency_order
 from tasks.compression.cores import TTCores
 from tasks.compression.hybrid import (
@@ -34,6 +39,12 @@ from tasks.compression.hybrid import (
 )
 from tasks.compression.shapes import auto_candidates, check_shape
 from tasks.compression.spec import KEEP_AUTO, VariantSpec
+from tasks.compression.ttquant import (
+    CORE_BITS,
+    embedding_from_tensors,
+    quantize_cores,
+    stored_bytes,
+)
 from tasks.compression.ttsvd import DEFAULT_CHUNK_ROWS, TTResult, tt_svd_table
 from tasks.errors import CompressionError
 
@@ -185,6 +196,16 @@ def choose_shape(
 
 def rank_stats(cores: TTCores) -> dict[str, Any]:
     """Mean/min/max of every inner bond's rank and the number of distinct rank patterns."""
+    low, high = cores.ranks.min(0).values, cores.ranks.max(0).values
+    if bool((low == high).all()):  # one pattern: no need to sort the rank table
+        inner = [int(v) for v in low[1:-1]]
+        return {
+            "mean": [float(v) for v in inner],
+            "min": inner,
+            "max": inner,
+            "patterns": 1,
+            "uniform": True,
+        }
     inner = cores.ranks[:, 1:-1].to(torch.float64)
     return {
         "mean": [round(float(v), 4) for v in inner.mean(0)],
@@ -271,8 +292,9 @@ def compress(
             eps_used, result = search_eps_budget(sub, shape, sub_budget, progress)
     else:
         result = _run(sub, shape, caps, eps, impl, progress, "tensor-train decomposition")
-    tensors = {**result.cores.to_tensors(), **split_tensors(table, split)}
-    params = result.cores.num_params + split.extra_params(d)
+    core_tensors, tt_params, result = _store_cores(result, sub, spec.get("cores"))
+    tensors = {**core_tensors, **split_tensors(table, split)}
+    params = tt_params + split.extra_params(d)
     method = {
         "name": "tt",
         "impl": impl,
@@ -298,6 +320,8 @@ def compress(
             }
         ),
         "center": center,
+        "cores": spec.get("cores"),
+        "core_bits": CORE_BITS[spec.get("cores")],
         "alloc": alloc,
         "allocation": None
         if plan is None
@@ -305,7 +329,7 @@ def compress(
         "counts": {
             "tt_rows": int(split.tt_ids.numel()),
             "dense_rows": int(split.dense_ids.numel()),
-            "tt_params": result.cores.num_params,
+            "tt_params": tt_params,
             "dense_params": int(split.dense_ids.numel()) * d,
             "mean_params": d if split.mean is not None else 0,
             "total_params": params,
@@ -318,6 +342,21 @@ def compress(
         payload_bytes=tensor_bytes(tensors),
         row_errors=full_row_errors(table, split, sub, result),
     )
+
+
+def _store_cores(
+    result: TTResult, rows: torch.Tensor, cores: str
+) -> tuple[dict[str, torch.Tensor], int, TTResult]:
+    """Stored tensors of the cores, their parameters (float32 equivalents) and the result
+    with each row's error measured on what is stored (quantised codes included)."""
+    bits = CORE_BITS[cores]
+    if bits is None:
+        return result.cores.to_tensors(), result.cores.num_params, result
+    tensors = quantize_cores(result.cores, bits)
+    params = math.ceil(stored_bytes(tensors, result.cores.order) / 4)
+    module = embedding_from_tensors(tensors, result.cores.shape, bits, torch.float32)
+    errors = relative_row_errors(rows, module.materialize())
+    return tensors, params, TTResult(result.cores, errors)
 
 
 def _sub_ratio(rows: int, d: int, budget: float, spec: VariantSpec) -> float:
@@ -338,7 +377,22 @@ def build_embedding(
     or :class:`~tasks.compression.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
     from tasks.compression.embedding import HybridTTEmbedding, TTEmbedding
 
-    cores = TTCores.from_tensors(tensors, tuple(method["shape"]), where="cores.safetensors")
+    shape = tuple(method["shape"])
+    bits = CORE_BITS.get(method.get("cores", "fp32"))
+    if bits is None:
+        cores = TTCores.from_tensors(tensors, shape, where="cores.safetensors")
+        if "dense_ids" not in tensors and "mean" not in tensors:
+            return TTEmbedding(cores, dtype=dtype)
+        return HybridTTEmbedding.from_tensors(cores, tensors, dtype=dtype)
+    quantised = embedding_from_tensors(tensors, shape, bits, dtype)
     if "dense_ids" not in tensors and "mean" not in tensors:
-        return TTEmbedding(cores, dtype=dtype)
-    return HybridTTEmbedding.from_tensors(cores, tensors, dtype=dtype)
+        return quantised
+    ids = tensors.get("dense_ids", torch.zeros(0, dtype=torch.int64))
+    return HybridTTEmbedding(
+        quantised,
+        quantised.num_embeddings + int(ids.numel()),
+        ids,
+        tensors.get("dense_rows", torch.zeros(0, quantised.embedding_dim)),
+        tensors.get("mean"),
+        dtype=dtype,
+    )

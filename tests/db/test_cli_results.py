@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from db.engine import head_revision
 from db.store import open_store
 from orchestrator.cli import build_app
 from tests.db.test_queries import REQUIRED_KEYS, fill
@@ -108,7 +109,8 @@ def test_user_errors_are_messages(tmp_path: Path) -> None:
 def test_db_commands(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert "not created yet" in cli("db", "path", "--db", url)
-    assert "(empty) -> 0002" in cli("db", "upgrade", "--db", url)
-    assert "already at revision 0002" in cli("db", "upgrade", "--db", url)
-    assert cli("db", "current", "--db", url).strip() == "0002 (head)"
+    head = head_revision()  # the newest file of db/migrations/versions
+    assert f"(empty) -> {head}" in cli("db", "upgrade", "--db", url)
+    assert f"already at revision {head}" in cli("db", "upgrade", "--db", url)
+    assert cli("db", "current", "--db", url).strip() == f"{head} (head)"
     assert str(tmp_path / "fresh.db") in cli("db", "path", "--db", url)

@@ -160,3 +160,22 @@ def test_resume_state(store: Store) -> None:
     state = store.trial_state(trial)
     # the hello event reports the job the agent really runs
     assert (state.status, state.job_id, state.last_seq) == ("running", "job-0", 10)
+
+
+def test_artifact_keeps_the_ratio_against_the_source_format(store: Store) -> None:
+    manifest = {
+        "model": "m",
+        "method": "int",
+        "compression_ratio": 7.1,
+        "compression_ratio_source": 1.89,
+        "source_format": {"name": "Q8_0", "bytes": 1000},
+        "size_bytes": 4096,
+    }
+    artifact = store.register_artifact(manifest, sha256="c" * 64)
+    with store.session() as s:
+        row = s.get(Artifact, artifact)
+        assert (row.compression_ratio_source, row.source_format, row.size_bytes) == (
+            1.89,
+            "Q8_0",
+            4096,
+        )

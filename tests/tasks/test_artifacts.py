@@ -191,3 +191,28 @@ def test_generation_runs_with_a_compressed_embedding(tiny_dirs, tmp_path) -> Non
         warnings.simplefilter("ignore")
         out = model.generate(IDS[:1], max_new_tokens=5, do_sample=False, pad_token_id=1)
     assert out.shape == (1, 17)
+
+
+def test_manifest_carries_both_ratios_and_the_bytes_on_disk(tiny_dirs, tmp_path) -> None:
+    info = _build(tiny_dirs, "llama", "int:bits=4:group=16", tmp_path)
+    m = info.manifest
+    # the tiny model is saved as float32 safetensors: its source format is float32
+    assert m["source_format"]["name"] == "F32"
+    assert m["source_format"]["bytes"] == 256 * 48 * 4
+    assert m["compression_ratio_source"] == pytest.approx(
+        m["source_format"]["bytes"] / (4 * m["compressed_params"])
+    )
+    assert m["compression_ratio"] == pytest.approx(m["compression_ratio_source"])
+    assert m["size_bytes"] == (info.path / TENSORS).stat().st_size > m["payload_bytes"]
+
+
+@pytest.mark.parametrize(
+    "spec", ["int:bits=4:group=16", "int8", "tt:rank=3:shape=3x4x4:cores=int6"]
+)
+def test_quantised_artifacts_serve_both_modes_alike(tiny_dirs, tmp_path, spec) -> None:
+    info = _build(tiny_dirs, "llama", spec, tmp_path)
+    artifact = load_artifact(info.path, info.sha256)
+    fly = _logits(apply_artifact(_model(tiny_dirs["llama"]), artifact, "on-the-fly"))
+    dense = _logits(apply_artifact(_model(tiny_dirs["llama"]), artifact, "materialized"))
+    assert torch.allclose(fly, dense, atol=1e-5)
+    assert info.manifest["reconstruction_error"] > 0

@@ -31,6 +31,12 @@ def _module(spec: str, table: torch.Tensor) -> torch.nn.Module:
         "tt:eps=0.3:shape=2x2x4x4",
         "svd:rank=8",
         "int8",
+        "int:bits=3:group=16",
+        "int:bits=5",
+        "gguf:type=q4_0",
+        "tt:rank=3:shape=4x4x4:cores=int4",
+        "tt:eps=0.4:shape=4x4x4:cores=int6",
+        "tt:ratio=2:shape=4x4x4:keep=20:center=true:cores=int8",
     ],
 )
 def test_on_the_fly_matches_materialized(spec: str) -> None:
