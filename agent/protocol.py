@@ -427,15 +427,26 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
         idle_seconds=idle_seconds,
         window=_window(obj, where),
         threads=_threads(obj, where),
-        meter=MeterSpec(
-            kind=_need(meter_obj, "kind", (str,), f"{where}.meter"),
-            options={k: v for k, v in meter_obj.items() if k != "kind"},
-        ),
+        meter=_meter(meter_obj, f"{where}.meter"),
         max_duration_s=_max_duration(obj, where),
         seq_start=_seq_start(obj, where),
         record_samples=_need(obj, "record_samples", (bool,), where, default=True),
         spec_version=version,
     )
+
+
+def _meter(obj: dict, where: str) -> MeterSpec:
+    """The job's meter, checked by the rules inventory.yaml is checked by on the controller."""
+    from agent.meters import check_meter_options
+
+    kind = _need(obj, "kind", (str,), where)
+    options = {k: v for k, v in obj.items() if k != "kind"}
+    problems = check_meter_options(kind, options)
+    if problems:
+        raise JobSpecError(
+            "; ".join(f"{where}.{key}: {message}" for key, message in problems.items())
+        )
+    return MeterSpec(kind=kind, options=options)
 
 
 def _spec_version(obj: dict, where: str) -> int:

@@ -4,7 +4,7 @@ The file has three sections::
 
     defaults: {user: pi, port: 22, identity_file: ~/.ssh/id_ed25519, ...}
     devices:
-      pi4: {host: pi4.local, board: raspberrypi4, tags: [pi4, lab], meter: {kind: um25c}}
+      pi4: {host: pi4.local, board: raspberrypi4, tags: [pi4, lab], meter: {kind: um25c, port: /dev/rfcomm0}}
       local: {transport: local, meter: {kind: auto}}
     groups: {lab: [pi4]}
 
@@ -217,6 +217,7 @@ def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, in
                 ("devices", name),
                 "an ssh device needs a `host:` (or `transport: local` for the controller itself)",
             )
+    _meter_errors(model, add)
     for group, members in model.groups.items():
         if not _NAME_RE.match(group) or group == ALL:
             add(("groups", group), f"group name {group!r} {_NAME_RULE}")
@@ -228,6 +229,25 @@ def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, in
                     + _did_you_mean(member, model.devices),
                 )
     return errors
+
+
+def _meter_errors(model: InventoryModel, add: Any) -> None:
+    """Each meter's options against its kind (the agent applies the same rules to a job)."""
+    from agent.meters import check_meter_options
+
+    meters: list[tuple[tuple, MeterModel]] = []
+    if model.defaults.meter is not None:
+        meters.append((("defaults", "meter"), model.defaults.meter))
+    meters += [
+        (("devices", name, "meter"), entry.meter)
+        for name, entry in model.devices.items()
+        if entry.meter is not None
+    ]
+    for loc, meter in meters:
+        problems = check_meter_options(meter.kind, dict(meter.model_extra or {}))
+        for option, message in problems.items():
+            if option != "kind":  # an unknown kind is already reported by MeterModel
+                add((*loc, option), message)
 
 
 # --------------------------------------------------------------------------- records

@@ -41,7 +41,15 @@ KNOWN_METER_KINDS: tuple[str, ...] = tuple(METERS)
 #: constructor arguments that tests and tools pass in code, never from inventory.yaml
 _CODE_ONLY_OPTIONS = frozenset({"endpoints"})
 
-__all__ = ["KNOWN_METER_KINDS", "METERS", "Meter", "Sample", "create_meter", "meter_factory"]
+__all__ = [
+    "KNOWN_METER_KINDS",
+    "METERS",
+    "Meter",
+    "Sample",
+    "check_meter_options",
+    "create_meter",
+    "meter_factory",
+]
 
 
 def meter_factory(kind: str) -> Callable[..., Meter]:
@@ -80,6 +88,76 @@ def meter_options(kind: str) -> dict[str, inspect.Parameter]:
         and name not in _CODE_ONLY_OPTIONS
         and param.kind in (param.KEYWORD_ONLY, param.POSITIONAL_OR_KEYWORD)
     }
+
+
+def _did_you_mean(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _accepts(value: Any, annotation: Any) -> bool:
+    """Whether a value as written in YAML or JSON can stand for an option of this type."""
+    args = set(typing.get_args(annotation)) or {annotation}
+    if value is None:
+        return type(None) in args
+    if isinstance(value, str):
+        return True  # converted (and checked) by _coerce
+    if isinstance(value, bool):
+        return bool in args
+    if isinstance(value, int):
+        return bool(args & {int, float})
+    if isinstance(value, float):
+        return float in args
+    return False
+
+
+def check_meter_options(kind: str, options: dict[str, Any]) -> dict[str, str]:
+    """The problems of a meter's options, as ``{option: message}`` (empty when none).
+
+    The same rules hold for inventory.yaml (checked on the controller when it is loaded)
+    and for a job spec (checked by the agent): every key must be an option of the kind,
+    required options must be there, and every value must fit the option's type. An
+    unknown kind is reported under ``kind``.
+    """
+    if kind not in METERS:
+        return {"kind": f"unknown meter kind {kind!r}{_did_you_mean(kind, METERS)}"}
+    factory = meter_factory(kind)
+    known = meter_options(kind)
+    try:
+        hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+    except Exception:  # unresolvable annotations: types are not checked
+        hints = {}
+    accepted = ", ".join(known) or "none"
+    problems: dict[str, str] = {}
+    for name, value in options.items():
+        if name not in known:
+            problems[name] = (
+                f"meter {kind!r} has no option {name!r}{_did_you_mean(name, known)} "
+                f"(accepted: {accepted})"
+            )
+            continue
+        annotation = hints.get(name)
+        if annotation is not None and not _accepts(value, annotation):
+            problems[name] = (
+                f"meter {kind!r} option {name!r}: {value!r} is not a valid {_type_name(annotation)}"
+            )
+        elif annotation is not None and isinstance(value, str):
+            try:
+                _coerce(kind, name, value, annotation)
+            except ConfigError as exc:
+                problems[name] = exc.message
+    for name, param in known.items():
+        if param.default is inspect.Parameter.empty and name not in options:
+            problems[name] = f"meter {kind!r} needs the option {name!r} (accepted: {accepted})"
+    one_of = getattr(factory, "required_one_of", ())
+    if one_of and not any(options.get(name) is not None for name in one_of):
+        problems[one_of[0]] = f"meter {kind!r} needs one of the options {', '.join(one_of)}"
+    return problems
+
+
+def _type_name(annotation: Any) -> str:
+    args = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    return " or ".join(sorted(getattr(a, "__name__", str(a)) for a in args))
 
 
 def _coerce(kind: str, name: str, value: Any, annotation: Any) -> Any:
@@ -122,20 +200,19 @@ def create_meter(kind: str, **options: Any) -> Meter:
         hints = typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
     except Exception:  # unresolvable annotations: pass values through unconverted
         hints = {}
+    problems = check_meter_options(
+        kind, {k: v for k, v in options.items() if k not in _CODE_ONLY_OPTIONS}
+    )
+    if problems:
+        raise ConfigError(
+            "; ".join(problems.values()), hint=f"options of {kind!r}: {', '.join(known) or 'none'}"
+        )
     converted: dict[str, Any] = {}
     for name, value in options.items():
         if name in _CODE_ONLY_OPTIONS:
             converted[name] = value
-            continue
-        if name not in known:
-            close = difflib.get_close_matches(name, known, n=2)
-            guess = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-            listing = ", ".join(known) or "none"
-            raise ConfigError(
-                f"meter {kind!r} has no option {name!r}{guess}",
-                hint=f"options of {kind!r}: {listing}",
-            )
-        converted[name] = _coerce(kind, name, value, hints.get(name, str))
+        else:
+            converted[name] = _coerce(kind, name, value, hints.get(name, str))
     try:
         return factory(**converted)
     except TypeError as exc:

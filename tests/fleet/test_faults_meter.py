@@ -8,7 +8,6 @@ measure (null energy, under-resolved flag, a gap warning). Queries always comple
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -37,6 +36,10 @@ QUERIES = 60
         ("bad_end", 0.3, False),  # 30 % of the frames with corrupted end bytes
     ],
 )
+@pytest.mark.fault(
+    "meter {fault} ({rate:.0%} of frames)",
+    expected="warnings/flags, no wrong numbers, queries complete",
+)
 def test_meter_faults_never_produce_wrong_numbers(
     fault: str,
     rate: float,
@@ -45,9 +48,7 @@ def test_meter_faults_never_produce_wrong_numbers(
     um25c,
     tiny_model: Path,
     tmp_path: Path,
-    fault_summary,
 ) -> None:
-    started = time.monotonic()
     fleet = fleet_factory(1, meters=[{"kind": "um25c", "port": um25c.port}])
     device = fleet["pi4"]
     args, db = fault_run(
@@ -70,7 +71,7 @@ def test_meter_faults_never_produce_wrong_numbers(
         spawned.kill()
         um25c.set_fault(None)
     out = spawned.output
-    run_id, ledger = assert_completed(fleet, db, code, out, queries=QUERIES)
+    run_id, _ = assert_completed(fleet, db, code, out, queries=QUERIES)
     (trial,) = trials(db, run_id)
 
     windows = db_rows(
@@ -111,10 +112,3 @@ def test_meter_faults_never_produce_wrong_numbers(
         assert all(
             w["under_resolved"] or w["energy_j"] is None for w in windows if w["kind"] == "queries"
         ), windows
-    fault_summary.add(
-        f"meter {fault} ({rate:.0%} of frames)",
-        "warnings/flags, no wrong numbers, queries complete",
-        ledger,
-        survived=True,
-        started=started,
-    )
