@@ -34,7 +34,5 @@ def test_setuptools_reads_the_metadata_without_warnings() -> None:
         warnings.simplefilter("always")
         dist = apply_configuration(Distribution(), ROOT / "pyproject.toml")
     messages = [str(w.message) for w in caught]
-    assert not [m for m in messages if "license" in m.lower() or "deprecat" in m.lower()], (
-        messages
-    )
+    assert not [m for m in messages if "license" in m.lower() or "deprecat" in m.lower()], messages
     assert dist.metadata.license_expression == "Apache-2.0"
