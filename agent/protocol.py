@@ -460,14 +460,20 @@ def _spec_version(obj: dict, where: str) -> int:
     return version
 
 
-def _job_id(obj: dict, where: str) -> str:
-    job_id = _need(obj, "job_id", (str,), where)
-    if not _JOB_ID_RE.match(job_id):
+def check_job_id(job_id: Any, where: str = "job id") -> str:
+    """A job id as a plain name: 1-128 letters, digits, '.', '_' or '-', starting with a
+    letter or digit (so never '..', a '/', or anything naming a path outside jobs/)."""
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
         raise JobSpecError(
-            f"{where}.job_id: {job_id!r} must be 1-128 characters of "
-            "letters, digits, '.', '_' or '-'"
+            f"{where}: {job_id!r} must be 1-128 characters of letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            hint="job ids are printed by `start` and shown by the controller",
         )
     return job_id
+
+
+def _job_id(obj: dict, where: str) -> str:
+    return check_job_id(_need(obj, "job_id", (str,), where), f"{where}.job_id")
 
 
 def _embedding_mode(obj: dict, where: str) -> str:
