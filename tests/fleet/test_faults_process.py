@@ -61,7 +61,7 @@ def query_seqs(db: str, trial_id: int) -> list[int]:
     "agent process killed (SIGKILL) mid-trial",
     expected="trial failed, others go on; --resume re-runs it as attempt 2",
 )
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_agent_killed_then_resumed_as_a_new_attempt(
     fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -80,7 +80,7 @@ def test_agent_killed_then_resumed_as_a_new_attempt(
         wait_for_queries(device, 5, spawned=spawned)
         job_id, pid = running_job(device)
         os.kill(pid, signal.SIGKILL)
-        code = spawned.wait(180)
+        code = spawned.wait(400)
     finally:
         spawned.kill()
     out = spawned.output
@@ -109,7 +109,7 @@ def test_agent_killed_then_resumed_as_a_new_attempt(
     "controller killed (SIGKILL), then --resume",
     expected="reattach to the running job, run completes",
 )
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_controller_killed_then_resume_reattaches(
     fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -141,7 +141,7 @@ def test_controller_killed_then_resume_reattaches(
     "Ctrl-C (SIGINT) during a run, then --resume",
     expected="agents stopped, exit 130, run interrupted; resume completes",
 )
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_ctrl_c_interrupts_and_resume_completes(
     fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
@@ -153,7 +153,7 @@ def test_ctrl_c_interrupts_and_resume_completes(
         wait_for_queries(device, 5, spawned=spawned)
         _, pid = running_job(device)
         spawned.proc.send_signal(signal.SIGINT)
-        code = spawned.wait(120)
+        code = spawned.wait(300)
     finally:
         spawned.kill()
     out = spawned.output
@@ -195,7 +195,7 @@ conn.execute("ROLLBACK")
 @pytest.mark.fault(
     "SQLite write-locked by another process for 5 s", expected="waits (busy timeout), run completes"
 )
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     fleet = fleet_factory(1)
     device = fleet["pi4"]
@@ -209,7 +209,7 @@ def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_pa
             [sys.executable, "-c", HOLD_LOCK, str(path), "5"], stdout=subprocess.PIPE, text=True
         )
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        code = spawned.wait(180)
+        code = spawned.wait(400)
         assert holder.wait(30) == 0
     finally:
         spawned.kill()
@@ -224,7 +224,7 @@ def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_pa
 @pytest.mark.fault(
     "device disk full (tmpfs workdir)", expected="clear error naming the device, no partial files"
 )
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(600)
 def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     from orchestrator.bundle import build_bundle
 
@@ -277,7 +277,7 @@ def _sha256(path: Path) -> str:
     "artifact corrupted on the device",
     expected="re-pushed at deploy (sha256); refused by the agent after deploy",
 )
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(600)
 def test_artifact_corrupted_on_the_device(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     fleet = fleet_factory(1)
     device = fleet["pi4"]
