@@ -177,6 +177,17 @@ class _DeviceFields(BaseModel):
 class DefaultsModel(_DeviceFields):
     """The ``defaults`` section."""
 
+    #: folders beyond the system locations where meter roots and executables may point
+    meter_roots: list[str] = []
+
+    @field_validator("meter_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not root.startswith("/"):
+                raise _custom("meter_root", f"{root!r} is not an absolute path")
+        return value
+
 
 class DeviceModel(_DeviceFields):
     """One entry of ``devices``."""
@@ -244,7 +255,9 @@ def _meter_errors(model: InventoryModel, add: Any) -> None:
         if entry.meter is not None
     ]
     for loc, meter in meters:
-        problems = check_meter_options(meter.kind, dict(meter.model_extra or {}))
+        problems = check_meter_options(
+            meter.kind, dict(meter.model_extra or {}), tuple(model.defaults.meter_roots)
+        )
         for option, message in problems.items():
             if option != "kind":  # an unknown kind is already reported by MeterModel
                 add((*loc, option), message)
@@ -286,6 +299,8 @@ class Device:
     board: str
     tags: tuple[str, ...] = ()
     meter: MeterConfig = field(default_factory=lambda: MeterConfig(DEFAULT_METER_KIND))
+    #: folders beyond the system locations where meter paths may point (defaults only)
+    meter_roots: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     #: the device's system Python, which ``bootstrap`` makes the venv of ``python`` with
     base_python: str = "python3"
@@ -422,6 +437,7 @@ def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: 
             board=pick("board", "local" if transport == "local" else "generic"),
             tags=tuple(dict.fromkeys(entry.tags)),
             meter=meter_cfg,
+            meter_roots=tuple(defaults.meter_roots),
             connect_timeout_s=float(pick("connect_timeout_s", 10.0)),
             base_python=pick("base_python", "python3"),
             torch_index=pick("torch_index", None),

@@ -54,6 +54,20 @@ def fleet_unavailable_reason() -> str | None:
     return None
 
 
+def meter_roots(meters: list[Any]) -> list[str]:
+    """The folders that emulated meters point at (sysfs trees, fake vcgencmd): the
+    inventory's ``defaults: {meter_roots}`` must allow them."""
+    roots: set[str] = set()
+    for meter in meters:
+        if not isinstance(meter, dict):
+            continue
+        if meter.get("sysfs_root") not in (None, "/"):
+            roots.add(str(meter["sysfs_root"]))
+        if meter.get("vcgencmd"):
+            roots.add(str(Path(meter["vcgencmd"]).parent))
+    return sorted(roots)
+
+
 def free_port(address: str) -> int:
     """A TCP port nobody listens on at ``address`` right now."""
     with socket.socket() as sock:
@@ -306,8 +320,12 @@ class FakeFleet:
                 entry["meter"] = dict(device.meter)
             entry.update((overrides or {}).get(device.name, {}))
             devices[device.name] = entry
+        defaults: dict[str, Any] = {"python": str(VENV_PYTHON), "workdir": workdir}
+        roots = meter_roots([entry.get("meter") for entry in devices.values()])
+        if roots:
+            defaults["meter_roots"] = roots
         doc = {
-            "defaults": {"python": str(VENV_PYTHON), "workdir": workdir},
+            "defaults": defaults,
             "devices": devices,
             "groups": {"lab": [d.name for d in self.devices]},
         }

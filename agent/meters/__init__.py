@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import os
 import typing
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,18 @@ KNOWN_METER_KINDS: tuple[str, ...] = tuple(METERS)
 
 #: constructor arguments that tests and tools pass in code, never from inventory.yaml
 _CODE_ONLY_OPTIONS = frozenset({"endpoints"})
+
+#: where meter options that name a file system root or an executable may point by
+#: default: the system's own locations. The inventory's ``defaults: {meter_roots: [...]}``
+#: adds folders (how tests and emulators point elsewhere).
+SYSTEM_ROOTS: dict[str, tuple[str, ...]] = {
+    # a sysfs-style tree: the meter reads <root>/sys/...
+    "root": ("/",),
+    # an executable the meter runs
+    "executable": ("/usr/bin", "/usr/local/bin", "/bin", "/opt/vc/bin", "/usr/sbin"),
+    # a path read below the sysfs root (relative), or an absolute one under /sys
+    "below_root": ("/sys",),
+}
 
 __all__ = [
     "KNOWN_METER_KINDS",
@@ -111,13 +124,51 @@ def _accepts(value: Any, annotation: Any) -> bool:
     return False
 
 
-def check_meter_options(kind: str, options: dict[str, Any]) -> dict[str, str]:
+def _outside(value: str, allowed: tuple[str, ...], exact: bool) -> bool:
+    """Whether ``value`` (normalised, no symlinks followed) lies outside every allowed root."""
+    path = os.path.normpath(value)
+    for root in allowed:
+        root = os.path.normpath(root)
+        if path == root or (not exact and path.startswith(root.rstrip("/") + "/")):
+            return False
+    return True
+
+
+def _path_problem(
+    kind: str, name: str, role: str, value: Any, extra_roots: tuple[str, ...]
+) -> str | None:
+    if not isinstance(value, str | Path):
+        return None  # the type check reports it
+    text = str(value)
+    if role == "below_root" and not os.path.isabs(text):
+        if os.path.normpath(text).split(os.sep)[0] == "..":
+            return f"meter {kind!r} option {name!r}: {text!r} leaves the sysfs root"
+        return None
+    if not os.path.isabs(text):
+        return f"meter {kind!r} option {name!r}: {text!r} must be an absolute path"
+    system = SYSTEM_ROOTS[role]
+    # the system root "/" is allowed as itself only, never as a prefix of everything
+    if _outside(text, system, exact=role == "root") and _outside(text, extra_roots, False):
+        listed = ", ".join([*system, *extra_roots])
+        return (
+            f"meter {kind!r} option {name!r}: {text!r} is outside the allowed locations "
+            f"({listed}); add its folder to `defaults: {{meter_roots: [...]}}` in the inventory"
+        )
+    return None
+
+
+def check_meter_options(
+    kind: str, options: dict[str, Any], extra_roots: tuple[str, ...] | None = ()
+) -> dict[str, str]:
     """The problems of a meter's options, as ``{option: message}`` (empty when none).
 
     The same rules hold for inventory.yaml (checked on the controller when it is loaded)
     and for a job spec (checked by the agent): every key must be an option of the kind,
     required options must be there, and every value must fit the option's type. An
-    unknown kind is reported under ``kind``.
+    unknown kind is reported under ``kind``. Options that name a root or an executable
+    (a meter's ``path_options``) must lie under :data:`SYSTEM_ROOTS` or ``extra_roots``;
+    ``extra_roots=None`` leaves them unchecked (a meter built in code, or by the person at
+    the board with ``meter read``).
     """
     if kind not in METERS:
         return {"kind": f"unknown meter kind {kind!r}{_did_you_mean(kind, METERS)}"}
@@ -149,6 +200,12 @@ def check_meter_options(kind: str, options: dict[str, Any]) -> dict[str, str]:
     for name, param in known.items():
         if param.default is inspect.Parameter.empty and name not in options:
             problems[name] = f"meter {kind!r} needs the option {name!r} (accepted: {accepted})"
+    path_options = getattr(factory, "path_options", {}) if extra_roots is not None else {}
+    for name, role in path_options.items():
+        if name in options and name not in problems:
+            problem = _path_problem(kind, name, role, options[name], extra_roots)
+            if problem:
+                problems[name] = problem
     one_of = getattr(factory, "required_one_of", ())
     if one_of and not any(options.get(name) is not None for name in one_of):
         problems[one_of[0]] = f"meter {kind!r} needs one of the options {', '.join(one_of)}"
@@ -201,7 +258,7 @@ def create_meter(kind: str, **options: Any) -> Meter:
     except Exception:  # unresolvable annotations: pass values through unconverted
         hints = {}
     problems = check_meter_options(
-        kind, {k: v for k, v in options.items() if k not in _CODE_ONLY_OPTIONS}
+        kind, {k: v for k, v in options.items() if k not in _CODE_ONLY_OPTIONS}, None
     )
     if problems:
         raise ConfigError(

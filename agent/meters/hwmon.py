@@ -49,6 +49,8 @@ class HwmonMeter(Meter):
     scope = "power measured by the hwmon sensor"
     #: at least one of these options names the sensor (checked with the inventory)
     required_one_of: ClassVar[tuple[str, ...]] = ("hwmon_name", "path")
+    #: options naming places in the file system (checked against the allow-list)
+    path_options: ClassVar[dict[str, str]] = {"sysfs_root": "root", "path": "below_root"}
 
     def __init__(
         self,
