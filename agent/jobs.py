@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.journal import JOURNAL_NAME, read_events
-from agent.protocol import WORKDIR_PREFIX, JobSpec, utc_now_iso
+from agent.protocol import WORKDIR_PREFIX, JobSpec, check_job_id, utc_now_iso
 from tasks.errors import AgentError, ConfigError, JobBusyError, JobSpecError
 
 DEFAULT_WORKDIR = "~/.tslm"
@@ -94,7 +94,13 @@ class Workdir:
         return self.root / "agent.lock"
 
     def job(self, job_id: str) -> JobPaths:
-        return JobPaths(job_id=job_id, dir=self.root / "jobs" / job_id)
+        """The paths of job ``job_id``; an id that is not a plain name is refused."""
+        check_job_id(job_id)
+        jobs = self.root / "jobs"
+        directory = jobs / job_id
+        if directory.resolve().parent != jobs.resolve():
+            raise JobSpecError(f"job id {job_id!r}: its directory leads outside {jobs}")
+        return JobPaths(job_id=job_id, dir=directory)
 
     def resolve_inside(self, relative: str, where: str) -> Path:
         """The real path of ``relative``; refuses anything (symlinks too) leading outside."""

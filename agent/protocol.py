@@ -313,6 +313,9 @@ class JobSpec:
     seq_start: int = 1
     #: whether the agent keeps every power sample in the job directory (samples.csv)
     record_samples: bool = True
+    #: folders beyond the system locations where meter paths may point (inventory
+    #: ``defaults: {meter_roots: [...]}``)
+    meter_roots: tuple[str, ...] = ()
     spec_version: int = JOB_SPEC_VERSION
 
     @classmethod
@@ -349,6 +352,7 @@ class JobSpec:
             "limits": {"max_duration_s": self.max_duration_s},
             "seq_start": self.seq_start,
             "record_samples": self.record_samples,
+            "meter_roots": list(self.meter_roots),
         }
 
     def to_json(self) -> str:
@@ -374,6 +378,7 @@ _JOB_KEYS = {
     "limits",
     "seq_start",
     "record_samples",
+    "meter_roots",
 }
 
 
@@ -413,6 +418,7 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
     artifact_obj = obj.get("artifact")
     repetitions, warmup, idle_seconds = _schedule(obj, where)
     meter_obj = _need(obj, "meter", (dict,), where, default={"kind": "none"})
+    meter_roots = _meter_roots(obj, where)
     return JobSpec(
         job_id=job_id,
         run_id=run_id,
@@ -427,15 +433,35 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
         idle_seconds=idle_seconds,
         window=_window(obj, where),
         threads=_threads(obj, where),
-        meter=MeterSpec(
-            kind=_need(meter_obj, "kind", (str,), f"{where}.meter"),
-            options={k: v for k, v in meter_obj.items() if k != "kind"},
-        ),
+        meter=_meter(meter_obj, f"{where}.meter", meter_roots),
+        meter_roots=meter_roots,
         max_duration_s=_max_duration(obj, where),
         seq_start=_seq_start(obj, where),
         record_samples=_need(obj, "record_samples", (bool,), where, default=True),
         spec_version=version,
     )
+
+
+def _meter_roots(obj: dict, where: str) -> tuple[str, ...]:
+    roots = _need(obj, "meter_roots", (list,), where, default=[])
+    for i, root in enumerate(roots):
+        if not isinstance(root, str) or not root.startswith("/"):
+            raise JobSpecError(f"{where}.meter_roots[{i}]: {root!r} is not an absolute path")
+    return tuple(roots)
+
+
+def _meter(obj: dict, where: str, roots: tuple[str, ...] = ()) -> MeterSpec:
+    """The job's meter, checked by the rules inventory.yaml is checked by on the controller."""
+    from agent.meters import check_meter_options
+
+    kind = _need(obj, "kind", (str,), where)
+    options = {k: v for k, v in obj.items() if k != "kind"}
+    problems = check_meter_options(kind, options, roots)
+    if problems:
+        raise JobSpecError(
+            "; ".join(f"{where}.{key}: {message}" for key, message in problems.items())
+        )
+    return MeterSpec(kind=kind, options=options)
 
 
 def _spec_version(obj: dict, where: str) -> int:
@@ -449,14 +475,20 @@ def _spec_version(obj: dict, where: str) -> int:
     return version
 
 
-def _job_id(obj: dict, where: str) -> str:
-    job_id = _need(obj, "job_id", (str,), where)
-    if not _JOB_ID_RE.match(job_id):
+def check_job_id(job_id: Any, where: str = "job id") -> str:
+    """A job id as a plain name: 1-128 letters, digits, '.', '_' or '-', starting with a
+    letter or digit (so never '..', a '/', or anything naming a path outside jobs/)."""
+    if not isinstance(job_id, str) or not _JOB_ID_RE.match(job_id):
         raise JobSpecError(
-            f"{where}.job_id: {job_id!r} must be 1-128 characters of "
-            "letters, digits, '.', '_' or '-'"
+            f"{where}: {job_id!r} must be 1-128 characters of letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+            hint="job ids are printed by `start` and shown by the controller",
         )
     return job_id
+
+
+def _job_id(obj: dict, where: str) -> str:
+    return check_job_id(_need(obj, "job_id", (str,), where), f"{where}.job_id")
 
 
 def _embedding_mode(obj: dict, where: str) -> str:

@@ -89,6 +89,44 @@ def _when(doc: dict[str, Any] | None) -> str | None:
     return machine.get("date") if isinstance(machine, dict) else None
 
 
+def measured_on(doc: dict[str, Any] | None, run: dict[str, Any] | None) -> str:
+    """When one result was measured: its own date, else when its harness run finished."""
+    date = _when(doc) or (run or {}).get("finished")
+    return str(date)[:10] if date else "on an unrecorded date"
+
+
+def model_weights(doc: dict[str, Any]) -> str | None:
+    """What the measured model's weights were: the GGUF's tensor types, de-quantised to fp32.
+
+    Read from the result when it says; else from the embedded GGUF when the result's
+    model sha256 is that file's (so the text describes the very file measured).
+    """
+    if doc.get("model_weights"):
+        return str(doc["model_weights"])
+    try:
+        from tasks.hashing import sha256_file
+        from tasks.models import embedded_gguf
+
+        path = embedded_gguf()
+        if doc.get("model_sha256") != sha256_file(path):
+            return None
+        return f"a {'/'.join(gguf_tensor_types(path))} GGUF, de-quantised to fp32"
+    except (TslmError, OSError, ImportError, ValueError):
+        return None
+
+
+def gguf_tensor_types(path: Path) -> list[str]:
+    """The weight types of a GGUF's tensors (e.g. ``Q4_1``, ``Q8_0``), most parameters first."""
+    from collections import Counter
+
+    from gguf import GGUFReader
+
+    counts: Counter[str] = Counter()
+    for tensor in GGUFReader(path).tensors:
+        counts[tensor.tensor_type.name] += int(tensor.n_elements)
+    return [name for name, _ in counts.most_common() if name not in ("F32", "F16")] or ["F32"]
+
+
 def _header_machine(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The machine of the last harness run; else this machine, dated by the newest result."""
     harness = results.get(HARNESS.removesuffix(".json"), {})
@@ -240,8 +278,11 @@ def readme_section(results_dir: Path) -> str:
     paper = paper_table(results)
     if paper:
         inference = results.get("inference") or {}
+        weights = model_weights(results.get("frontier") or inference)
+        when = measured_on(results.get("frontier"), runs.get("frontier"))
         out += [
-            f"SmolLM2-135M-Instruct on this machine (latency: `generate`, "
+            f"SmolLM2-135M-Instruct{f' ({weights})' if weights else ''} on this machine, "
+            f"measured {when} (latency: `generate`, "
             f"{inference.get('queries', '?')} queries x "
             f"{inference.get('max_new_tokens', '?')} new tokens, median; TT on the fly "
             "vs dense):",
@@ -278,7 +319,8 @@ def readme_section(results_dir: Path) -> str:
             continue
         section = render(stem, doc)
         line = section.readme_line if isinstance(section, Section) else section
-        out.append(f"- {line}" + (f" _{status}_" if status else ""))
+        when = measured_on(doc, runs.get(stem))
+        out.append(f"- {line} _Measured {when}._" + (f" _{status}_" if status else ""))
     return "\n".join(out).rstrip()
 
 

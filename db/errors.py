@@ -2,7 +2,8 @@
 
     TslmError                  (tasks.errors)
     └── DatabaseError          the results database cannot be opened, migrated or queried
-        └── ReadOnlyError      a write was attempted through a read-only query
+        ├── ReadOnlyError      a write was attempted through a read-only query
+        └── UnsafeRoleError    `query` on PostgreSQL with a role that can write
 
 Read-only violations (SQLite ``SQLITE_READONLY``, PostgreSQL SQLSTATE 25006) become
 :class:`ReadOnlyError`; every other driver error a :class:`DatabaseError` naming the
@@ -25,6 +26,10 @@ class DatabaseError(TslmError):
 
 class ReadOnlyError(DatabaseError):
     """A write was attempted through a read-only query."""
+
+
+class UnsafeRoleError(DatabaseError):
+    """``tslm-fleet query`` on PostgreSQL with a role that can write or is a superuser."""
 
 
 @contextmanager

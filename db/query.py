@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
 from db.errors import map_driver_error
+from db.roles import require_reader
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ def run_sql(engine: Engine, sql: str, max_rows: int | None = None) -> SqlResult:
     PostgreSQL sessions with read-only transactions by default). On PostgreSQL the
     transaction is also declared ``READ ONLY`` before the statement, and the statement
     is sent on its own through the extended protocol, so it cannot end that transaction
-    and start another. The transaction is always rolled back. The SQL text is passed to
+    and start another; and the session's role must be one that can only read
+    (:func:`db.roles.require_reader`), since a superuser escapes a read-only transaction. The transaction is always rolled back. The SQL text is passed to
     the database untouched (no bind-parameter parsing).
     """
     dbapi_error = engine.dialect.loaded_dbapi.Error
@@ -39,6 +41,7 @@ def run_sql(engine: Engine, sql: str, max_rows: int | None = None) -> SqlResult:
             extra: dict[str, Any] = {}
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                require_reader(conn)
                 extra["prepare"] = True
             cursor = conn.connection.driver_connection.cursor()
             try:

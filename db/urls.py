@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError
 from db.errors import DatabaseError
 
 ENV_VAR = "TSLM_DB"
+#: the URL ``tslm-fleet query`` reads from first (on PostgreSQL: a read-only role's)
+QUERY_ENV_VAR = "TSLM_QUERY_DB"
 DEFAULT_URL = "sqlite:///results.db"
 
 
@@ -33,6 +35,12 @@ def resolve_url(url: str | None) -> str:
             path = Path.cwd() / path
         parsed = parsed.set(database=str(path))
     return parsed.render_as_string(hide_password=False)
+
+
+def resolve_query_url(url: str | None) -> str:
+    """The URL of ``tslm-fleet query``: ``url``, else ``$TSLM_QUERY_DB``, else as
+    :func:`resolve_url` (``$TSLM_DB``, then ``sqlite:///results.db``)."""
+    return resolve_url(url or os.environ.get(QUERY_ENV_VAR) or None)
 
 
 def display_url(url: str) -> str:

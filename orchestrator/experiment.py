@@ -231,6 +231,55 @@ def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
     )
 
 
+#: what each run flag decides in an experiment (``--experiment`` and ``--demo``: all)
+FLAG_FIELDS: dict[str, tuple[str, ...]] = {
+    "--model": ("model",),
+    "--variant": ("variants",),
+    "--task": ("tasks",),
+    "--queries": ("tasks",),
+    "--repetitions": ("repetitions",),
+}
+_ALL_FIELDS = (
+    "model",
+    "variants",
+    "tasks",
+    "repetitions",
+    "warmup",
+    "idle_seconds",
+    "window",
+    "threads",
+    "embedding_mode",
+    "max_duration_s",
+)
+
+
+def resume_conflicts(stored: Experiment, requested: Experiment, flags: list[str]) -> list[str]:
+    """Where the experiment ``flags`` ask for differs from the run being resumed.
+
+    ``flags``: the experiment flags given (``--variant``, ``--experiment``, ...); only the
+    fields they decide are compared. Empty when the flags agree with the stored run.
+    """
+    fields: dict[str, str] = {}
+    for flag in flags:
+        for name in FLAG_FIELDS.get(flag, _ALL_FIELDS):
+            fields.setdefault(name, flag)
+    have, want = stored.to_dict(), requested.to_dict()
+    return [
+        f"{name} (from {flag}): the run has {_shown(have[name])}, the flags ask for "
+        f"{_shown(want[name])}"
+        for name, flag in fields.items()
+        if have[name] != want[name]
+    ]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {_shown(v)}" for k, v in value.items())
+    return str(value)
+
+
 def build_experiment(
     *,
     file: Path | None = None,

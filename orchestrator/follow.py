@@ -5,8 +5,10 @@ hands every event, in order, to an :class:`EventSink`: stored in batches of at m
 :data:`INGEST_BATCH` events or at window/score/done/error/query boundaries, and shown
 one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
 is followed by a reconnect and a ``follow --from`` the last stored seq, so nothing is
-lost or stored twice. When the stop flag is set, the follower asks the agent to stop and
-follows on until its ``done``. It returns a :class:`FollowOutcome`; it knows nothing of
+lost or stored twice. When the stop flag is set, the follower asks the agent to stop,
+again after every reconnect until the agent acknowledges it, and follows on until its
+``done``; a job still running :data:`STOP_GRACE_S` seconds after acknowledging the stop
+is reported as ignoring it (and left to ``--resume`` or the person at the board). It returns a :class:`FollowOutcome`; it knows nothing of
 the worker that called it.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -34,6 +37,9 @@ FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
 _FLUSH_TYPES = frozenset({"window", "score", "done", "error", "query"})
 #: how long the agent's `stop` command may take
 STOP_TIMEOUT_S = 30
+#: how long a job may run on after acknowledging a stop (the agent finishes its current
+#: query first; a long generation on a slow board takes a while)
+STOP_GRACE_S = 120.0
 
 
 def follow_stall_s() -> float:
@@ -112,6 +118,7 @@ class TrialFollower:
         device: str,
         job_id: str,
         stall_s: float,
+        stop_grace_s: float = STOP_GRACE_S,
     ) -> None:
         self.link = link
         self.sink = sink
@@ -121,14 +128,18 @@ class TrialFollower:
         self.stall_s = stall_s
         self.last_seq = 0
         self._batch: list[Event] = []
-        self._stop_sent = False
+        self.stop_grace_s = stop_grace_s
+        #: when the agent acknowledged the stop request (None: not yet)
+        self.stop_acknowledged_at: float | None = None
+        #: how many times the stop request was sent (retried after a lost link)
+        self.stop_requests = 0
 
     def follow(self, last_seq: int) -> FollowOutcome:
         """Follow the job's events after ``last_seq`` until ``done``; returns the outcome."""
         self.last_seq = last_seq
         while True:
-            self._stop_if_asked()
             try:
+                self._stop_if_asked()
                 return FollowOutcome(self._follow_stream())
             except RemoteCommandError as exc:
                 # the agent's `follow` itself failed (job dead, unknown job): not a link problem
@@ -196,11 +207,24 @@ class TrialFollower:
             self._batch.clear()
 
     def _stop_if_asked(self) -> None:
-        """Ask the agent once to stop, when the run is stopping."""
-        if not self.stop.is_set() or self._stop_sent:
+        """When the run is stopping: ask the agent to stop until it acknowledges, then give
+        it :attr:`stop_grace_s` seconds to end the job."""
+        if not self.stop.is_set():
             return
-        self._stop_sent = True
+        if self.stop_acknowledged_at is not None:
+            waited = time.monotonic() - self.stop_acknowledged_at
+            if waited > self.stop_grace_s:
+                raise AgentError(
+                    f"{self.device}: job {self.job_id} ignored the stop request for "
+                    f"{waited:.0f} s (grace {self.stop_grace_s:g} s); it may still run on the "
+                    "device",
+                    hint="`tslm-fleet run --resume RUN_ID` reattaches to it, or stop it on "
+                    "the device",
+                )
+            return
+        self.stop_requests += 1
         try:
             self.link.run_agent("stop", self.job_id, timeout_s=STOP_TIMEOUT_S)
         except TransportError:
-            self._stop_sent = False  # the follow loop reconnects and asks again
+            return  # not acknowledged: asked again after the follow loop reconnects
+        self.stop_acknowledged_at = time.monotonic()

@@ -4,7 +4,7 @@ The file has three sections::
 
     defaults: {user: pi, port: 22, identity_file: ~/.ssh/id_ed25519, ...}
     devices:
-      pi4: {host: pi4.local, board: raspberrypi4, tags: [pi4, lab], meter: {kind: um25c}}
+      pi4: {host: pi4.local, board: raspberrypi4, tags: [pi4, lab], meter: {kind: um25c, port: /dev/rfcomm0}}
       local: {transport: local, meter: {kind: auto}}
     groups: {lab: [pi4]}
 
@@ -196,6 +196,17 @@ class _DeviceFields(BaseModel):
 class DefaultsModel(_DeviceFields):
     """The ``defaults`` section."""
 
+    #: folders beyond the system locations where meter roots and executables may point
+    meter_roots: list[str] = []
+
+    @field_validator("meter_roots")
+    @classmethod
+    def _absolute_roots(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not root.startswith("/"):
+                raise _custom("meter_root", f"{root!r} is not an absolute path")
+        return value
+
 
 class DeviceModel(_DeviceFields):
     """One entry of ``devices``."""
@@ -252,6 +263,7 @@ def _semantic_errors(model: InventoryModel, locate: Locator) -> list[str]:
         lab = _merged_labgrid(model.defaults, entry)
         if entry.labgrid is not None and lab is not None and not lab.place:
             add(("devices", name, "labgrid"), "labgrid needs a `place:` to book")
+    _meter_errors(model, add)
     for group, members in model.groups.items():
         if not _NAME_RE.match(group) or group == ALL:
             add(("groups", group), f"group name {group!r} {_NAME_RULE}")
@@ -263,6 +275,27 @@ def _semantic_errors(model: InventoryModel, locate: Locator) -> list[str]:
                     + _did_you_mean(member, model.devices),
                 )
     return errors
+
+
+def _meter_errors(model: InventoryModel, add: Any) -> None:
+    """Each meter's options against its kind (the agent applies the same rules to a job)."""
+    from agent.meters import check_meter_options
+
+    meters: list[tuple[tuple, MeterModel]] = []
+    if model.defaults.meter is not None:
+        meters.append((("defaults", "meter"), model.defaults.meter))
+    meters += [
+        (("devices", name, "meter"), entry.meter)
+        for name, entry in model.devices.items()
+        if entry.meter is not None
+    ]
+    for loc, meter in meters:
+        problems = check_meter_options(
+            meter.kind, dict(meter.model_extra or {}), tuple(model.defaults.meter_roots)
+        )
+        for option, message in problems.items():
+            if option != "kind":  # an unknown kind is already reported by MeterModel
+                add((*loc, option), message)
 
 
 # --------------------------------------------------------------------------- records
@@ -301,6 +334,8 @@ class Device:
     board: str
     tags: tuple[str, ...] = ()
     meter: MeterConfig = field(default_factory=lambda: MeterConfig(DEFAULT_METER_KIND))
+    #: folders beyond the system locations where meter paths may point (defaults only)
+    meter_roots: tuple[str, ...] = ()
     connect_timeout_s: float = 10.0
     #: the device's system Python, which ``bootstrap`` makes the venv of ``python`` with
     base_python: str = "python3"
@@ -472,6 +507,7 @@ def _build(model: InventoryModel, source_of: Callable[[str], str], path: Path) -
             board=pick("board", "local" if transport == "local" else "generic"),
             tags=tuple(dict.fromkeys(entry.tags)),
             meter=meter_cfg,
+            meter_roots=tuple(defaults.meter_roots),
             connect_timeout_s=float(pick("connect_timeout_s", 10.0)),
             base_python=pick("base_python", "python3"),
             torch_index=pick("torch_index", None),

@@ -278,6 +278,7 @@ class DeviceWorker:
             ),
             threads=exp.threads,
             meter=MeterSpec(kind=meter.kind, options=meter.options()),
+            meter_roots=self.device.meter_roots,
             max_duration_s=exp.max_duration_s,
             seq_start=seq_start,
         )

@@ -6,13 +6,16 @@ content sha256) without loading anything heavy; ``load_model`` loads it with tra
 only when the local Hugging Face cache already holds it.
 
 Loading a GGUF spends most of its time de-quantising; with ``cache_dir`` the converted
-model is saved once as a safetensors directory keyed by the GGUF's sha256 and reused.
+model is saved once as a safetensors directory keyed by the GGUF's sha256 and reused,
+after every file is checked against the sha256 listing written beside it. A model
+directory is loaded from safetensors only: nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import json
 import os
 import re
 import shutil
@@ -23,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.errors import ModelError
-from tasks.hashing import sha256_file, sha256_tree
+from tasks.hashing import sha256_file, sha256_tree, tree_listing
 
 if TYPE_CHECKING:
     import torch
@@ -154,15 +157,41 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+#: weight files that would be unpickled to load: refused
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def require_safetensors(directory: Path) -> None:
+    """A model directory must hold its weights as safetensors (pickle runs code)."""
+    if any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in directory.glob(pattern))
+    found = f" (it holds {', '.join(pickled[:3])}: pickle, which can run code when loaded)"
+    raise ModelError(
+        f"{directory}: no *.safetensors weights{found if pickled else ''}; tslm-fleet loads "
+        "safetensors only",
+        hint='convert a checkpoint you trust once, outside tslm-fleet: python -c "from '
+        "transformers import AutoModelForCausalLM as M; M.from_pretrained('DIR', "
+        "use_safetensors=False).save_pretrained('DIR-safetensors')\" (and copy the "
+        "tokenizer files), or give the model as a .gguf file",
+    )
+
+
 def _from_pretrained(
     directory: Path, gguf_file: str | None, dtype: torch.dtype, with_tokenizer: bool = True
 ) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    model_extra: dict[str, Any] = {}
+    if not gguf_file:
+        require_safetensors(directory)
+        model_extra["use_safetensors"] = True
     try:
         with quiet_transformers():
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype, **extra)
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=dtype, **extra, **model_extra
+            )
             tokenizer = (
                 AutoTokenizer.from_pretrained(directory, **extra) if with_tokenizer else None
             )
@@ -175,12 +204,38 @@ def _from_pretrained(
     return model, tokenizer
 
 
+#: the sha256 listing of a de-quantised copy, written beside its files
+CACHE_LISTING = "tslm-sha256.json"
+
+
+def _listing(directory: Path) -> dict[str, str]:
+    return {rel: sha for rel, sha in tree_listing(directory) if rel != CACHE_LISTING}
+
+
+def verified_copy(target: Path) -> bool:
+    """Whether a cached de-quantised copy is intact: every file as its listing says.
+
+    A copy without a listing, or with a file missing, added or changed, is removed
+    (and then rebuilt by the caller).
+    """
+    if not target.is_dir():
+        return False
+    try:
+        expected = json.loads((target / CACHE_LISTING).read_text())
+        intact = isinstance(expected, dict) and _listing(target) == expected
+    except (OSError, ValueError):
+        intact = False
+    if not intact:
+        shutil.rmtree(target, ignore_errors=True)
+    return intact
+
+
 def _converted(
     ref: ModelRef, cache_dir: Path, dtype: torch.dtype, with_tokenizer: bool
 ) -> tuple[Any, Any]:
     """Load a GGUF through a safetensors copy cached under ``cache_dir`` by its sha256."""
     target = cache_dir / f"gguf-{ref.sha256[:16]}"
-    if (target / "config.json").is_file():
+    if verified_copy(target):
         return _from_pretrained(target, None, dtype, with_tokenizer)
     assert ref.path is not None
     model, tokenizer = _from_pretrained(ref.path.parent, ref.path.name, dtype)
@@ -195,6 +250,7 @@ def _converted(
         with quiet_transformers():
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
+        (tmp / CACHE_LISTING).write_text(json.dumps(_listing(tmp), indent=1) + "\n")
         os.replace(tmp, target)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)  # another process won the race

@@ -48,35 +48,24 @@ def fleet_unavailable_reason() -> str | None:
     if os.geteuid() != 0:
         return "fleet tests need root (to create users and start sshd)"
     if not SSHD.exists():
-        _install_openssh()
-    if not SSHD.exists():
-        return "OpenSSH server (/usr/sbin/sshd) is missing and could not be installed"
+        return "OpenSSH server (/usr/sbin/sshd) is missing (make system-packages installs it)"
     if shutil.which("ssh-keygen") is None or shutil.which("useradd") is None:
         return "ssh-keygen or useradd is missing"
     return None
 
 
-def _install_openssh() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            ["apt-get", "update", "-qq"], env=env, capture_output=True, timeout=300, check=False
-        )
-        subprocess.run(
-            [
-                "apt-get",
-                "install",
-                "-y",
-                "-qq",
-                "--no-install-recommends",
-                "openssh-server",
-                "openssh-client",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=600,
-            check=False,
-        )
+def meter_roots(meters: list[Any]) -> list[str]:
+    """The folders that emulated meters point at (sysfs trees, fake vcgencmd): the
+    inventory's ``defaults: {meter_roots}`` must allow them."""
+    roots: set[str] = set()
+    for meter in meters:
+        if not isinstance(meter, dict):
+            continue
+        if meter.get("sysfs_root") not in (None, "/"):
+            roots.add(str(meter["sysfs_root"]))
+        if meter.get("vcgencmd"):
+            roots.add(str(Path(meter["vcgencmd"]).parent))
+    return sorted(roots)
 
 
 def free_port(address: str) -> int:
@@ -331,8 +320,12 @@ class FakeFleet:
                 entry["meter"] = dict(device.meter)
             entry.update((overrides or {}).get(device.name, {}))
             devices[device.name] = entry
+        defaults: dict[str, Any] = {"python": str(VENV_PYTHON), "workdir": workdir}
+        roots = meter_roots([entry.get("meter") for entry in devices.values()])
+        if roots:
+            defaults["meter_roots"] = roots
         doc = {
-            "defaults": {"python": str(VENV_PYTHON), "workdir": workdir},
+            "defaults": defaults,
             "devices": devices,
             "groups": {"lab": [d.name for d in self.devices]},
         }

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from agent.meters.base import Meter, RepeatDetector, Sample
 from tasks.errors import MeterError
@@ -46,6 +47,10 @@ class HwmonMeter(Meter):
 
     kind = "hwmon"
     scope = "power measured by the hwmon sensor"
+    #: at least one of these options names the sensor (checked with the inventory)
+    required_one_of: ClassVar[tuple[str, ...]] = ("hwmon_name", "path")
+    #: options naming places in the file system (checked against the allow-list)
+    path_options: ClassVar[dict[str, str]] = {"sysfs_root": "root", "path": "below_root"}
 
     def __init__(
         self,

@@ -40,3 +40,7 @@ def auto_meter(*, sysfs_root: str = "/") -> Meter:
     if reason is None:
         return RaplMeter(sysfs_root=sysfs_root)
     return NoMeter(reason=f"no readable RAPL counter ({reason.removeprefix('rapl: ')})")
+
+
+#: options of ``auto`` naming places in the file system (checked against the allow-list)
+auto_meter.path_options = {"sysfs_root": "root"}  # type: ignore[attr-defined]

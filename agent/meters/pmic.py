@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
+from typing import ClassVar
 
 from agent.meters.base import Meter, Sample
 from tasks.errors import MeterError, MeterProtocolError, MeterTimeout
@@ -58,6 +59,9 @@ class Pi5PmicMeter(Meter):
 
     kind = "pi5-pmic"
     scope = "PMIC output power (board rails, not the wall)"
+
+    #: options naming places in the file system (checked against the allow-list)
+    path_options: ClassVar[dict[str, str]] = {"vcgencmd": "executable"}
 
     def __init__(self, *, vcgencmd: str | None = None) -> None:
         self.vcgencmd = vcgencmd

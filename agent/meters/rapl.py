@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import ClassVar
 
 from agent.meters.base import Meter, Sample
 from tasks.errors import MeterError
@@ -23,6 +24,9 @@ class RaplMeter(Meter):
 
     kind = "rapl"
     scope = "CPU package power (RAPL), not the wall"
+
+    #: options naming places in the file system (checked against the allow-list)
+    path_options: ClassVar[dict[str, str]] = {"sysfs_root": "root"}
 
     def __init__(
         self,

@@ -130,7 +130,7 @@ class UmMeter(Meter):
     def __init__(
         self,
         *,
-        port: str = "/dev/rfcomm0",
+        port: str,
         baudrate: int = 9600,
         timeout_s: float = 3.0,
         poll_period_s: float = 0.1,

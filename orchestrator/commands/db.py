@@ -2,11 +2,14 @@
 
 ``db upgrade`` applies the migrations shipped with this version (they also run by
 themselves the first time a run writes to a database); ``db current`` prints the
-database's revision; ``db path`` prints the resolved URL (and the SQLite file).
+database's revision; ``db path`` prints the resolved URL (and the SQLite file);
+``db create-reader NAME`` makes a PostgreSQL login role that can only read, the kind of
+role ``tslm-fleet query`` insists on.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -71,3 +74,50 @@ def register(app: typer.Typer) -> None:
         path = sqlite_path(url)
         if path is not None:
             typer.echo(f"file: {path}" + ("" if path.exists() else " (not created yet)"))
+
+    @group.command("create-reader")
+    def create_reader_cmd(
+        name: Annotated[str, typer.Argument(help="Name of the new login role.")],
+        password_env: Annotated[
+            str | None,
+            typer.Option(
+                "--password-env",
+                metavar="VAR",
+                help="Environment variable holding the role's password (none: the server's "
+                "other authentication, e.g. peer or certificates).",
+            ),
+        ] = None,
+        db: DbOption = None,
+    ) -> None:
+        """Create a PostgreSQL login role that can read the results and nothing else.
+
+        Run it with an administrator's URL (--db or $TSLM_DB); then point
+        `tslm-fleet query` at the new role with --db or $TSLM_QUERY_DB.
+        """
+        from db.engine import make_engine
+        from db.errors import DatabaseError
+        from db.roles import create_reader
+        from db.urls import display_url, parse_url, resolve_url
+
+        password = None
+        if password_env is not None:
+            password = os.environ.get(password_env)
+            if not password:
+                raise DatabaseError(
+                    f"--password-env {password_env}: that environment variable is not set",
+                    hint=f"export {password_env}=... first (the password never goes on the "
+                    "command line)",
+                )
+        url = resolve_url(db)
+        engine = make_engine(url)
+        try:
+            statements = create_reader(engine, name, password)
+        finally:
+            engine.dispose()
+        for statement in statements:
+            typer.echo(statement)
+        reader = parse_url(url).set(username=name, password=None)
+        typer.echo(
+            f"role {name} created on {display_url(url)}; query with:\n"
+            f"  export TSLM_QUERY_DB='{reader.render_as_string(hide_password=True)}'"
+        )

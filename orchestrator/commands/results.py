@@ -267,16 +267,27 @@ def query_cmd(
     max_rows: Annotated[
         int | None, typer.Option("--max-rows", metavar="N", help="Print at most N rows.")
     ] = None,
-    db: DbOption = None,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="Results database URL (default: $TSLM_QUERY_DB, else $TSLM_DB, else "
+            "sqlite:///results.db). On PostgreSQL, a role that can only read "
+            "(tslm-fleet db create-reader).",
+        ),
+    ] = None,
 ) -> None:
     """Run one read-only SQL statement on the results database.
 
-    Writes are refused by the database itself (read-only connection).
+    Writes are refused by the database itself (SQLite opened read-only; PostgreSQL in a
+    read-only transaction, and only as a role that can do nothing but read).
     """
     from db.formatting import TextTable, records_to_csv, round_sig, to_json
+    from db.urls import resolve_query_url
 
     fmt = _check_format(fmt)
-    with _open(db) as store:
+    with _open(resolve_query_url(db)) as store:
         result = store.query(sql, max_rows)
     records = [{k: round_sig(v) for k, v in rec.items()} for rec in result.records()]
     if fmt == "json":

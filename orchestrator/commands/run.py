@@ -148,6 +148,17 @@ def run(
         demo=demo,
     )
     store = open_store(db)
+    if resume:
+        given = {
+            "--experiment": experiment,
+            "--model": model,
+            "--variant": variant,
+            "--task": task,
+            "--queries": queries,
+            "--repetitions": repetitions,
+            "--demo": demo or None,
+        }
+        _check_resume_flags(store, resume, exp, [f for f, v in given.items() if v is not None])
     _announce(console, selected, exp)
     summary = _execute(
         console,
@@ -163,6 +174,23 @@ def run(
         max_parallel,
     )
     _report(console, store, summary, devices)
+
+
+def _check_resume_flags(store: Any, resume: str, exp: Any, flags: list[str]) -> None:
+    """Refuse ``--resume`` with experiment flags that contradict the stored run."""
+    from orchestrator.experiment import experiment_from_dict, resume_conflicts
+    from tasks.errors import ConfigError
+
+    stored = store.run_config(resume)
+    if not flags or stored is None:  # an unknown run id is reported by the run itself
+        return
+    conflicts = resume_conflicts(experiment_from_dict(stored, f"run {resume}"), exp, flags)
+    if conflicts:
+        raise ConfigError(
+            f"--resume {resume}: the flags contradict the stored run; " + "; ".join(conflicts),
+            hint="a resumed run measures what it started with: drop those flags, or start "
+            "a new run without --resume",
+        )
 
 
 def _announce(console: Any, selected: list[Any], exp: Any) -> None:

@@ -185,3 +185,28 @@ def test_cli_status_and_usage_errors(tmp_path: Path) -> None:
         env={**os.environ, "TSLM_AGENT_WORKDIR": str(tmp_path)},
     )
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["..", "../..", "../outside", "a/../../b", "/etc", "x/y", ".hidden", "", "a" * 129, "~1"],
+)
+@pytest.mark.parametrize("command", ["follow", "status", "stop"])
+def test_job_ids_naming_paths_are_refused(tmp_path: Path, command: str, job_id: str) -> None:
+    workdir = tmp_path / "wd"
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "journal.jsonl").write_text('{"seq": 1}\n')
+    proc = run_agent(workdir, command, job_id)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "must be 1-128 characters" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_a_job_directory_linked_outside_is_refused(tmp_path: Path, wd: Workdir) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (wd.root / "jobs").mkdir(exist_ok=True)
+    (wd.root / "jobs" / "job-9").symlink_to(outside)
+    with pytest.raises(JobSpecError, match="leads outside"):
+        wd.job("job-9")

@@ -249,6 +249,7 @@ def test_hwmon_meter_going_silent_mid_run(workdir: Path, tmp_path: Path) -> None
         ],
         window={"min_fresh_samples": 5, "min_seconds": 0.0},
         meter={"kind": "hwmon", "hwmon_name": "ina226", "sysfs_root": str(tmp_path / "sysfs")},
+        meter_roots=[str(tmp_path)],  # the fake sysfs tree, allowed as the inventory would
     )
     try:
         status, events = run_in_process(workdir, spec, Echo(on_line))

@@ -358,3 +358,53 @@ def test_the_scale_curve_names_devices_that_fell_behind() -> None:
     assert "0.0123 s per device per trial" in section.readme_line
     assert any("dev04" in line for line in section.lines)
     assert section.lines[2].startswith("| 1 |") and section.lines[2].endswith("| none |")
+
+
+def test_readme_lines_carry_their_caveats_and_dates(results: Path) -> None:
+    body = report.readme_section(results)
+    speed = next(line for line in body.splitlines() if "**Compression speed**" in line)
+    assert "time extrapolated linearly from" in speed  # a speed-up against an estimate
+    assert "_Measured on an unrecorded date._" in speed  # no date in the fixture: said so
+    assert "_Measured 2025-06-01._" in body
+    for line in body.splitlines():
+        if line.startswith("- **") and "Not run" not in line:
+            assert "_Measured " in line, line  # every figure has its own date
+
+
+def test_meter_figures_say_they_come_from_emulators() -> None:
+    from bench.sections import meters_section
+
+    doc = {
+        "rates": [
+            {
+                "kind": "um25c",
+                "nominal_rate_hz": 2.0,
+                "rate_hz": 10.0,
+                "fresh_rate_hz": 2.0,
+                "gaps": 0,
+                "sampler_cpu_pct": 0.5,
+            }
+        ],
+        "integration": [
+            {"meter": "um25c", "trace": "steps", "max_error_pct": 0.01, "resolved": True}
+        ],
+        "end_to_end": [],
+    }
+    line = meters_section(doc).readme_line
+    assert "emulators, not physical meters" in line
+
+
+def test_the_model_weights_are_named_from_the_measured_file() -> None:
+    from tasks.errors import ModelError
+    from tasks.hashing import sha256_file
+    from tasks.models import embedded_gguf
+
+    try:
+        path = embedded_gguf()
+    except ModelError:
+        pytest.skip("the embedded SmolLM2 GGUF is not installed")
+    text = report.model_weights({"model_sha256": sha256_file(path)})
+    assert text is not None and text.endswith("GGUF, de-quantised to fp32")
+    assert "Q" in text.split(" GGUF")[0]  # a quantised type, read from the file
+    assert report.model_weights({"model_sha256": "0" * 64}) is None  # another file: unsaid
+    assert report.model_weights({"model_weights": "fp16 safetensors"}) == "fp16 safetensors"

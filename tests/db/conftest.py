@@ -31,6 +31,29 @@ def store(db_url: str) -> Iterator[Store]:
         yield s
 
 
+@pytest.fixture
+def reader_url(store: Store) -> Iterator[str]:
+    """The URL ``tslm-fleet query`` may use on ``store``: on PostgreSQL, a role made by
+    ``db.roles.create_reader`` (dropped afterwards); on SQLite, the file itself."""
+    if store.engine.dialect.name != "postgresql":
+        yield store.url
+        return
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from db.roles import create_reader
+
+    name = f"reader_{uuid.uuid4().hex[:8]}"
+    create_reader(store.engine, name)
+    try:
+        yield make_url(store.url).set(username=name).render_as_string(hide_password=False)
+    finally:
+        with store.engine.connect() as conn:
+            conn.execute(text(f'DROP OWNED BY "{name}"'))
+            conn.execute(text(f'DROP ROLE "{name}"'))
+            conn.commit()
+
+
 def make_trial(
     store: Store,
     *,

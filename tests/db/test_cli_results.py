@@ -59,10 +59,10 @@ def test_compare_defaults_to_the_latest_run(filled: str) -> None:
     assert records[0]["dense"]["compression_ratio"] == 1.0
 
 
-def test_runs_query_and_export(filled: str, tmp_path: Path) -> None:
+def test_runs_query_and_export(filled: str, reader_url: str, tmp_path: Path) -> None:
     assert "run-1" in cli("runs", "--db", filled)
     out = json.loads(
-        cli("query", "SELECT COUNT(*) AS n FROM queries", "--db", filled, "-f", "json")
+        cli("query", "SELECT COUNT(*) AS n FROM queries", "--db", reader_url, "-f", "json")
     )
     assert out == [{"n": 96}]
     assert "wrote" in cli(
@@ -86,8 +86,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_write_through_query_is_a_clear_error(filled: str) -> None:
-    proc = run_cli("query", "DELETE FROM runs", "--db", filled)
+def test_a_write_through_query_is_a_clear_error(filled: str, reader_url: str) -> None:
+    proc = run_cli("query", "DELETE FROM runs", "--db", reader_url)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: the database refused a write")
     assert "Traceback" not in proc.stderr

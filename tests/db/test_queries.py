@@ -184,9 +184,9 @@ def test_runs_lists_counts(store: Store) -> None:
     )
 
 
-def test_sql_reads_and_passes_text_untouched(store: Store) -> None:
+def test_sql_reads_and_passes_text_untouched(store: Store, reader_url: str) -> None:
     fill(store)
-    with open_store(store.url, read_only=True) as ro:
+    with open_store(reader_url, read_only=True) as ro:
         result = ro.query("SELECT name, '10:30 50%' AS odd FROM devices ORDER BY name")
     assert result.columns == ["name", "odd"]
     assert result.rows == [("pi4", "10:30 50%"), ("pi5", "10:30 50%")]
@@ -201,20 +201,22 @@ def test_sql_reads_and_passes_text_untouched(store: Store) -> None:
         "CREATE TABLE sneaky (x integer)",
     ],
 )
-def test_writes_through_query_are_refused_by_the_database(store: Store, sql: str) -> None:
+def test_writes_through_query_are_refused_by_the_database(
+    store: Store, reader_url: str, sql: str
+) -> None:
     fill(store)
-    with open_store(store.url, read_only=True) as ro, pytest.raises(ReadOnlyError):
+    with open_store(reader_url, read_only=True) as ro, pytest.raises(ReadOnlyError):
         ro.query(sql)
     assert len(store.runs()) == 1 and len(store.results()) == 4
 
 
-def test_query_cannot_escape_its_read_only_transaction(store: Store) -> None:
+def test_query_cannot_escape_its_read_only_transaction(store: Store, reader_url: str) -> None:
     fill(store)
     attempts = [
         "COMMIT; SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE; DELETE FROM runs",
         "DELETE FROM runs; SELECT 1",
     ]
-    with open_store(store.url, read_only=True) as ro:
+    with open_store(reader_url, read_only=True) as ro:
         for sql in attempts:
             with pytest.raises(DatabaseError):
                 ro.query(sql)

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from testbed import prerequisites
+from testbed.faults import MATRIX, SESSION_DEFAULT, SUMMARY_ENV, crash_reason, table_rows
 from testbed.fleet import FakeFleet, build_fleet, fleet_unavailable_reason
-from tests.fleet.harness import SUMMARY, SUMMARY_ENV, FaultSummary
 
 DEFAULT_NAMES = ("pi4", "pi5", "pi3", "pi2", "pi1", "pi0")
 
@@ -19,10 +20,11 @@ FleetFactory = Callable[..., FakeFleet]
 
 @pytest.fixture(scope="session")
 def fleet_support() -> None:
-    """Skip (with the reason) where fake devices cannot be built; checked once."""
+    """Skip (with the reason) where fake devices cannot be built, or fail under
+    TSLM_STRICT_SKIPS=1; checked once."""
     reason = fleet_unavailable_reason()
     if reason:
-        pytest.skip(reason)
+        prerequisites.missing(reason)
 
 
 @pytest.fixture
@@ -124,19 +126,40 @@ def hwmon(shared_dir: Path) -> Iterator[Any]:
         yield sensor
 
 
-@pytest.fixture
-def fault_summary() -> FaultSummary:
-    """The session's fault-matrix summary (printed at the end; see harness.FaultSummary)."""
-    return SUMMARY
+# --------------------------------------------------------------------------- fault matrix
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Record each ``@pytest.mark.fault`` test from pytest's own reports (testbed.faults)."""
+    report = yield
+    marker = item.get_closest_marker("fault")
+    if marker is None:
+        return report
+    if report.when == "setup":
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        path, line, _ = item.location
+        MATRIX.start(
+            item.nodeid,
+            marker.args[0].format(**params),
+            marker.kwargs.get("expected", ""),
+            order=(path, line or 0),
+        )
+    reason = crash_reason(report.longrepr) if report.outcome != "passed" else ""
+    MATRIX.report(item.nodeid, report.when, report.outcome, reason, report.duration)
+    return report
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not SUMMARY.records:
+    if not MATRIX.records:
         return
+    doc = MATRIX.document()
     terminalreporter.section("fleet fault matrix")
-    for line in SUMMARY.lines():
-        terminalreporter.write_line(line)
-    target = os.environ.get(SUMMARY_ENV)
-    if target:
-        SUMMARY.write(target)
-        terminalreporter.write_line(f"written to {target}")
+    for row in table_rows(doc):
+        terminalreporter.write_line(row)
+    target = Path(os.environ.get(SUMMARY_ENV) or SESSION_DEFAULT)
+    MATRIX.write(target)
+    terminalreporter.write_line(
+        f"{doc['survived']} of {doc['injected']} faults survived; written to {target} "
+        "(python -m testbed.faults --from FILE renders it into README.md)"
+    )

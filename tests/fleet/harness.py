@@ -10,8 +10,8 @@
 * :func:`wait_for_queries` / :func:`wait_for_phase`: block until a device's journals hold
   a number of query events, or a job has entered a phase (how a test lands a fault
   "mid-run");
-* :class:`FaultSummary`: what each fault test injected and whether the run survived,
-  printed at the end of the session and written to ``$TSLM_FAULT_SUMMARY``.
+* :func:`fault_note`: how the running fault test injected its fault, for the fault
+  matrix (:mod:`testbed.faults`; the verdict itself is pytest's outcome).
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from testbed.faults import MATRIX
 from testbed.fleet import FakeDevice, FakeFleet
 
 CLI_TIMEOUT_S = 300.0
-SUMMARY_ENV = "TSLM_FAULT_SUMMARY"
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -263,6 +263,7 @@ def check_ledger(fleet: FakeFleet, url: str, run_id: str, workdir: str = ".tslm"
         lost=len(set(on_device) - set(stored)),
         duplicated=sum(n - 1 for n in counts.values() if n > 1),
     )
+    MATRIX.observe_ledger(ledger.stored, ledger.lost, ledger.duplicated)
     assert len(set(on_device)) == len(on_device), "a journal holds a seq twice"
     assert ledger.lost == 0, f"query records lost: {sorted(set(on_device) - set(stored))}"
     assert ledger.duplicated == 0, f"query rows duplicated: {ledger}"
@@ -364,74 +365,6 @@ def process_alive(pid: int) -> bool:
     return "\nState:\tZ" not in status
 
 
-# --------------------------------------------------------------------------- summary
-
-
-@dataclass
-class FaultRecord:
-    fault: str
-    expected: str
-    survived: bool
-    lost: int
-    duplicated: int
-    stored: int
-    duration_s: float
-
-
-@dataclass
-class FaultSummary:
-    """Session-wide record of the fault matrix (see tests/fleet/conftest.py)."""
-
-    records: list[FaultRecord] = field(default_factory=list)
-
-    def add(
-        self, fault: str, expected: str, ledger: Ledger | None, *, survived: bool, started: float
-    ) -> None:
-        self.records.append(
-            FaultRecord(
-                fault=fault,
-                expected=expected,
-                survived=survived,
-                lost=ledger.lost if ledger else 0,
-                duplicated=ledger.duplicated if ledger else 0,
-                stored=ledger.stored if ledger else 0,
-                duration_s=round(time.monotonic() - started, 1),
-            )
-        )
-
-    def lines(self) -> list[str]:
-        out = [
-            f"{'fault':<56} {'survived':<9} {'queries':>7} {'lost':>5} {'dup':>4} "
-            f"{'s':>6}  expected"
-        ]
-        for r in self.records:
-            out.append(
-                f"{r.fault:<56} {'yes' if r.survived else 'NO':<9} {r.stored:>7} "
-                f"{r.lost:>5} {r.duplicated:>4} {r.duration_s:>6}  {r.expected}"
-            )
-        total_lost = sum(r.lost for r in self.records)
-        total_dup = sum(r.duplicated for r in self.records)
-        out.append(
-            f"{len(self.records)} faults injected, "
-            f"{sum(r.survived for r in self.records)} survived, "
-            f"{total_lost} query records lost, {total_dup} duplicated"
-        )
-        return out
-
-    def write(self, path: str | os.PathLike[str]) -> None:
-        Path(path).write_text(
-            json.dumps(
-                {
-                    "faults": [asdict(r) for r in self.records],
-                    "injected": len(self.records),
-                    "survived": sum(r.survived for r in self.records),
-                    "records_lost": sum(r.lost for r in self.records),
-                    "records_duplicated": sum(r.duplicated for r in self.records),
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-
-
-SUMMARY = FaultSummary()
+def fault_note(text: str) -> None:
+    """How the running fault test injected its fault (shown in the fault matrix)."""
+    MATRIX.note(text)

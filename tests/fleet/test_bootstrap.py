@@ -14,6 +14,7 @@ from orchestrator.bootstrap import bootstrap_device
 from orchestrator.inventory import load_inventory
 from orchestrator.transport import open_transport
 from orchestrator.wheelhouse import build_wheelhouse, plan_wheelhouse
+from testbed import prerequisites
 from testbed.package_index import (
     DEVICE_REQUIREMENTS,
     PackageIndexServer,
@@ -35,7 +36,9 @@ def system_python() -> str:
         [SYSTEM_PYTHON, "-c", "import ensurepip, venv"], capture_output=True, check=False
     )
     if probe.returncode != 0:
-        pytest.skip(f"{SYSTEM_PYTHON} with venv support is missing (make system-packages)")
+        prerequisites.missing(
+            f"{SYSTEM_PYTHON} with venv support is missing (make system-packages)"
+        )
     return SYSTEM_PYTHON
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from testbed import prerequisites
 from testbed.fleet import FakeFleet
 from tests.fleet.harness import (
     check_ledger,
@@ -162,7 +163,7 @@ def test_smollm2_on_one_device(fleet_factory, tmp_path: Path) -> None:
     try:
         resolve_model("default")
     except ModelError as exc:
-        pytest.skip(f"the embedded SmolLM2 is not installed here: {exc.message}")
+        prerequisites.missing(f"the embedded SmolLM2 is not installed here: {exc.message}")
     fleet = fleet_factory(1)
     variants = ("dense", "tt:rank=2")
     exp = write_experiment(

@@ -57,11 +57,14 @@ def query_seqs(db: str, trial_id: int) -> list[int]:
     ]
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.fault(
+    "agent process killed (SIGKILL) mid-trial",
+    expected="trial failed, others go on; --resume re-runs it as attempt 2",
+)
+@pytest.mark.timeout(600)
 def test_agent_killed_then_resumed_as_a_new_attempt(
-    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+    fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     args, db = fault_run(
@@ -77,7 +80,7 @@ def test_agent_killed_then_resumed_as_a_new_attempt(
         wait_for_queries(device, 5, spawned=spawned)
         job_id, pid = running_job(device)
         os.kill(pid, signal.SIGKILL)
-        code = spawned.wait(180)
+        code = spawned.wait(400)
     finally:
         spawned.kill()
     out = spawned.output
@@ -99,21 +102,17 @@ def test_agent_killed_then_resumed_as_a_new_attempt(
     assert generate["status"] == "ok" and generate["job_id"].endswith("-a2")
     seqs = query_seqs(db, generate["id"])
     assert seqs[: len(first)] == first and min(seqs[len(first) :]) > max(first)  # seq continues
-    ledger = check_ledger(fleet, db, run_id)
-    fault_summary.add(
-        "agent process killed (SIGKILL) mid-trial",
-        "trial failed, others go on; --resume re-runs it as attempt 2",
-        ledger,
-        survived=True,
-        started=started,
-    )
+    check_ledger(fleet, db, run_id)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.fault(
+    "controller killed (SIGKILL), then --resume",
+    expected="reattach to the running job, run completes",
+)
+@pytest.mark.timeout(600)
 def test_controller_killed_then_resume_reattaches(
-    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+    fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
@@ -136,20 +135,16 @@ def test_controller_killed_then_resume_reattaches(
     assert [p.name for p in device_jobs(device)] == [job_id]
     ledger = check_ledger(fleet, db, run_id)
     assert ledger.stored == LONG_QUERIES
-    fault_summary.add(
-        "controller killed (SIGKILL), then --resume",
-        "reattach to the running job, run completes",
-        ledger,
-        survived=True,
-        started=started,
-    )
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.fault(
+    "Ctrl-C (SIGINT) during a run, then --resume",
+    expected="agents stopped, exit 130, run interrupted; resume completes",
+)
+@pytest.mark.timeout(600)
 def test_ctrl_c_interrupts_and_resume_completes(
-    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
+    fleet_factory, tiny_model: Path, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
@@ -158,7 +153,7 @@ def test_ctrl_c_interrupts_and_resume_completes(
         wait_for_queries(device, 5, spawned=spawned)
         _, pid = running_job(device)
         spawned.proc.send_signal(signal.SIGINT)
-        code = spawned.wait(120)
+        code = spawned.wait(300)
     finally:
         spawned.kill()
     out = spawned.output
@@ -184,14 +179,7 @@ def test_ctrl_c_interrupts_and_resume_completes(
     assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-2000:]
     assert run_status(db, run_id) == "ok"
     assert trials(db, run_id)[0]["status"] == "ok"
-    ledger = check_ledger(fleet, db, run_id)
-    fault_summary.add(
-        "Ctrl-C (SIGINT) during a run, then --resume",
-        "agents stopped, exit 130, run interrupted; resume completes",
-        ledger,
-        survived=True,
-        started=started,
-    )
+    check_ledger(fleet, db, run_id)
 
 
 HOLD_LOCK = """
@@ -204,11 +192,11 @@ conn.execute("ROLLBACK")
 """
 
 
-@pytest.mark.timeout(240)
-def test_sqlite_locked_by_another_writer(
-    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
-) -> None:
-    started = time.monotonic()
+@pytest.mark.fault(
+    "SQLite write-locked by another process for 5 s", expected="waits (busy timeout), run completes"
+)
+@pytest.mark.timeout(600)
+def test_sqlite_locked_by_another_writer(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     args, db = fault_run(fleet, "pi4", tiny_model, tmp_path, tasks=(LONG,), repetitions=REPS)
@@ -221,30 +209,25 @@ def test_sqlite_locked_by_another_writer(
             [sys.executable, "-c", HOLD_LOCK, str(path), "5"], stdout=subprocess.PIPE, text=True
         )
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        code = spawned.wait(180)
+        code = spawned.wait(400)
         assert holder.wait(30) == 0
     finally:
         spawned.kill()
         if holder is not None and holder.poll() is None:
             holder.kill()
     out = spawned.output
-    _, ledger = assert_completed(fleet, db, code, out, queries=LONG_QUERIES)
+    assert_completed(fleet, db, code, out, queries=LONG_QUERIES)
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    fault_summary.add(
-        "SQLite write-locked by another process for 5 s",
-        "waits (busy timeout), run completes",
-        ledger,
-        survived=True,
-        started=started,
-    )
 
 
-@pytest.mark.timeout(240)
-def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary) -> None:
+@pytest.mark.fault(
+    "device disk full (tmpfs workdir)", expected="clear error naming the device, no partial files"
+)
+@pytest.mark.timeout(600)
+def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     from orchestrator.bundle import build_bundle
 
-    started = time.monotonic()
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     workdir = device.home / ".tslm"
@@ -284,24 +267,18 @@ def test_device_disk_full(fleet_factory, tiny_model: Path, tmp_path: Path, fault
     assert run_status(db, run_id) == "failed"
     (trial,) = trials(db, run_id)
     assert trial["status"] == "failed" and "pi4" in trial["error"]
-    fault_summary.add(
-        "device disk full (tmpfs workdir)",
-        "clear error naming the device, no partial files",
-        None,
-        survived=True,
-        started=started,
-    )
 
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.timeout(300)
-def test_artifact_corrupted_on_the_device(
-    fleet_factory, tiny_model: Path, tmp_path: Path, fault_summary
-) -> None:
-    started = time.monotonic()
+@pytest.mark.fault(
+    "artifact corrupted on the device",
+    expected="re-pushed at deploy (sha256); refused by the agent after deploy",
+)
+@pytest.mark.timeout(600)
+def test_artifact_corrupted_on_the_device(fleet_factory, tiny_model: Path, tmp_path: Path) -> None:
     fleet = fleet_factory(1)
     device = fleet["pi4"]
     args, db = fault_run(
@@ -325,7 +302,7 @@ def test_artifact_corrupted_on_the_device(
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-2000:]
     assert _sha256(tensors) == good  # detected by sha256 at deploy and pushed again
     run_id = run_id_of(second.stdout)
-    ledger = check_ledger(fleet, db, run_id)
+    check_ledger(fleet, db, run_id)
 
     corrupt()  # after deploy: the agent itself must refuse it
     last_job = device_jobs(device)[-1]
@@ -358,10 +335,3 @@ def test_artifact_corrupted_on_the_device(
     assert errors, result.stdout[-2000:] + result.stderr[-2000:]
     assert "sha256" in errors[0]["message"] and tensors.name in errors[0]["message"]
     assert not [ln for ln in result.stdout.splitlines() if '"query"' in ln]
-    fault_summary.add(
-        "artifact corrupted on the device",
-        "re-pushed at deploy (sha256); refused by the agent after deploy",
-        ledger,
-        survived=True,
-        started=started,
-    )

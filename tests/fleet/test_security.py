@@ -142,11 +142,11 @@ WRITES = [
 ]
 
 
-def _check_query_cannot_write(url: str, cwd: Path) -> None:
+def _check_query_cannot_write(url: str, cwd: Path, query_url: str | None = None) -> None:
     _filled_store(url)
     before = db_rows(url, "SELECT id, status FROM runs")
     for sql in WRITES:
-        res = cli("query", "--db", url, sql, cwd=cwd)
+        res = cli("query", "--db", query_url or url, sql, cwd=cwd)
         assert res.returncode != 0, (sql, res.stdout)
         assert "Traceback" not in res.stdout + res.stderr, res.stderr
     assert db_rows(url, "SELECT id, status FROM runs") == before
@@ -167,7 +167,27 @@ def test_query_cannot_write_sqlite(tmp_path: Path) -> None:
 @pytest.mark.postgres
 @pytest.mark.timeout(120)
 def test_query_cannot_write_postgresql(postgres_url: str, tmp_path: Path) -> None:
-    _check_query_cannot_write(postgres_url, tmp_path)
+    """As a reader role (the superuser is refused outright: tests/db/test_query_roles.py)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from db.roles import create_reader
+    from db.store import open_store
+
+    open_store(postgres_url).close()  # the schema, so that the reader may read its tables
+    engine = create_engine(postgres_url)
+    try:
+        create_reader(engine, "security_reader")
+        reader = make_url(postgres_url).set(username="security_reader")
+        _check_query_cannot_write(
+            postgres_url, tmp_path, reader.render_as_string(hide_password=False)
+        )
+    finally:
+        with engine.connect() as conn:
+            conn.execute(text("DROP OWNED BY security_reader"))
+            conn.execute(text("DROP ROLE security_reader"))
+            conn.commit()
+        engine.dispose()
 
 
 @pytest.mark.timeout(180)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -92,3 +93,62 @@ def test_embedded_gguf_loads_and_caches_a_conversion(tmp_path) -> None:
     ids = tokenizer("The quick brown fox", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.equal(model(ids).logits, again(ids).logits)
+
+
+def test_a_pickle_only_directory_is_refused_with_how_to_convert(tiny_dirs, tmp_path) -> None:
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_dirs["llama"], pickled)
+    weights = pickled / "model.safetensors"
+    torch.save(load_file(weights), pickled / "pytorch_model.bin")  # the old format
+    weights.unlink()
+    with pytest.raises(ModelError) as info:
+        load_model(pickled, with_tokenizer=False)
+    message = info.value.message
+    assert "pytorch_model.bin" in message and "safetensors only" in message
+    assert "save_pretrained" in (info.value.hint or "")
+
+
+def test_safetensors_win_over_a_planted_pickle(tiny_dirs, tmp_path) -> None:
+    """A .bin beside the safetensors is never read (it would run code)."""
+    directory = tmp_path / "both"
+    shutil.copytree(tiny_dirs["llama"], directory)
+    (directory / "pytorch_model.bin").write_bytes(b"not a pickle: loading it would fail")
+    model, _ = load_model(directory, with_tokenizer=False)
+    assert model.config.model_type == "llama"
+
+
+def test_a_cached_copy_is_verified_before_use(tiny_dirs, tmp_path) -> None:
+    from tasks.models import CACHE_LISTING, _listing, verified_copy
+
+    copy = tmp_path / "gguf-0123456789abcdef"
+    shutil.copytree(tiny_dirs["llama"], copy)
+    assert not verified_copy(copy) and not copy.exists()  # no listing: not trusted
+    shutil.copytree(tiny_dirs["llama"], copy)
+    (copy / CACHE_LISTING).write_text(json.dumps(_listing(copy)))
+    assert verified_copy(copy)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    assert not verified_copy(copy) and not copy.exists()  # one flipped bit: removed
+
+
+@pytest.mark.slow
+def test_a_corrupted_conversion_is_rebuilt(tmp_path) -> None:
+    model, tokenizer = load_model("default", cache_dir=tmp_path)
+    (converted,) = tmp_path.glob("gguf-*")
+    weights = converted / "model.safetensors"
+    with open(weights, "r+b") as fh:
+        fh.seek(weights.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    again, _ = load_model("default", cache_dir=tmp_path)
+    ids = tokenizer("The quick brown fox", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, again(ids).logits)
+    from tasks.models import verified_copy
+
+    assert verified_copy(converted)

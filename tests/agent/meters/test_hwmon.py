@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.meters import create_meter
-from tasks.errors import MeterError
+from tasks.errors import ConfigError, MeterError
 from tests.emulators.sysfs import FakeHwmon
 from tests.emulators.traces import constant
 
@@ -57,7 +57,8 @@ def test_a_sensor_without_power_is_refused(tmp_path: Path) -> None:
 
 
 def test_name_or_path_is_required() -> None:
-    with pytest.raises(MeterError, match="hwmon_name"):
+    # a configuration error, found before the driver is built (as at inventory load)
+    with pytest.raises(ConfigError, match="needs one of the options hwmon_name, path"):
         create_meter("hwmon")
 
 
