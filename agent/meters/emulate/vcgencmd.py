@@ -40,7 +40,7 @@ DEFAULT_STATE: dict[str, Any] = {
     "no_rails": False,  # a Pi 4 / old firmware: pmic_read_adc prints nothing useful
 }
 
-_SCRIPT = """#!{python}
+_SCRIPT = """#!{python} -S
 import json, os, sys, time
 STATE = os.environ.get("TSLM_FAKE_VCGENCMD_STATE") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "vcgencmd.json")
