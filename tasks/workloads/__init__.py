@@ -35,6 +35,7 @@ TASKS: dict[str, str] = {
     "next-token": "tasks.workloads.next_token:NextTokenTask",
     "choice": "tasks.workloads.choice:ChoiceTask",
     "last-word": "tasks.workloads.last_word:LastWordTask",
+    "alternating": "tasks.workloads.alternating:AlternatingTask",
 }
 
 

@@ -1,0 +1,156 @@
+"""Load-following emulation: the follower's ground truth, the served meters, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.meters import create_meter
+from agent.meters.emulate.follow import CpuFollower, StepTrace, read_trace
+from agent.meters.emulate.serve import LaggedTrace, start_emulation
+from agent.sampler import Sampler
+from tasks.errors import ConfigError
+
+SPIN = "import time\nt = time.monotonic()\nwhile time.monotonic() - t < {busy}: pass\n"
+
+
+def test_step_trace_integrates_exactly() -> None:
+    trace = StepTrace(10.0, 2.0)
+    trace.append(11.0, 2.0)
+    trace.append(11.5, 4.0)
+    trace.append(13.0, 3.0)
+    assert trace.energy_j(10.0, 13.0) == pytest.approx(2.0 + 2.0 + 4.5)
+    assert trace.energy_j(11.25, 11.75) == pytest.approx(0.25 * 4.0 + 0.25 * 3.0)
+    assert trace.power_w(11.2) == 4.0 and trace.power_w(11.5) == 4.0
+    assert trace.power_w(20.0) == 3.0  # held flat after the end
+    assert trace.energy_j(13.0, 14.0) == pytest.approx(3.0)
+    lagged = LaggedTrace(trace, 0.5)
+    assert lagged.power_w(11.7) == 4.0 and lagged.power_w(12.1) == 3.0
+
+
+def test_follower_measures_cpu_time_of_a_process_tree(tmp_path: Path) -> None:
+    """The trace's energy above idle is busy_w x the CPU seconds the tree used."""
+    code = (
+        "import subprocess, sys, time\n"
+        "time.sleep(0.3)\n"
+        f"child = subprocess.Popen([sys.executable, '-c', {SPIN.format(busy=0.8)!r}])\n"
+        + SPIN.format(busy=0.8)
+        + "child.wait()\n"
+        "time.sleep(0.3)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    trace_path = tmp_path / "true.trace"
+    follower = CpuFollower(idle_w=2.0, busy_w=1.5, pid=proc.pid, trace_path=trace_path)
+    t0 = time.monotonic()
+    follower.start()
+    _, _, usage = os.wait4(proc.pid, 0)  # CPU time of the process and its children
+    proc.returncode = 0
+    follower.stop()
+    t1 = follower.trace.t_end
+    cpu_s = usage.ru_utime + usage.ru_stime
+    net = follower.trace.energy_j(t0, t1) - 2.0 * (t1 - t0)
+    # the interpreter's start-up before the follower began is not in the trace
+    assert net / 1.5 == pytest.approx(cpu_s, abs=0.1 + 0.05 * cpu_s)
+    assert cpu_s > 0.2
+    written = read_trace(trace_path)
+    assert written.energy_j(t0, t1) == pytest.approx(follower.trace.energy_j(t0, t1), rel=1e-5)
+    assert follower._ticks > 0.5 * (t1 - t0) * 100  # about 100 Hz
+
+
+def test_follower_rate_and_user_and_pid_errors() -> None:
+    with pytest.raises(ConfigError, match="at least 50 Hz"):
+        CpuFollower(idle_w=2, busy_w=1, pid=os.getpid(), rate_hz=10)
+    with pytest.raises(ConfigError, match="no such user"):
+        CpuFollower(idle_w=2, busy_w=1, user="no-such-user-tslm")
+    with pytest.raises(ConfigError, match="no such process"):
+        CpuFollower(idle_w=2, busy_w=1, pid=2**22 + 12345)
+    with pytest.raises(ConfigError, match="exactly one"):
+        CpuFollower(idle_w=2, busy_w=1)
+
+
+def test_served_um_follows_the_load_and_the_real_driver_reads_it(tmp_path: Path) -> None:
+    """A busy child raises the UM reading; the reading is the mean of each half second."""
+    trace_path = tmp_path / "um.trace"
+    with start_emulation(
+        "um25c", follow_pid=os.getpid(), idle_w=2.0, busy_w=1.5, trace_path=trace_path
+    ) as emu:
+        meter = create_meter("um25c", **emu.options)
+        with Sampler(meter) as sampler:
+            time.sleep(1.2)
+            t_busy = time.monotonic()
+            deadline = t_busy + 1.5
+            while time.monotonic() < deadline:
+                pass
+            time.sleep(1.2)
+            samples = [s for s in sampler.samples() if s.fresh]
+    trace = read_trace(trace_path)
+    assert len(samples) >= 5
+    for s in samples:
+        # each fresh reading is the mean of the half second before its refresh, which
+        # lies within the half second before the request
+        k = int(s.t // 0.5)
+        expected = trace.energy_j(k * 0.5 - 0.5, k * 0.5) / 0.5
+        assert s.watts == pytest.approx(expected, abs=0.002), s
+    assert max(s.watts for s in samples) > 2.1
+    assert min(s.watts for s in samples) < max(s.watts for s in samples) - 0.1
+
+
+@pytest.mark.parametrize("kind", ["hwmon", "pi5-pmic", "rapl"])
+def test_served_sysfs_and_vcgencmd_meters_show_the_true_power(kind: str, tmp_path: Path) -> None:
+    with start_emulation(kind, watts=3.25, root=tmp_path / kind) as emu:
+        meter = create_meter(kind, **emu.options)
+        with Sampler(meter) as sampler:
+            time.sleep(0.8)
+            samples = [s for s in sampler.samples() if s.fresh and s.watts is not None]
+    assert samples
+    if kind == "rapl":  # power from counter differences: right on average
+        watts = sorted(s.watts for s in samples[1:])
+        assert watts[len(watts) // 2] == pytest.approx(3.25, rel=0.05)
+    else:
+        assert all(s.watts == pytest.approx(3.25, rel=0.002) for s in samples[1:]), samples[:5]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--kind", "fnb58", "--watts", "2"], "is a USB tester"),
+        (["--kind", "um99", "--watts", "2"], "cannot emulate meter kind 'um99'"),
+        (["--kind", "hwmon", "--follow-pid", "999999999"], "no such process"),
+        (["--kind", "hwmon", "--follow-user", "no-such-user-tslm"], "no such user"),
+        (["--kind", "hwmon"], "exactly one"),
+    ],
+)
+def test_emulate_cli_refuses_bad_input(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orchestrator.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["meter", "emulate", *args])
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_emulate_cli_serves_and_writes_the_trace(tmp_path: Path) -> None:
+    trace = tmp_path / "t.trace"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "orchestrator", "meter", "emulate", "--kind", "hwmon",
+            "--watts", "4.5", "--root", str(tmp_path / "sys"), "--trace", str(trace),
+            "--seconds", "0.5",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    line = json.loads(proc.stdout.splitlines()[0])
+    assert line["options"] == {"hwmon_name": "ina226", "sysfs_root": str(tmp_path / "sys")}
+    written = read_trace(trace)
+    assert written.times[-1] - written.times[0] >= 0.5
+    assert written.power_w(written.times[0] + 0.1) == 4.5
