@@ -32,8 +32,8 @@ COARSE_STEP_S = 0.02
 MIN_LAG_S = -0.1
 #: fewer fresh samples than this in the ranging cannot place the edges
 MIN_SAMPLES = 8
-#: the fit must explain at least this share of the readings' variance
-MIN_R2 = 0.6
+#: the fitted rise under load must be this many standard errors above zero
+MIN_T = 6.0
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,10 @@ def run_steps(
     stop: Callable[[], bool] = lambda: False,
 ) -> list[tuple[float, float]]:
     """Run the busy/idle steps; returns each busy interval (start, end) on the monotonic clock."""
-    intervals = []
+    intervals: list[tuple[float, float]] = []
+    if lengths:  # start the thread pool and caches before the first timed step
+        busy(0.1)
+        time.sleep(lengths[0][1])
     for busy_s, idle_s in lengths:
         if stop():
             break
@@ -119,7 +122,7 @@ def estimate_lag(
     ws = [float(s.watts) for s in usable]  # type: ignore[arg-type]
     mean_w = sum(ws) / len(ws)
     total = sum((w - mean_w) ** 2 for w in ws)
-    best: tuple[float, float, float, float, float] | None = None  # sse, lag, width, a, b
+    best: tuple[float, float, float, float, float, float] | None = None  # sse, lag, width, a, b, se
 
     def consider(lag: float, width: float) -> None:
         nonlocal best
@@ -128,7 +131,7 @@ def estimate_lag(
         ]
         fit = _line_fit(xs, ws)
         if fit is not None and (best is None or fit[2] < best[0] - 1e-12):
-            best = (fit[2], lag, width, fit[0], fit[1])
+            best = (fit[2], lag, width, fit[0], fit[1], fit[3])
 
     # a coarse grid up to half again the limit, then a fine one around the best
     n_coarse = round((max_lag_s * 1.5 - MIN_LAG_S) / COARSE_STEP_S) + 1
@@ -144,20 +147,22 @@ def estimate_lag(
         return LagEstimate(
             None, None, None, None, len(usable), steps, "the readings do not change with the load"
         )
-    sse, lag, width, _a, rise = best
+    sse, lag, width, _a, rise, se = best
     r2 = 1.0 - sse / total
     problem = None
-    if rise <= 0:
-        problem = f"the readings do not rise under load (fitted rise {rise:.3g} W)"
-    elif r2 < MIN_R2:
-        problem = f"the load steps explain only {r2:.0%} of the readings' variance"
+    if rise <= MIN_T * se:
+        problem = (
+            f"the readings do not rise clearly under load (fitted rise {rise:.3g} W, "
+            f"standard error {se:.2g} W)"
+        )
     elif lag > max_lag_s:
         problem = f"lag {lag:.2f} s exceeds the limit of {max_lag_s:g} s"
     return LagEstimate(None if problem else lag, width, r2, rise, len(usable), steps, problem)
 
 
-def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float] | None:
-    """Least squares y = a + b x; (a, b, sum of squared errors), None if x is constant."""
+def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float, float] | None:
+    """Least squares y = a + b x: (a, b, sum of squared errors, standard error of b);
+    None when x is constant."""
     n = len(xs)
     mx = sum(xs) / n
     my = sum(ys) / n
@@ -168,11 +173,15 @@ def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, f
     b = sxy / sxx
     a = my - b * mx
     sse = sum((y - a - b * x) ** 2 for x, y in zip(xs, ys, strict=True))
-    return a, b, sse
+    se_b = (sse / max(n - 2, 1) / sxx) ** 0.5
+    return a, b, sse, se_b
 
 
 def spin(seconds: float) -> None:
-    """Keep this process busy for ``seconds``: matrix products on torch's threads."""
+    """Keep every core busy for ``seconds``: matrix products on as many torch threads as
+    there are cores (the job's own thread count is restored after)."""
+    import os
+
     deadline = time.monotonic() + seconds
     try:
         import torch
@@ -180,6 +189,11 @@ def spin(seconds: float) -> None:
         while time.monotonic() < deadline:
             pass
         return
-    a = torch.ones(192, 192)
-    while time.monotonic() < deadline:
-        torch.mm(a, a)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        a = torch.ones(384, 384)
+        while time.monotonic() < deadline:
+            torch.mm(a, a)
+    finally:
+        torch.set_num_threads(threads)

@@ -5,7 +5,7 @@ the number of cores), read every ``1 / rate_hz`` seconds (100 Hz by default) fro
 nanosecond run-time counters of ``/proc/PID/task/TID/schedstat`` -- not from the
 ``utime`` ticks of ``/proc/PID/stat``, which at these rates are a 0/1 square wave.
 
-Followed processes are either those of one user (a device reached over sshd runs as its
+The emulator's own process is never followed. Followed processes are either those of one user (a device reached over sshd runs as its
 own user) or a process tree (its root and every process started below it while it is
 followed; a process stays followed once seen, so a daemon that re-parents itself to init
 is kept, provided it lived through one tick as a child of a followed process).
@@ -91,6 +91,33 @@ class StepTrace:
             raise ValueError("t1 < t0")
         with self._lock:
             return self._energy_to(t1) - self._energy_to(t0)
+
+    def median_w(self, t0: float, t1: float) -> float:
+        """Time-weighted median power over [t0, t1] (the true counterpart of an idle
+        baseline, which is the median of the meter's readings)."""
+        if t1 <= t0:
+            return self.power_w(t0)
+        with self._lock:
+            pieces: list[tuple[float, float]] = []  # (watts, seconds)
+            lo = max(bisect.bisect_right(self.times, t0) - 1, 0)
+            for i in range(lo, len(self.watts)):
+                a, b = max(self.times[i], t0), min(self.times[i + 1], t1)
+                if b > a:
+                    pieces.append((self.watts[i], b - a))
+                if self.times[i + 1] >= t1:
+                    break
+            if t1 > self.times[-1] and self.watts:
+                pieces.append((self.watts[-1], t1 - max(self.times[-1], t0)))
+            elif t0 < self.times[0]:
+                pieces.append((self.watts[0] if self.watts else self._first_w, self.times[0] - t0))
+        pieces.sort()
+        half = sum(d for _, d in pieces) / 2
+        acc = 0.0
+        for watts, seconds in pieces:
+            acc += seconds
+            if acc >= half:
+                return watts
+        return pieces[-1][0]
 
     def mean_w(self, t0: float, t1: float) -> float:
         return self.energy_j(t0, t1) / (t1 - t0) if t1 > t0 else self.power_w(t0)
@@ -188,6 +215,8 @@ class CpuFollower:
         self._seen: dict[int, int | None] = {}  # pid -> ppid (tree) or uid (user)
         self._last_ns: dict[int, int] = {}
         self._ticks = 0
+        #: the emulator itself is never followed (it may run as the user, or in the tree)
+        self._own_pid = os.getpid()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         now = time.monotonic()
@@ -212,7 +241,7 @@ class CpuFollower:
         for gone in self._seen.keys() - pids:
             del self._seen[gone]
         if self.uid is not None:
-            return {p for p, u in self._seen.items() if u == self.uid}
+            return {p for p, u in self._seen.items() if u == self.uid} - {self._own_pid}
         followed = {p for p in self._followed if p in pids}
         if self.root_pid in pids:
             followed.add(self.root_pid)
@@ -221,7 +250,7 @@ class CpuFollower:
             new = {p for p, ppid in self._seen.items() if ppid in followed} - followed
             followed |= new
             grew = bool(new)
-        return followed
+        return followed - {self._own_pid}
 
     def _identify(self, pid: int) -> int | None:
         try:

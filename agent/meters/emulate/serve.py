@@ -250,11 +250,11 @@ def _serve(
         return str(folder), {"sysfs_root": str(folder)}
     from agent.meters.emulate import vcgencmd
 
-    script = vcgencmd.install(folder)
+    script = vcgencmd.install_fast(folder)
     base = vcgencmd.expected_power_w(1.0)
 
     def update(now: float) -> None:
-        vcgencmd.write_state(folder, {"current_scale": trace.power_w(now) / base})
+        vcgencmd.write_pmic(folder, trace.power_w(now) / base)
 
     refresher = _Refresher(update, UPDATE_PERIOD_S).start()
     stops.append(refresher.stop)
