@@ -348,6 +348,61 @@ def meters_section(doc: dict[str, Any]) -> Section:
     return Section(lines, f"**Meters**: {headline}.", notes)
 
 
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{sig(100 * value, 2)} %"
+
+
+def truth_section(doc: dict[str, Any]) -> Section:
+    rows = [
+        [
+            f["family"],
+            f"{sig(f['window_s'])} s",
+            f"{_pct(f['energy']['median'])} / {_pct(f['energy']['worst'])} (n {f['energy']['n']})",
+            f"{_pct(f['net']['worst'])}",
+            f"{_pct(f['idle']['worst'])}",
+            ", ".join(sig(x, 2) for x in f["lag_s"] if x is not None) + " s",
+            f"{_pct(f['bound_energy'])} / {_pct(f['bound_net'])} / {_pct(f['bound_idle'])}",
+            "yes" if f["holds"] else "NO",
+        ]
+        for f in doc["families"]
+    ]
+    lines = table(
+        [
+            "meter",
+            "window",
+            "energy error median / worst",
+            "net worst",
+            "idle worst",
+            "lag found",
+            "bound energy / net / idle",
+            "held",
+        ],
+        rows,
+    )
+    lag = doc["lag"]
+    with_, without = lag["with"]["query_energy"], lag["without"]["query_energy"]
+    found = ", ".join(sig(x, 2) for x in lag["with"]["found_lag_s"] if x is not None)
+    lag_line = (
+        f"{sig(lag['injected_s'])} s of lag on a 10 Hz PMIC-style meter, "
+        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found} s; per-query "
+        f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with the "
+        f"correction, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
+    )
+    worst = ", ".join(
+        f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows"
+        for f in doc["families"]
+    )
+    notes = [
+        f"Worst window energy error against the true trace: {worst}.",
+        lag_line + ".",
+        f"Load-following meters: {sig(doc['idle_w'])} W idle + {sig(doc['busy_w_per_core'])} W "
+        f"per busy core; load average {sig(doc['load_average_1min'])} while measured.",
+        *[f"Caveat: {c}." for c in doc.get("caveats", [])],
+    ]
+    readme = f"**Energy vs ground truth**: worst window error {worst}; {lag_line}."
+    return Section(lines, readme, notes)
+
+
 QUALITY_CAPTION = (
     "Smoke-set accuracy: the built-in smoke sets were written for tslm-fleet to run "
     "offline; these numbers are NOT comparable to published benchmark figures"
@@ -417,6 +472,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "fleet": fleet_section,
     "db": db_section,
     "meters": meters_section,
+    "truth": truth_section,
     "quality": quality_section,
 }
 TITLES = {
@@ -426,5 +482,6 @@ TITLES = {
     "fleet": "Fleet scaling",
     "db": "Results database",
     "meters": "Power-meter sampling",
+    "truth": "Energy against ground truth",
     "quality": "Task quality (smoke sets) and scoring speed",
 }
