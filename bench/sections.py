@@ -389,7 +389,9 @@ def truth_section(doc: dict[str, Any]) -> Section:
         f"correction, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
     )
     worst = ", ".join(
-        f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows"
+        f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows "
+        f"(bound {_pct(f['bound_energy'])}, idle {_pct(f['idle']['worst'])} of "
+        f"{_pct(f['bound_idle'])})"
         for f in doc["families"]
     )
     notes = [

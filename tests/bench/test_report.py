@@ -305,7 +305,14 @@ def test_list_names_every_benchmark() -> None:
     ).stdout
     listed = [line.split()[0] for line in out.splitlines()]
     assert listed == [
-        "compress", "frontier", "inference", "fleet", "db", "meters", "truth", "quality"
+        "compress",
+        "frontier",
+        "inference",
+        "fleet",
+        "db",
+        "meters",
+        "truth",
+        "quality",
     ]
     assert listed == list(BENCHMARKS)
     assert time.monotonic() - started < 20  # no torch import to list them
