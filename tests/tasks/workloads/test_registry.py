@@ -25,7 +25,14 @@ def test_every_registered_task_imports_and_describes_itself(name: str) -> None:
 
 def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
     infos = {info.name: info for info in list_tasks()}
-    assert list(infos) == ["generate", "perplexity", "next-token", "choice", "last-word"]
+    assert list(infos) == [
+        "generate",
+        "perplexity",
+        "next-token",
+        "choice",
+        "last-word",
+        "alternating",
+    ]
     gen = {p.name: p for p in infos["generate"].parameters}
     assert gen["max_new_tokens"].default == 32
     assert gen["max_new_tokens"].type_name == "int"
@@ -49,7 +56,9 @@ def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
 def test_file_parameters_are_parameters(name: str) -> None:
     task = get_task(name)
     fields = {f.name for f in dataclasses.fields(task.params_type)}
-    assert task.file_params and set(task.file_params) <= fields
+    assert set(task.file_params) <= fields
+    # every task that reads a text or prompts from a file names that parameter
+    assert task.file_params or name == "alternating"
 
 
 def test_quality_task_descriptions_name_their_datasets() -> None:
