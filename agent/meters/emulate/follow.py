@@ -5,7 +5,8 @@ the number of cores), read every ``1 / rate_hz`` seconds (100 Hz by default) fro
 nanosecond run-time counters of ``/proc/PID/task/TID/schedstat`` -- not from the
 ``utime`` ticks of ``/proc/PID/stat``, which at these rates are a 0/1 square wave.
 
-The emulator's own process is never followed. Followed processes are either those of one user (a device reached over sshd runs as its
+The emulator's own process is not followed (unless ``exclude_self=False``: a
+follower inside the followed process itself). Followed processes are either those of one user (a device reached over sshd runs as its
 own user) or a process tree (its root and every process started below it while it is
 followed; a process stays followed once seen, so a daemon that re-parents itself to init
 is kept, provided it lived through one tick as a child of a followed process).
@@ -178,6 +179,7 @@ class CpuFollower:
         trace_path: str | os.PathLike[str] | None = None,
         volts: float = DEFAULT_VOLTS,
         proc_root: str | os.PathLike[str] = "/proc",
+        exclude_self: bool = True,
     ) -> None:
         if (user is None) == (pid is None):
             raise ConfigError("follow exactly one of a user and a process (pid)")
@@ -216,7 +218,7 @@ class CpuFollower:
         self._last_ns: dict[int, int] = {}
         self._ticks = 0
         #: the emulator itself is never followed (it may run as the user, or in the tree)
-        self._own_pid = os.getpid()
+        self._own_pid = os.getpid() if exclude_self else -1
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         now = time.monotonic()
