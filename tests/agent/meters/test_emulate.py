@@ -154,3 +154,35 @@ def test_emulate_cli_serves_and_writes_the_trace(tmp_path: Path) -> None:
     written = read_trace(trace)
     assert written.times[-1] - written.times[0] >= 0.5
     assert written.power_w(written.times[0] + 0.1) == 4.5
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a process as another user")
+def test_follower_measures_cpu_time_of_a_user() -> None:
+    """The processes of a user (here ``nobody``), found by uid as they start."""
+    import pwd
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    follower = CpuFollower(idle_w=2.0, busy_w=1.5, user="nobody")
+    before = follower.trace.t_end
+    follower.start()
+    time.sleep(0.1)
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; sleep 0.2"],
+        user=nobody.pw_uid,
+        group=nobody.pw_gid,
+    )
+    _, _, usage = os.wait4(proc.pid, 0)
+    proc.returncode = 0
+    time.sleep(0.1)
+    follower.stop()
+    cpu_s = usage.ru_utime + usage.ru_stime
+    net = follower.trace.energy_j(before, follower.trace.t_end) - 2.0 * (
+        follower.trace.t_end - before
+    )
+    assert cpu_s > 0.05
+    # other processes of 'nobody' may run too, but never less than the child's CPU time
+    assert net / 1.5 >= 0.9 * cpu_s - 0.02
+    assert net / 1.5 <= cpu_s + 0.5
