@@ -349,7 +349,13 @@ def meters_section(doc: dict[str, Any]) -> Section:
 
 
 def _pct(value: float | None) -> str:
-    return MISSING if value is None else f"{sig(100 * value, 2)} %"
+    """A relative error as a percentage, two significant figures, none below 0.01 %
+    (the traces and meters resolve no finer)."""
+    if value is None:
+        return MISSING
+    if abs(value) < 1e-4:
+        return "< 0.01 %"
+    return f"{sig(100 * value, 2)} %"
 
 
 def truth_section(doc: dict[str, Any]) -> Section:
