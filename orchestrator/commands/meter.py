@@ -111,6 +111,10 @@ def emulate(
     follow_user: Annotated[
         str | None, typer.Option("--follow-user", help="Follow the CPU use of this user.")
     ] = None,
+    follow_cgroup: Annotated[
+        str | None,
+        typer.Option("--follow-cgroup", help="Follow the CPU use of this cgroup (a folder)."),
+    ] = None,
     trace: Annotated[
         str | None,
         typer.Option("--trace", help="Append the true power here ('t watts', monotonic clock)."),
@@ -152,6 +156,7 @@ def emulate(
         watts=watts,
         follow_pid=follow_pid,
         follow_user=follow_user,
+        follow_cgroup=follow_cgroup,
         idle_w=idle_w,
         busy_w=busy_w,
         rate_hz=rate_hz,

@@ -6,7 +6,9 @@ nanosecond run-time counters of ``/proc/PID/task/TID/schedstat`` -- not from the
 ``utime`` ticks of ``/proc/PID/stat``, which at these rates are a 0/1 square wave.
 
 The emulator's own process is not followed (unless ``exclude_self=False``: a
-follower inside the followed process itself). Followed processes are either those of one user (a device reached over sshd runs as its
+follower inside the followed process itself). A cgroup (``cpu.stat`` of cgroup v2 in microseconds, or v1 ``cpuacct.usage``) holds
+every process started in it, daemons included: the way to follow the ``local`` device.
+Otherwise followed processes are either those of one user (a device reached over sshd runs as its
 own user) or a process tree (its root and every process started below it while it is
 followed; a process stays followed once seen, so a daemon that re-parents itself to init
 is kept, provided it lived through one tick as a child of a followed process).
@@ -175,14 +177,15 @@ class CpuFollower:
         busy_w: float,
         user: str | int | None = None,
         pid: int | None = None,
+        cgroup: str | os.PathLike[str] | None = None,
         rate_hz: float = DEFAULT_RATE_HZ,
         trace_path: str | os.PathLike[str] | None = None,
         volts: float = DEFAULT_VOLTS,
         proc_root: str | os.PathLike[str] = "/proc",
         exclude_self: bool = True,
     ) -> None:
-        if (user is None) == (pid is None):
-            raise ConfigError("follow exactly one of a user and a process (pid)")
+        if sum(x is not None for x in (user, pid, cgroup)) != 1:
+            raise ConfigError("follow exactly one of a user, a process (pid) and a cgroup")
         if not rate_hz >= MIN_RATE_HZ:
             raise ConfigError(
                 f"follow rate {rate_hz:g} Hz is too slow: at least {MIN_RATE_HZ:g} Hz "
@@ -197,7 +200,18 @@ class CpuFollower:
         self.cores = os.cpu_count() or 1
         self.uid: int | None = None
         self.root_pid: int | None = None
-        if user is not None:
+        self.cgroup: Path | None = None
+        if cgroup is not None:
+            self.cgroup = Path(cgroup)
+            try:
+                _cgroup_ns(self.cgroup)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot follow cgroup {cgroup}: no readable cpu.stat (cgroup v2) or "
+                    f"cpuacct.usage (cgroup v1) there ({exc})"
+                ) from None
+            self.what = f"cgroup {cgroup}"
+        elif user is not None:
             self.uid = _resolve_uid(user)
             self.what = f"user {user}"
         else:
@@ -265,6 +279,14 @@ class CpuFollower:
 
     def _cpu_ns(self, first: bool) -> int:
         """Run time of the followed threads since the last call (ns)."""
+        if self.cgroup is not None:
+            try:
+                ns = _cgroup_ns(self.cgroup)
+            except (OSError, ValueError):
+                return 0  # the cgroup was removed: nothing runs in it any more
+            last = self._last_ns.get(0, ns)
+            self._last_ns = {0: ns}
+            return max(ns - last, 0)
         self._followed = self._scan()
         total = 0
         current: dict[int, int] = {}
@@ -337,6 +359,19 @@ class CpuFollower:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _cgroup_ns(path: Path) -> int:
+    """CPU time of every process in a cgroup so far (ns): cgroup v2 ``cpu.stat``
+    ``usage_usec``, else cgroup v1 ``cpuacct.usage``."""
+    stat = path / "cpu.stat"
+    if stat.exists():
+        for line in stat.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "usage_usec":
+                return int(value) * 1000
+        raise ValueError(f"{stat} has no usage_usec")
+    return int((path / "cpuacct.usage").read_text())
 
 
 def _resolve_uid(user: str | int) -> int:

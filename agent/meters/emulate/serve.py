@@ -138,6 +138,7 @@ def start_emulation(
     watts: float | None = None,
     follow_pid: int | None = None,
     follow_user: str | None = None,
+    follow_cgroup: str | None = None,
     idle_w: float = 2.0,
     busy_w: float = 1.5,
     rate_hz: float = DEFAULT_RATE_HZ,
@@ -159,9 +160,11 @@ def start_emulation(
         raise ConfigError(
             f"cannot emulate meter kind {kind!r}", hint=f"emulated kinds: {', '.join(KINDS)}"
         )
-    modes = sum(x is not None for x in (watts, follow_pid, follow_user))
+    modes = sum(x is not None for x in (watts, follow_pid, follow_user, follow_cgroup))
     if modes != 1:
-        raise ConfigError("give exactly one of --watts, --follow-pid and --follow-user")
+        raise ConfigError(
+            "give exactly one of --watts, --follow-pid, --follow-user and --follow-cgroup"
+        )
     if watts is not None and watts < 0:
         raise ConfigError(f"--watts must not be negative, not {watts}")
     if not 0.0 <= lag_s <= MAX_LAG_S:
@@ -180,6 +183,7 @@ def start_emulation(
                 busy_w=busy_w,
                 user=follow_user,
                 pid=follow_pid,
+                cgroup=follow_cgroup,
                 rate_hz=rate_hz,
                 trace_path=trace_path,
                 volts=volts,

@@ -77,17 +77,14 @@ def test_follower_rate_and_user_and_pid_errors() -> None:
 def test_served_um_follows_the_load_and_the_real_driver_reads_it(tmp_path: Path) -> None:
     """A busy child raises the UM reading; the reading is the mean of each half second."""
     trace_path = tmp_path / "um.trace"
+    code = "import time\ntime.sleep(1.2)\n" + SPIN.format(busy=1.5) + "time.sleep(1.2)\n"
+    child = subprocess.Popen([sys.executable, "-c", code])
     with start_emulation(
-        "um25c", follow_pid=os.getpid(), idle_w=2.0, busy_w=1.5, trace_path=trace_path
+        "um25c", follow_pid=child.pid, idle_w=2.0, busy_w=1.5, trace_path=trace_path
     ) as emu:
         meter = create_meter("um25c", **emu.options)
         with Sampler(meter) as sampler:
-            time.sleep(1.2)
-            t_busy = time.monotonic()
-            deadline = t_busy + 1.5
-            while time.monotonic() < deadline:
-                pass
-            time.sleep(1.2)
+            child.wait()
             samples = [s for s in sampler.samples() if s.fresh]
     trace = read_trace(trace_path)
     assert len(samples) >= 5
@@ -186,3 +183,54 @@ def test_follower_measures_cpu_time_of_a_user() -> None:
     # other processes of 'nobody' may run too, but never less than the child's CPU time
     assert net / 1.5 >= 0.9 * cpu_s - 0.02
     assert net / 1.5 <= cpu_s + 0.5
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not Path("/sys/fs/cgroup/unified/cgroup.procs").exists(),
+    reason="needs root and a cgroup v2 hierarchy at /sys/fs/cgroup/unified",
+)
+def test_follower_measures_a_cgroup_with_its_daemons() -> None:
+    """A process that detaches (double fork) stays in its cgroup and is counted."""
+    group = Path("/sys/fs/cgroup/unified") / f"tslm-test-{os.getpid()}"
+    group.mkdir()
+    try:
+        follower = CpuFollower(idle_w=2.0, busy_w=1.5, cgroup=group)
+        before = follower.trace.t_end
+        follower.start()
+        code = (
+            "import os, time\n"
+            "if os.fork() == 0:\n"
+            "    os.setsid()\n"
+            "    if os.fork() == 0:\n"
+            "        t = time.monotonic()\n"
+            "        while time.monotonic() - t < 0.6: pass\n"
+            "    os._exit(0)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            preexec_fn=lambda: (group / "cgroup.procs").write_text(str(os.getpid())),
+        )
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while (group / "cgroup.procs").read_text().strip() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        follower.stop()
+        net = follower.trace.energy_j(before, follower.trace.t_end) - 2.0 * (
+            follower.trace.t_end - before
+        )
+        usage_s = (
+            int(
+                next(
+                    line.split()[1]
+                    for line in (group / "cpu.stat").read_text().splitlines()
+                    if line.startswith("usage_usec")
+                )
+            )
+            / 1e6
+        )
+        assert usage_s > 0.1
+        assert net / 1.5 == pytest.approx(usage_s, rel=0.05, abs=0.02)
+    finally:
+        group.rmdir()
+    with pytest.raises(ConfigError, match="cannot follow cgroup"):
+        CpuFollower(idle_w=2, busy_w=1, cgroup=group)
