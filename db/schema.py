@@ -322,3 +322,27 @@ class PowerSample(Base):
 
 #: every table of the schema, for migrations and tests
 metadata = Base.metadata
+
+
+class PlaceHold(Base):
+    """A labgrid place that a run acquired for one of its devices.
+
+    Written when the place is acquired and closed (``released_at``, ``outcome``) when it
+    is let go, so that the places a crashed run still holds are known: ``--resume`` reuses
+    them and ``tslm-fleet lab release RUN_ID`` releases them.
+    """
+
+    __tablename__ = "place_holds"
+    __table_args__ = (UniqueConstraint("run_id", "device"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    device: Mapped[str] = mapped_column(String(128))
+    place: Mapped[str] = mapped_column(String(128))
+    coordinator: Mapped[str] = mapped_column(String(255))
+    #: labgrid's ``host/user`` that acquired the place
+    holder: Mapped[str] = mapped_column(String(255))
+    acquired_at: Mapped[datetime] = mapped_column(default=utc_now)
+    released_at: Mapped[datetime | None] = mapped_column()
+    #: released, lost (taken by someone else) or gone (no longer held when looked at)
+    outcome: Mapped[str | None] = mapped_column(String(16))

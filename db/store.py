@@ -14,6 +14,7 @@ from sqlalchemy import inspect
 from db.compare import CompareTable, compare
 from db.engine import current_revision, head_revision, known_revision, make_engine, upgrade
 from db.errors import DatabaseError
+from db.holds import Hold, close_hold, holds_of, open_hold
 from db.ingest import Writer
 from db.query import SqlResult, run_sql
 from db.results import ResultFilter, ResultRow, results
@@ -37,6 +38,28 @@ class Store(Writer):
     def runs(self, limit: int | None = None) -> list[RunRow]:
         """Runs, newest first (see :func:`db.runs.runs`)."""
         return runs(self.engine, limit)
+
+    def open_hold(
+        self, *, run_id: str, device: str, place: str, coordinator: str, holder: str
+    ) -> None:
+        """Record a labgrid place acquired for a device of a run (see :mod:`db.holds`)."""
+        open_hold(
+            self.engine,
+            self.where,
+            run_id=run_id,
+            device=device,
+            place=place,
+            coordinator=coordinator,
+            holder=holder,
+        )
+
+    def close_hold(self, *, run_id: str, device: str, outcome: str) -> None:
+        """Record that a device's place was let go (released, lost or gone)."""
+        close_hold(self.engine, self.where, run_id=run_id, device=device, outcome=outcome)
+
+    def holds(self, run_id: str) -> list[Hold]:
+        """The labgrid places of a run, open and closed."""
+        return holds_of(self.engine, self.where, run_id)
 
     def query(self, sql: str, max_rows: int | None = None) -> SqlResult:
         """One read-only SQL statement; needs a store opened with ``read_only=True``."""

@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "orchestrator.commands.meter",
     "orchestrator.commands.inventory",
     "orchestrator.commands.fleet",
+    "orchestrator.commands.lab",
     "orchestrator.commands.results",
     "orchestrator.commands.db",
     "orchestrator.commands.plot",

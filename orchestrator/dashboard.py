@@ -52,6 +52,7 @@ THROTTLE_MARKER = "⚠"
 #: device state -> rich style of its cell
 STATE_STYLES: dict[str, str] = {
     "pending": "dim",
+    "waiting": "yellow",
     "connecting": "cyan",
     "deploying": "cyan",
     "starting": "cyan",
@@ -63,6 +64,7 @@ STATE_STYLES: dict[str, str] = {
     "done": "green",
     "failed": "bold red",
     "interrupted": "yellow",
+    "skipped": "yellow",
 }
 
 
@@ -347,7 +349,7 @@ class LiveDisplay(Display):
         state = text.split(" ", 1)[0].rstrip(":") if kind == "state" else None
         if kind == "error":
             self._print(self._device_line(device, f"error: {text}"))
-        elif state in ("failed", "interrupted"):
+        elif state in ("failed", "interrupted", "skipped", "waiting"):
             self._print(self._device_line(device, text))
 
 

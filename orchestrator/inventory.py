@@ -28,6 +28,7 @@ import importlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -106,6 +107,23 @@ class MeterModel(BaseModel):
         return value
 
 
+class LabgridModel(BaseModel):
+    """``labgrid: {place: NAME, coordinator: HOST:PORT}``: the labgrid place that books the
+    board, and the coordinator that holds it (else ``$LG_COORDINATOR``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    place: str | None = None
+    coordinator: str | None = None
+
+    @field_validator("place", "coordinator")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\x00" in value or value.startswith("-")):
+            raise _custom("blank", "must be a non-empty string not starting with '-'")
+        return value
+
+
 class _DeviceFields(BaseModel):
     """Fields a device may set and ``defaults`` may provide."""
 
@@ -124,6 +142,7 @@ class _DeviceFields(BaseModel):
     connect_timeout_s: float | int | None = None
     torch_index: str | None = None
     torch_version: str | None = None
+    labgrid: LabgridModel | None = None
 
     @field_validator("port")
     @classmethod
@@ -195,13 +214,26 @@ class InventoryModel(BaseModel):
     groups: dict[str, list[str]] = {}
 
 
-def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, int]) -> list[str]:
+#: where an error at a field path was written, as the prefix of its message
+Locator = Callable[[tuple], str]
+
+
+def _yaml_locator(filename: str, lines: dict[tuple, int]) -> Locator:
+    """``FILE:LINE field.path`` from the YAML node tree."""
+
+    def locate(loc: tuple) -> str:
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        return f"{filename}:{_line_of(lines, loc)} {dotted}"
+
+    return locate
+
+
+def _semantic_errors(model: InventoryModel, locate: Locator) -> list[str]:
     """Checks across fields: names, the reserved word ``all``, group members, hosts."""
     errors: list[str] = []
 
     def add(loc: tuple, message: str) -> None:
-        dotted = ".".join(str(p) for p in loc)
-        errors.append(f"{filename}:{_line_of(lines, loc)} {dotted}: {message}")
+        errors.append(f"{locate(loc)}: {message}")
 
     if not model.devices:
         add(("devices",), "at least one device is required")
@@ -217,6 +249,9 @@ def _semantic_errors(model: InventoryModel, filename: str, lines: dict[tuple, in
                 ("devices", name),
                 "an ssh device needs a `host:` (or `transport: local` for the controller itself)",
             )
+        lab = _merged_labgrid(model.defaults, entry)
+        if entry.labgrid is not None and lab is not None and not lab.place:
+            add(("devices", name, "labgrid"), "labgrid needs a `place:` to book")
     for group, members in model.groups.items():
         if not _NAME_RE.match(group) or group == ALL:
             add(("groups", group), f"group name {group!r} {_NAME_RULE}")
@@ -273,6 +308,10 @@ class Device:
     torch_index: str | None = None
     #: torch version to install (None: the pin of tslm-fleet's ``device`` extra)
     torch_version: str | None = None
+    #: labgrid place that books the board for a run (None: the board is not shared)
+    lab_place: str | None = None
+    #: labgrid coordinator holding ``lab_place`` (None: ``$LG_COORDINATOR``)
+    lab_coordinator: str | None = None
     #: where the entry was written, for messages: ``inventory.yaml:14``
     source: str = ""
 
@@ -347,15 +386,36 @@ def parse_inventory(
     try:
         model = InventoryModel.model_validate(data)
     except ValidationError as exc:
-        _raise_all(_format_errors(exc, filename, lines))
+        _raise_all(_format_errors(exc, _yaml_locator(filename, lines)))
     except RecursionError:
         raise InventoryError(
             f"{filename}: the inventory is nested too deeply", hint=_FIX_HINT
         ) from None
-    errors = _semantic_errors(model, filename, lines)
+    locate = _yaml_locator(filename, lines)
+    errors = _semantic_errors(model, locate)
     if errors:
         _raise_all(errors)
-    return _build(model, filename, lines, path or Path(filename))
+    return _build(
+        model,
+        lambda name: f"{filename}:{_line_of(lines, ('devices', name))}",
+        path or Path(filename),
+    )
+
+
+def inventory_from_data(
+    data: dict[str, Any], *, path: Path, locate: Locator, source_of: Callable[[str], str]
+) -> Inventory:
+    """Validate an inventory given as data (converted from another format, such as an
+    Ansible inventory); ``locate`` names where a field path came from in error messages,
+    ``source_of`` a device's origin."""
+    try:
+        model = InventoryModel.model_validate(data)
+    except ValidationError as exc:
+        _raise_all(_format_errors(exc, locate))
+    errors = _semantic_errors(model, locate)
+    if errors:
+        _raise_all(errors)
+    return _build(model, source_of, path)
 
 
 _FIX_HINT = "fix the inventory and check it with `tslm-fleet inventory check -i FILE`"
@@ -365,7 +425,16 @@ def _raise_all(errors: list[str]) -> None:
     raise InventoryError("\n".join(errors), hint=_FIX_HINT)
 
 
-def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: Path) -> Inventory:
+def _merged_labgrid(defaults: DefaultsModel, entry: DeviceModel) -> LabgridModel | None:
+    """The device's ``labgrid`` over that of ``defaults``, field by field."""
+    if entry.labgrid is None and defaults.labgrid is None:
+        return None
+    base = defaults.labgrid.model_dump() if defaults.labgrid else {}
+    own = entry.labgrid.model_dump(exclude_none=True) if entry.labgrid else {}
+    return LabgridModel.model_validate({**base, **own})
+
+
+def _build(model: InventoryModel, source_of: Callable[[str], str], path: Path) -> Inventory:
     defaults = model.defaults
     devices: dict[str, Device] = {}
     for name, entry in model.devices.items():
@@ -377,7 +446,8 @@ def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: 
             return fallback if value is None else value
 
         transport = pick("transport", "ssh")
-        where = f"{filename}:{_line_of(lines, ('devices', name))}"
+        where = source_of(name)
+        lab = _merged_labgrid(defaults, entry)
         meter = pick("meter", None)
         meter_cfg = (
             MeterConfig(DEFAULT_METER_KIND)
@@ -406,6 +476,8 @@ def _build(model: InventoryModel, filename: str, lines: dict[tuple, int], path: 
             base_python=pick("base_python", "python3"),
             torch_index=pick("torch_index", None),
             torch_version=pick("torch_version", None),
+            lab_place=lab.place if lab is not None else None,
+            lab_coordinator=lab.coordinator if lab is not None else None,
             source=where,
         )
     groups = {g: tuple(dict.fromkeys(members)) for g, members in model.groups.items()}
@@ -474,14 +546,13 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int:
     return 1
 
 
-def _format_errors(exc: ValidationError, filename: str, lines: dict[tuple, int]) -> list[str]:
+def _format_errors(exc: ValidationError, locate: Locator) -> list[str]:
     messages = []
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if p not in ("[key]",))
         # strip pydantic's internal step names (function-after[...], union members)
         loc = tuple(p for p in loc if not (isinstance(p, str) and "[" in p and "]" in p))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        messages.append(f"{filename}:{_line_of(lines, loc)} {dotted}: {_explain(err, loc)}")
+        messages.append(f"{locate(loc)}: {_explain(err, loc)}")
     return list(dict.fromkeys(messages))
 
 
@@ -498,7 +569,11 @@ def _explain(err: dict[str, Any], loc: tuple) -> str:
         parent = loc[:-1]
         if len(parent) == 2 and parent[0] == "devices":
             parent = ("devices", "*")
-        fields = _FIELDS_BY_SECTION.get(parent, {})
+        fields = (
+            LabgridModel.model_fields
+            if parent and parent[-1] == "labgrid"
+            else _FIELDS_BY_SECTION.get(parent, {})
+        )
         return (
             f"unknown field {loc[-1]!r}"
             + _did_you_mean(str(loc[-1]), fields)

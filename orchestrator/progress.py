@@ -18,6 +18,7 @@ from typing import Any
 #: device states in the order a trial goes through them
 DEVICE_STATES = (
     "pending",
+    "waiting",
     "connecting",
     "deploying",
     "starting",
@@ -29,8 +30,9 @@ DEVICE_STATES = (
     "done",
     "failed",
     "interrupted",
+    "skipped",
 )
-TERMINAL_STATES = frozenset({"done", "failed", "interrupted"})
+TERMINAL_STATES = frozenset({"done", "failed", "interrupted", "skipped"})
 POWER_HISTORY = 40
 
 

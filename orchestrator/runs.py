@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.experiment import Experiment, experiment_from_dict
+from orchestrator.lab.booking import DEFAULT_PLACE_WAIT_S, LabBookings, PlaceBooking
 from orchestrator.placement import DATA_DIR, place_tasks, task_files
 from orchestrator.plans import ModelPayload, PreparedVariant, TrialPlan
 from orchestrator.progress import RunProgress
 from orchestrator.scheduler import DeviceOutcome, DeviceWorker
 from tasks import __version__
 from tasks.cache import ARTIFACTS, BUNDLES, cache_path
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, TslmError
 
 
 @dataclass(frozen=True)
@@ -135,8 +136,38 @@ def execute_run(
     cache_dir: Path | None = None,
     inventory_name: str = "inventory.yaml",
     log: Callable[[str], None] = print,
+    place_wait_s: float = DEFAULT_PLACE_WAIT_S,
 ) -> RunSummary:
-    """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses."""
+    """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses.
+
+    Devices with a labgrid place hold it for their part of the run (see
+    :mod:`orchestrator.lab.booking`); every coordinator is reached before anything else.
+    """
+    lab = LabBookings(devices, log) if any(d.lab_place for d in devices) else None
+    try:
+        return _execute(
+            devices, experiment, store, progress_factory, display_factory, open_transport,
+            resume, cache_dir, inventory_name, log, lab, place_wait_s,
+        )  # fmt: skip
+    finally:
+        if lab is not None:
+            lab.close()
+
+
+def _execute(
+    devices: list[Any],
+    experiment: Experiment,
+    store: Any,
+    progress_factory: Callable[[str, list[str]], RunProgress],
+    display_factory: Callable[[RunProgress], Any],
+    open_transport: Callable[[Any], Any],
+    resume: str | None,
+    cache_dir: Path | None,
+    inventory_name: str,
+    log: Callable[[str], None],
+    lab: LabBookings | None,
+    place_wait_s: float,
+) -> RunSummary:
     from orchestrator.bundle import build_bundle
 
     cache_dir = cache_path(root=cache_dir)
@@ -159,7 +190,24 @@ def execute_run(
         )
     stop_event = threading.Event()
     store_lock = threading.Lock()
+    bookings: dict[str, PlaceBooking] = {}
+    if lab is not None:
+        for d in devices:
+            if d.lab_place:
+                bookings[d.name] = PlaceBooking(
+                    lab,
+                    d,
+                    run_id=run_id,
+                    store=store,
+                    store_lock=store_lock,
+                    wait_s=place_wait_s,
+                    set_state=lambda state, msg, name=d.name: progress.set_state(
+                        name, state, message=msg
+                    ),
+                )
     with display_factory(progress) as display:
+        if lab is not None:
+            lab.log = display.log
         workers = [
             DeviceWorker(
                 device=d,
@@ -171,13 +219,14 @@ def execute_run(
                 store=store,
                 store_lock=store_lock,
                 progress=progress,
-                stop_event=stop_event,
+                # a device with a place stops on its own when the place is taken
+                stop_event=threading.Event() if d.name in bookings else stop_event,
                 open_transport=open_transport,
                 log=display.log,
             )
             for d in devices
         ]
-        outcomes = _run_workers(workers, stop_event, display.log)
+        outcomes = _run_workers(workers, stop_event, display.log, bookings)
     status = run_status(outcomes, interrupted=stop_event.is_set())
     with store_lock:
         store.finish_run(run_id, status)
@@ -242,7 +291,10 @@ def plan_trials(
 
 
 def _run_workers(
-    workers: list[DeviceWorker], stop_event: threading.Event, log: Callable[[str], None]
+    workers: list[DeviceWorker],
+    stop_event: threading.Event,
+    log: Callable[[str], None],
+    bookings: dict[str, PlaceBooking] | None = None,
 ) -> list[DeviceOutcome]:
     """Run every worker in a thread of its own; Ctrl-C asks them all to stop and waits."""
     # each worker sets its own flag when it ends: CPython 3.11's Thread.join(), once
@@ -252,7 +304,7 @@ def _run_workers(
     for worker, flag in zip(workers, finished, strict=True):
         threading.Thread(
             target=_run_worker,
-            args=(worker, flag),
+            args=(worker, flag, (bookings or {}).get(worker.device.name), stop_event),
             name=f"device-{worker.device.name}",
             daemon=True,
         ).start()
@@ -276,11 +328,44 @@ def run_status(outcomes: list[DeviceOutcome], *, interrupted: bool) -> str:
     return "failed"
 
 
-def _run_worker(worker: DeviceWorker, finished: threading.Event) -> None:
+def _run_worker(
+    worker: DeviceWorker,
+    finished: threading.Event,
+    booking: PlaceBooking | None,
+    run_stop: threading.Event,
+) -> None:
     try:
-        worker.run()
+        if booking is None:
+            worker.run()
+            return
+        _run_booked(worker, booking, run_stop)
     finally:
         finished.set()
+
+
+def _run_booked(worker: DeviceWorker, booking: PlaceBooking, run_stop: threading.Event) -> None:
+    """The device's part of the run inside its place: acquire (or wait, or skip), run
+    while watching the place, release whatever happens."""
+    try:
+        try:
+            skipped = booking.acquire(run_stop)
+        except TslmError as exc:
+            skipped = exc.message
+        except Exception as exc:  # a bug must not take the other devices down
+            skipped = f"internal error: {type(exc).__name__}: {exc}"
+        if skipped is not None:
+            worker.skip(skipped, interrupted=run_stop.is_set())
+            return
+        booking.watch(run_stop, worker.stop_event)
+        worker.run()
+        if booking.lost_to is not None:
+            booking.release()  # stops the watcher before the trials are settled
+            worker.reservation_lost(
+                f"reservation lost: place {booking.place} was taken by {booking.lost_to} "
+                "mid-run; the trial was stopped"
+            )
+    finally:
+        booking.release()
 
 
 def _wait_all(finished: list[threading.Event]) -> None:

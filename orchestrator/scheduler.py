@@ -155,6 +155,35 @@ class DeviceWorker:
             self.link.close()
         return self.outcome
 
+    def skip(self, reason: str, *, interrupted: bool = False) -> DeviceOutcome:
+        """Run nothing on this device (its place is held by someone else, or the run was
+        interrupted while it waited): every trial not finished before is stopped (or
+        interrupted), with ``reason``."""
+        self.outcome.ok = interrupted
+        self.outcome.error = reason if interrupted else f"skipped: {reason}"
+        self._settle_unfinished("interrupted" if interrupted else "stopped", self.outcome.error)
+        state = "interrupted" if interrupted else "skipped"
+        self.progress.set_state(self.device.name, state, message=reason)
+        return self.outcome
+
+    def reservation_lost(self, reason: str) -> None:
+        """The device's place was taken mid-run: its unfinished trials failed with ``reason``."""
+        self.outcome.ok = False
+        self.outcome.error = reason
+        self._settle_unfinished("failed", reason)
+        self.progress.set_state(self.device.name, "failed", message=reason)
+
+    def _settle_unfinished(self, status: str, reason: str) -> None:
+        for plan in self.trials:
+            with self.store_lock:
+                stored = self.store.trial_state(plan.trial_id).status
+            if stored == "ok":
+                self.outcome.trials[plan.label] = "ok"
+                continue
+            self.outcome.trials[plan.label] = status
+            with self.store_lock:
+                self.store.set_trial_status(plan.trial_id, status, error=reason)
+
     def _fail_remaining(self, message: str) -> None:
         self.outcome.ok = False
         self.outcome.error = message

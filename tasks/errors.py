@@ -21,6 +21,8 @@ chained with ``from exc``.
     │   └── JobBusyError       another job holds the device's job lock
     ├── TransportError         SSH or local transport failure (orchestrator.transport.errors)
     │   └── ...
+    ├── LabError               labgrid coordinator unreachable or refusing (orchestrator.lab.errors)
+    │   └── ...
     └── DatabaseError          the results database cannot be opened, migrated or queried
         └── ...                (db.errors)
 

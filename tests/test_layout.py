@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import grimp
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,3 +125,9 @@ def test_agent_does_not_load_controller_libraries() -> None:
 def test_cli_help_starts_without_torch() -> None:
     loaded = _modules_after_import("from orchestrator.cli import build_app\nbuild_app()")
     assert "torch" not in loaded
+
+
+def test_labgrid_pytest_plugin_stays_out_of_this_session(request: pytest.FixtureRequest) -> None:
+    """labgrid (extra `labgrid`) registers a pytest plugin; pyproject's addopts blocks it."""
+    assert request.config.pluginmanager.get_plugin("labgrid") is None
+    assert "labgrid.pytestplugin" not in sys.modules

@@ -40,7 +40,7 @@ InventoryOption = Annotated[
         "-i",
         envvar=INVENTORY_ENV,
         show_envvar=True,
-        help="Inventory file (default: ./inventory.yaml).",
+        help="Inventory file or Ansible inventory (default: ./inventory.yaml).",
     ),
 ]
 AcceptNewHostkeysOption = Annotated[

@@ -86,6 +86,17 @@ DemoOption = Annotated[
     typer.Option("--demo", help="Demo-sized experiment (fewer queries and repetitions)."),
 ]
 
+PlaceWaitOption = Annotated[
+    float,
+    typer.Option(
+        "--place-wait",
+        metavar="SECONDS",
+        min=0,
+        help="How long a device waits for its labgrid place while someone else holds it, "
+        "before it is skipped (0: skip at once).",
+    ),
+]
+
 EXIT_TRIAL_FAILED = 1
 EXIT_INTERRUPTED = 130
 
@@ -110,6 +121,7 @@ def run(
     accept_new_hostkeys: AcceptNewHostkeysOption = False,
     cache_dir: CacheDirOption = None,
     demo: DemoOption = False,
+    place_wait: PlaceWaitOption = 600.0,
 ) -> None:
     """Compress, deploy and measure on the selected devices.
 
@@ -136,7 +148,16 @@ def run(
     store = open_store(db)
     _announce(console, selected, exp)
     summary = _execute(
-        console, store, selected, exp, inv, resume, cache_dir, no_dashboard, accept_new_hostkeys
+        console,
+        store,
+        selected,
+        exp,
+        inv,
+        resume,
+        cache_dir,
+        no_dashboard,
+        accept_new_hostkeys,
+        place_wait,
     )
     _report(console, store, summary, devices)
 
@@ -163,6 +184,7 @@ def _execute(
     cache_dir: Path | None,
     no_dashboard: bool,
     accept_new_hostkeys: bool,
+    place_wait_s: float,
 ) -> Any:
     """Run the experiment with the live dashboard (or plain lines); the run's summary."""
     from orchestrator.dashboard import make_display
@@ -186,6 +208,7 @@ def _execute(
         cache_dir=cache_dir,
         inventory_name=str(inv.path),
         log=lambda msg: console.print(msg, highlight=False),
+        place_wait_s=place_wait_s,
     )
 
 

@@ -275,9 +275,16 @@ def test_hwmon_meter_going_silent_mid_run(workdir: Path, tmp_path: Path) -> None
         if i > 0 and not w["gap"] and not w["last_of_rep"]:
             assert w["fresh_samples"] >= 5 and not w["under_resolved"]
             assert abs(w["mean_power_w"] - BUSY_W) < 0.2
-    for q in of(events, "query"):
-        assert q["samples"] >= 0 and q["energy_j"] is not None
-        assert q["net_energy_j"] is not None
+    # A query that lies wholly inside the silence, with no reading after it when its
+    # window was written (under load the silence outlasts the catch-up wait), has no
+    # energy: it is flagged, never given a number.
+    queries = of(events, "query")
+    missing = [q for q in queries if q["energy_j"] is None]
+    for q in queries:
+        assert (q["net_energy_j"] is None) == (q["energy_j"] is None)
+    for q in missing:
+        assert q["under_resolved"] and q["fresh_samples"] == 0, q.to_dict()
+    assert len(missing) < len(queries) // 2
     assert of(events, "power") or events[-1]["duration_s"] < 1.0
     lines = (workdir / "jobs/job-1/samples.csv").read_text().splitlines()
     assert lines[0] == "t,watts,volts,amps,fresh" and len(lines) > 50

@@ -108,7 +108,7 @@ def test_user_errors_are_messages(tmp_path: Path) -> None:
 def test_db_commands(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'fresh.db'}"
     assert "not created yet" in cli("db", "path", "--db", url)
-    assert "(empty) -> 0001" in cli("db", "upgrade", "--db", url)
-    assert "already at revision 0001" in cli("db", "upgrade", "--db", url)
-    assert cli("db", "current", "--db", url).strip() == "0001 (head)"
+    assert "(empty) -> 0002" in cli("db", "upgrade", "--db", url)
+    assert "already at revision 0002" in cli("db", "upgrade", "--db", url)
+    assert cli("db", "current", "--db", url).strip() == "0002 (head)"
     assert str(tmp_path / "fresh.db") in cli("db", "path", "--db", url)

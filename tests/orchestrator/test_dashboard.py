@@ -316,3 +316,14 @@ def test_plain_mode_summarises_active_devices_periodically() -> None:
     assert "60.0°C" in summaries[0] and "THROTTLED" in summaries[0]
     # the pending device appears only in the closing summary
     assert sum(b.startswith("local  pending") for b in bodies) == 1
+
+
+def test_dashboard_shows_a_device_waiting_for_its_place_and_a_skipped_one() -> None:
+    progress = RunProgress("run-lab", ["pi4", "pi5"])
+    progress.set_state("pi4", "waiting", message="place pi4-03 held by ws7/alice")
+    progress.set_state("pi5", "skipped", message="place pi5-01 is held by ws7/bob")
+    lines = render_text(progress).splitlines()
+    rows = {line.split()[0]: line for line in lines[1:] if line.strip()}
+    assert "waiting" in rows["pi4"] and "place pi4-03 held by" in rows["pi4"]
+    assert "skipped" in rows["pi5"] and "place pi5-01 is held" in rows["pi5"]
+    assert "1 waiting, 1 skipped" in render_text(progress).splitlines()[0]

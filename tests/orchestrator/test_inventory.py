@@ -231,3 +231,34 @@ def test_yaml_syntax_soup_never_gives_a_traceback(text: str) -> None:
         parse_inventory(GOOD + text)
     except InventoryError:
         pass
+
+
+def test_labgrid_places_take_the_coordinator_from_defaults() -> None:
+    inv = parse_inventory(
+        "defaults: {labgrid: {coordinator: 'lab.example:20408'}}\n"
+        "devices:\n"
+        "  a: {host: a.local, labgrid: {place: pi4-03}}\n"
+        "  b: {host: b.local, labgrid: {place: pi5-01, coordinator: '127.0.0.1:1'}}\n"
+        "  c: {host: c.local}\n"
+    )
+    assert (inv["a"].lab_place, inv["a"].lab_coordinator) == ("pi4-03", "lab.example:20408")
+    assert (inv["b"].lab_place, inv["b"].lab_coordinator) == ("pi5-01", "127.0.0.1:1")
+    assert inv["c"].lab_place is None  # a device without a place is not booked
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "devices:\n  a: {host: a.local, labgrid: {coordinator: 'x:1'}}\n",
+            "inventory.yaml:2 devices.a.labgrid: labgrid needs a `place:` to book",
+        ),
+        (
+            "devices:\n  a: {host: a.local, labgrid: {plase: p}}\n",
+            "devices.a.labgrid.plase: unknown field 'plase' (did you mean 'place'?) "
+            "(known: place, coordinator)",
+        ),
+    ],
+)
+def test_bad_labgrid_entries_say_where(text: str, expected: str) -> None:
+    assert expected in str(error_of(text))
