@@ -33,7 +33,7 @@ MIN_LAG_S = -0.1
 #: fewer fresh samples than this in the ranging cannot place the edges
 MIN_SAMPLES = 8
 #: the fitted rise under load must be this many standard errors above zero
-MIN_T = 6.0
+MIN_T = 4.0
 
 
 @dataclass(frozen=True)
