@@ -45,7 +45,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {
     ),
     "pi5-pmic": (
         {"queries": 8, "heavy_s": 0.5, "light_s": 0.5},
-        {"min_fresh_samples": 3, "min_seconds": 1.0, "lag_steps": 6},
+        {"min_fresh_samples": 3, "min_seconds": 1.0, "lag_steps": 10},
         1.5,
     ),
     "um25c": (
@@ -149,7 +149,7 @@ def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:
 def lag_case(workdir: Path, reps: int) -> dict[str, Any]:
     window = {"min_fresh_samples": 3, "min_seconds": 0.0}
     out: dict[str, Any] = {"injected_s": LAG_INJECTED_S, "query_s": LAG_TASK["heavy_s"]}
-    for label, steps in (("with", 6), ("without", 0)):
+    for label, steps in (("with", 10), ("without", 0)):
         errs, found = [], []
         for rep in range(reps):
             events, trace = run_job(
