@@ -84,7 +84,7 @@ def test_one_second_windows_hold_the_bound(kind: str, workdir: Path, tmp_path: P
         {"queries": 8, "heavy_s": 0.5, "light_s": 0.5},
         repetitions=1,
         idle_seconds=1.5,
-        window={"min_fresh_samples": 3, "min_seconds": 1.0, "lag_steps": 6},
+        window={"min_fresh_samples": 3, "min_seconds": 1.0, "lag_steps": 10},
     )
     (ranged,) = of(events, "phase", phase="ranged")
     assert ranged["lag_problem"] is None and 0.0 <= ranged["lag_s"] < 0.15, ranged.to_dict()
