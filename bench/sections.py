@@ -366,7 +366,7 @@ def truth_section(doc: dict[str, Any]) -> Section:
             f"{_pct(f['energy']['median'])} / {_pct(f['energy']['worst'])} (n {f['energy']['n']})",
             f"{_pct(f['net']['worst'])}",
             f"{_pct(f['idle']['worst'])}",
-            ", ".join(sig(x, 2) for x in f["lag_s"] if x is not None) + " s",
+            ", ".join(f"{sig(x, 2)} s" if x is not None else "none" for x in f["lag_s"]),
             f"{_pct(f['bound_energy'])} / {_pct(f['bound_net'])} / {_pct(f['bound_idle'])}",
             "yes" if f["holds"] else "NO",
         ]
@@ -387,12 +387,15 @@ def truth_section(doc: dict[str, Any]) -> Section:
     )
     lag = doc["lag"]
     with_, without = lag["with"]["query_energy"], lag["without"]["query_energy"]
-    found = ", ".join(sig(x, 2) for x in lag["with"]["found_lag_s"] if x is not None)
+    found = ", ".join(
+        f"{sig(x, 2)} s" if x is not None else "not established (no shift)"
+        for x in lag["with"]["found_lag_s"]
+    )
     lag_line = (
         f"{sig(lag['injected_s'])} s of lag on a 10 Hz PMIC-style meter, "
-        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found} s; per-query "
-        f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with the "
-        f"correction, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
+        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}; per-query "
+        f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with "
+        f"ranging, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
     )
     worst = ", ".join(
         f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows "
