@@ -69,8 +69,11 @@ def step_lengths(steps: int, meter_period_s: float) -> list[tuple[float, float]]
     base = max(0.4, 3.0 * meter_period_s)
     out = []
     for i in range(steps):
-        frac = (i * 0.618034) % 1.0
-        out.append((base + frac * meter_period_s, base + ((i * 0.381966) % 1.0) * meter_period_s))
+        # lengths differ by up to 60 % from step to step, so that the levels are not
+        # periodic (a periodic square wave matches itself shifted by a period)
+        busy = base * (1 + 0.6 * ((i * 0.618034) % 1.0)) + ((i * 0.618034) % 1.0) * meter_period_s
+        idle = base * (1 + 0.6 * ((i * 0.381966 + 0.5) % 1.0))
+        out.append((busy, idle))
     return out
 
 
@@ -130,7 +133,9 @@ def estimate_lag(
             busy_fraction(intervals, s.t - lag - width / 2, s.t - lag + width / 2) for s in usable
         ]
         fit = _line_fit(xs, ws)
-        if fit is not None and (best is None or fit[2] < best[0] - 1e-12):
+        # power rises under load: a falling fit is the steps matched one level off
+        # (nearly periodic steps), never the meter's lag
+        if fit is not None and fit[1] > 0 and (best is None or fit[2] < best[0] - 1e-12):
             best = (fit[2], lag, width, fit[0], fit[1], fit[3])
 
     # a coarse grid up to half again the limit, then a fine one around the best
@@ -145,7 +150,7 @@ def estimate_lag(
             consider(centre - COARSE_STEP_S + k * LAG_STEP_S, width)
     if best is None or total <= 0:
         return LagEstimate(
-            None, None, None, None, len(usable), steps, "the readings do not change with the load"
+            None, None, None, None, len(usable), steps, "the readings do not rise under load"
         )
     sse, lag, width, _a, rise, se = best
     r2 = 1.0 - sse / total
