@@ -87,7 +87,8 @@ def test_one_second_windows_hold_the_bound(kind: str, workdir: Path, tmp_path: P
         window={"min_fresh_samples": 3, "min_seconds": 1.0, "lag_steps": 10},
     )
     (ranged,) = of(events, "phase", phase="ranged")
-    assert ranged["lag_problem"] is None and 0.0 <= ranged["lag_s"] < 0.15, ranged.to_dict()
+    # a few ms either way: the PMIC sample is stamped mid-call, the rails read near its end
+    assert ranged["lag_problem"] is None and -0.05 <= ranged["lag_s"] < 0.15, ranged.to_dict()
     check_against_truth(events, trace, kind)
 
 
