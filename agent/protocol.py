@@ -287,6 +287,10 @@ class WindowPolicy:
 
     min_fresh_samples: int = 10
     min_seconds: float = 0.0
+    #: known load steps run before the queries to measure the meter's lag (0: none)
+    lag_steps: int = 0
+    #: a lag beyond this (seconds) is refused: a warning, and energies left unshifted
+    max_lag_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -346,6 +350,8 @@ class JobSpec:
             "window": {
                 "min_fresh_samples": self.window.min_fresh_samples,
                 "min_seconds": self.window.min_seconds,
+                "lag_steps": self.window.lag_steps,
+                "max_lag_s": self.window.max_lag_s,
             },
             "threads": self.threads,
             "meter": self.meter.to_dict(),
@@ -530,10 +536,15 @@ def _schedule(obj: dict, where: str) -> tuple[int, int, float]:
 
 def _window(obj: dict, where: str) -> WindowPolicy:
     win = _need(obj, "window", (dict,), where, default={})
-    return WindowPolicy(
+    policy = WindowPolicy(
         min_fresh_samples=_need(win, "min_fresh_samples", (int,), f"{where}.window", default=10),
         min_seconds=float(_need(win, "min_seconds", _NUM, f"{where}.window", default=0.0)),
+        lag_steps=_need(win, "lag_steps", (int,), f"{where}.window", default=0),
+        max_lag_s=float(_need(win, "max_lag_s", _NUM, f"{where}.window", default=2.0)),
     )
+    if policy.lag_steps < 0 or not policy.max_lag_s > 0:
+        raise JobSpecError(f"{where}.window: lag_steps must be >= 0 and max_lag_s > 0")
+    return policy
 
 
 def _threads(obj: dict, where: str) -> int | None:

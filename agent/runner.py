@@ -167,6 +167,7 @@ class JobRunner:
         self._set_phase("preparing")
         prepared = self._prepare(model, tokenizer)
         self._warmup(prepared)
+        self._range_lag()
         self._idle()
         for name, task in prepared:
             for rep in range(spec.repetitions):
@@ -302,6 +303,42 @@ class JobRunner:
             for i in range(self.spec.warmup if count else 0):
                 self._check_stop()
                 task.run_query(i % count)
+
+    def _range_lag(self) -> None:
+        """Measure the meter's lag from known load steps (``window.lag_steps`` of them)."""
+        steps = self.spec.window.lag_steps
+        if steps <= 0 or not self._measures:
+            return
+        from agent import lag
+
+        period = float(self._meter.nominal_period_s)
+        lengths = lag.step_lengths(steps, period)
+        self._set_phase("ranging", steps=steps, seconds=round(sum(map(sum, lengths)), 1))
+        t0 = time.monotonic()
+        intervals = lag.run_steps(lengths, lag.spin, stop=self.stop_requested.is_set)
+        self._check_stop()
+        t1 = time.monotonic()
+        self._sampler.wait_for(t1, self._windows._catch_up_s())
+        estimate = lag.estimate_lag(
+            self._sampler.samples(t0 - period, time.monotonic()),
+            intervals,
+            meter_period_s=period,
+            max_lag_s=self.spec.window.max_lag_s,
+        )
+        self._set_phase("ranged", **estimate.to_event())
+        if estimate.lag_s is None:
+            self._windows.lag_problem = estimate.problem
+            self.emitter.emit(
+                "warning",
+                code="meter_lag",
+                message=(
+                    f"job {self.spec.job_id}: the lag of {self._meter.description} could not "
+                    f"be established ({estimate.problem}); energies are not shifted and are "
+                    "flagged under-resolved"
+                ),
+            )
+        else:
+            self._windows.lag_s = estimate.lag_s
 
     def _idle(self) -> None:
         self._set_phase("idle", seconds=self.spec.idle_seconds)

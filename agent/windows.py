@@ -63,6 +63,12 @@ class WindowRecorder:
         self.meter: Any = None
         self.sampler: Any = None
         self.idle_power_w: float | None = None
+        #: the meter's lag (seconds; 0 until ranging finds one): windows are integrated
+        #: over [t0 + lag, t1 + lag] of the meter's readings
+        self.lag_s = 0.0
+        #: why the lag ranging failed (None when it succeeded or did not run): every
+        #: energy after it is flagged under-resolved
+        self.lag_problem: str | None = None
         self._window_index = 0
         self._pending: list[_Window] = []
         self._open: _Window | None = None
@@ -128,11 +134,13 @@ class WindowRecorder:
         return max(MIN_CATCH_UP_S, 2.5 * (period or 0.0))
 
     def _has_reading_after(self, t: float) -> bool:
-        return not self.measures or self.sampler.wait_for(t, 0.0)
+        return not self.measures or self.sampler.wait_for(t + self.lag_s, 0.0)
 
     def wait_for_reading_after(self, t: float) -> None:
-        """Wait (a short grace period at most) for the meter's first reading past ``t``."""
+        """Wait (a short grace period at most) for the meter's first reading past ``t``
+        (plus the meter's lag)."""
         if self.measures:
+            t = t + self.lag_s
             self.sampler.wait_for(t, max(0.0, t + self._catch_up_s() - time.monotonic()))
 
     def flush(self, force: bool) -> None:
@@ -143,7 +151,7 @@ class WindowRecorder:
                 self.wait_for_reading_after(window.t_end)
             elif not (
                 self._has_reading_after(window.t_end)
-                or time.monotonic() > window.t_end + self._catch_up_s()
+                or time.monotonic() > window.t_end + self.lag_s + self._catch_up_s()
             ):
                 return
             self._pending.pop(0)
@@ -224,7 +232,9 @@ class WindowRecorder:
     def _energy(self, t0: float, t1: float) -> Any:
         if not self.measures:
             return None
-        return self.sampler.window(t0, t1, min_fresh_samples=self.spec.window.min_fresh_samples)
+        return self.sampler.window(
+            t0 + self.lag_s, t1 + self.lag_s, min_fresh_samples=self.spec.window.min_fresh_samples
+        )
 
     def _energy_fields(self, energy: Any, duration_s: float) -> dict[str, Any]:
         if energy is None:
@@ -245,9 +255,10 @@ class WindowRecorder:
             "net_energy_j": net,
             "samples": energy.samples,
             "fresh_samples": energy.fresh_samples,
-            "under_resolved": energy.under_resolved,
+            "under_resolved": energy.under_resolved or self.lag_problem is not None,
             "gap": energy.gap,
             "extrapolated_s": energy.extrapolated_s,
+            "meter_lag_s": self.lag_s,
         }
 
     def emit_window(

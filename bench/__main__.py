@@ -86,6 +86,12 @@ BENCHMARKS: dict[str, Benchmark] = {
         time_limit_s=120,
         quick_args=("--seconds", "1"),
     ),
+    "truth": Benchmark(
+        "bench.bench_truth",
+        "truth",
+        "reported window energies against the true power of load-following meters; lag",
+        time_limit_s=900,
+    ),
     "quality": Benchmark(
         "bench.bench_quality",
         "quality",

@@ -1,6 +1,6 @@
 """Power-meter benchmark: sample rates, sampler CPU cost and energy-integration error.
 
-For each emulated meter kind (the real drivers against the emulators of tests/emulators):
+For each emulated meter kind (the real drivers against the emulators of agent/meters/emulate):
 achieved sample rate, fresh vs repeated samples, and the CPU time of the sampler thread
 as a percentage of one core (goal: the native rate with under 2 %). Then the integration
 error against the analytic energy of synthetic traces sampled at each meter's rate
@@ -33,12 +33,12 @@ if str(ROOT) not in sys.path:
 from agent.energy import integrate  # noqa: E402
 from agent.meters import create_meter  # noqa: E402
 from agent.meters.base import Meter, Sample  # noqa: E402
+from agent.meters.emulate import vcgencmd  # noqa: E402
+from agent.meters.emulate.fnirsi import FakeFnirsi  # noqa: E402
+from agent.meters.emulate.sysfs import FakeHwmon, FakeRapl  # noqa: E402
+from agent.meters.emulate.traces import Trace, pulse, ramp, steps  # noqa: E402
+from agent.meters.emulate.um import UmEmulator  # noqa: E402
 from agent.sampler import Sampler  # noqa: E402
-from tests.emulators import vcgencmd  # noqa: E402
-from tests.emulators.fnirsi import FakeFnirsi  # noqa: E402
-from tests.emulators.sysfs import FakeHwmon, FakeRapl  # noqa: E402
-from tests.emulators.traces import Trace, pulse, ramp, steps  # noqa: E402
-from tests.emulators.um import UmEmulator  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "meters.json"
 #: a trace that changes at every UM refresh, so that each refresh is a new value

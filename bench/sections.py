@@ -476,6 +476,72 @@ def meters_section(doc: dict[str, Any]) -> Section:
     )
 
 
+def _pct(value: float | None) -> str:
+    """A relative error as a percentage, two significant figures, none below 0.01 %
+    (the traces and meters resolve no finer)."""
+    if value is None:
+        return MISSING
+    if abs(value) < 1e-4:
+        return "< 0.01 %"
+    return f"{sig(100 * value, 2)} %"
+
+
+def truth_section(doc: dict[str, Any]) -> Section:
+    rows = [
+        [
+            f["family"],
+            f"{sig(f['window_s'])} s",
+            f"{_pct(f['energy']['median'])} / {_pct(f['energy']['worst'])} (n {f['energy']['n']})",
+            f"{_pct(f['net']['worst'])}",
+            f"{_pct(f['idle']['worst'])}",
+            ", ".join(f"{sig(x, 2)} s" if x is not None else "none" for x in f["lag_s"]),
+            f"{_pct(f['bound_energy'])} / {_pct(f['bound_net'])} / {_pct(f['bound_idle'])}",
+            "yes" if f["holds"] else "NO",
+        ]
+        for f in doc["families"]
+    ]
+    lines = table(
+        [
+            "meter",
+            "window",
+            "energy error median / worst",
+            "net worst",
+            "idle worst",
+            "lag found",
+            "bound energy / net / idle",
+            "held",
+        ],
+        rows,
+    )
+    lag = doc["lag"]
+    with_, without = lag["with"]["query_energy"], lag["without"]["query_energy"]
+    found = ", ".join(
+        f"{sig(x, 2)} s" if x is not None else "not established (no shift)"
+        for x in lag["with"]["found_lag_s"]
+    )
+    lag_line = (
+        f"{sig(lag['injected_s'])} s of lag on a 10 Hz PMIC-style meter, "
+        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}; per-query "
+        f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with "
+        f"ranging, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
+    )
+    worst = ", ".join(
+        f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows "
+        f"(bound {_pct(f['bound_energy'])}, idle {_pct(f['idle']['worst'])} of "
+        f"{_pct(f['bound_idle'])})"
+        for f in doc["families"]
+    )
+    notes = [
+        f"Worst window energy error against the true trace: {worst}.",
+        lag_line + ".",
+        f"Load-following meters: {sig(doc['idle_w'])} W idle + {sig(doc['busy_w_per_core'])} W "
+        f"per busy core; load average {sig(doc['load_average_1min'])} while measured.",
+        *[f"Caveat: {c}." for c in doc.get("caveats", [])],
+    ]
+    readme = f"**Energy vs ground truth**: worst window error {worst}; {lag_line}."
+    return Section(lines, readme, notes)
+
+
 QUALITY_CAPTION = (
     "Smoke-set accuracy: the built-in smoke sets were written for tslm-fleet to run "
     "offline; these numbers are NOT comparable to published benchmark figures"
@@ -545,6 +611,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "fleet": fleet_section,
     "db": db_section,
     "meters": meters_section,
+    "truth": truth_section,
     "quality": quality_section,
     "loadonce": lambda doc: Section(*loadonce_parts(doc)),
     "scale": lambda doc: Section(*scale_parts(doc)),
@@ -556,6 +623,7 @@ TITLES = {
     "fleet": "Fleet scaling",
     "db": "Results database",
     "meters": "Power-meter sampling",
+    "truth": "Energy against ground truth",
     "quality": "Task quality (smoke sets) and scoring speed",
     "loadonce": "One model load per device",
     "scale": "Scale: one controller, many devices",

@@ -17,7 +17,7 @@ Example file::
     repetitions: 3
     warmup: 1
     idle_seconds: 10
-    window: {min_fresh_samples: 10, min_seconds: 2}
+    window: {min_fresh_samples: 10, min_seconds: 2, lag_steps: 6}
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class WindowModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_fresh_samples: int = Field(10, ge=1)
     min_seconds: float = Field(0.0, ge=0)
+    lag_steps: int = Field(0, ge=0)
+    max_lag_s: float = Field(2.0, gt=0)
 
 
 class ExperimentModel(BaseModel):
@@ -124,6 +126,9 @@ class Experiment:
     threads: int | None
     embedding_mode: str
     max_duration_s: float
+    #: known load steps before each trial's queries to measure the meter's lag (0: none)
+    lag_steps: int = 0
+    max_lag_s: float = 2.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,6 +142,8 @@ class Experiment:
             "window": {
                 "min_fresh_samples": self.min_fresh_samples,
                 "min_seconds": self.min_window_s,
+                "lag_steps": self.lag_steps,
+                "max_lag_s": self.max_lag_s,
             },
             "threads": self.threads,
             "embedding_mode": self.embedding_mode,
@@ -228,6 +235,8 @@ def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
         threads=model.threads,
         embedding_mode=model.embedding_mode,
         max_duration_s=model.max_duration_s,
+        lag_steps=model.window.lag_steps,
+        max_lag_s=model.window.max_lag_s,
     )
 
 
@@ -325,4 +334,6 @@ def build_experiment(
         threads=base.threads,
         embedding_mode=base.embedding_mode,
         max_duration_s=base.max_duration_s,
+        lag_steps=base.window.lag_steps,
+        max_lag_s=base.window.max_lag_s,
     )

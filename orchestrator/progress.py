@@ -67,6 +67,8 @@ class DeviceProgress:
 _PHASE_STATE = {
     "loading": "loading",
     "warmup": "warmup",
+    "ranging": "meter lag",
+    "ranged": "meter lag",
     "idle": "idle baseline",
     "running": "running",
     "stopping": "running",

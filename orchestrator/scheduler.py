@@ -274,7 +274,10 @@ class DeviceWorker:
             warmup=exp.warmup,
             idle_seconds=exp.idle_seconds,
             window=WindowPolicy(
-                min_fresh_samples=exp.min_fresh_samples, min_seconds=exp.min_window_s
+                min_fresh_samples=exp.min_fresh_samples,
+                min_seconds=exp.min_window_s,
+                lag_steps=exp.lag_steps,
+                max_lag_s=exp.max_lag_s,
             ),
             threads=exp.threads,
             meter=MeterSpec(kind=meter.kind, options=meter.options()),

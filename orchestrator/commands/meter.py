@@ -1,4 +1,4 @@
-"""``tslm-fleet meter``: check a power meter attached to this machine, list meter kinds."""
+"""``tslm-fleet meter``: check a power meter, emulate one, list meter kinds."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ def register(app: typer.Typer) -> None:
     group = typer.Typer(help="Check power meters before a run.", no_args_is_help=True)
     group.command("read")(read)
     group.command("kinds")(kinds)
+    group.command("emulate")(emulate)
     app.add_typer(group, name="meter")
 
 
@@ -99,3 +100,87 @@ def kinds() -> None:
     for kind, target in METERS.items():
         table.add_row(kind, target)
     Console().print(table)
+
+
+def emulate(
+    kind: Annotated[str, typer.Option("--kind", help="Meter kind to emulate (um25c, hwmon, ...).")],
+    watts: Annotated[float | None, typer.Option("--watts", help="A constant power.")] = None,
+    follow_pid: Annotated[
+        int | None, typer.Option("--follow-pid", help="Follow the CPU use of this process tree.")
+    ] = None,
+    follow_user: Annotated[
+        str | None, typer.Option("--follow-user", help="Follow the CPU use of this user.")
+    ] = None,
+    follow_cgroup: Annotated[
+        str | None,
+        typer.Option("--follow-cgroup", help="Follow the CPU use of this cgroup (a folder)."),
+    ] = None,
+    trace: Annotated[
+        str | None,
+        typer.Option("--trace", help="Append the true power here ('t watts', monotonic clock)."),
+    ] = None,
+    idle_w: Annotated[float, typer.Option("--idle-w", help="Power at no CPU use.")] = 2.0,
+    busy_w: Annotated[float, typer.Option("--busy-w", help="Extra power per busy core.")] = 1.5,
+    rate_hz: Annotated[float, typer.Option("--rate", help="CPU-use reads per second.")] = 100.0,
+    lag: Annotated[float, typer.Option("--lag", help="Seconds the meter lags the power.")] = 0.0,
+    root: Annotated[
+        str | None, typer.Option("--root", help="Folder for sysfs trees or vcgencmd.")
+    ] = None,
+    link: Annotated[
+        str | None, typer.Option("--link", help="Stable symlink to a UM pty (like /dev/rfcomm0).")
+    ] = None,
+    world_accessible: Annotated[
+        bool, typer.Option("--world-accessible", help="Let other users open what is served.")
+    ] = False,
+    seconds: Annotated[
+        float | None, typer.Option("--seconds", help="Stop after this long (default: Ctrl-C).")
+    ] = None,
+) -> None:
+    """Serve an emulated power meter, to rehearse a run before the hardware arrives.
+
+    Prints one JSON line: the kind, the address served (pty, sysfs root or vcgencmd) and
+    the meter options that reach it; then serves until Ctrl-C (or --seconds).
+    """
+    import contextlib
+    import os
+    import signal
+    import time
+
+    from agent.meters.emulate.serve import start_emulation
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)  # a clean stop: the trace file is complete
+    # a meter is hardware that a busy board cannot slow down: where allowed, run ahead of
+    # the load the emulator follows, so that its readings are not late by the load
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+
+    emulation = start_emulation(
+        kind,
+        watts=watts,
+        follow_pid=follow_pid,
+        follow_user=follow_user,
+        follow_cgroup=follow_cgroup,
+        idle_w=idle_w,
+        busy_w=busy_w,
+        rate_hz=rate_hz,
+        trace_path=trace,
+        lag_s=lag,
+        root=root,
+        link=link,
+        world_accessible=world_accessible,
+    )
+    with emulation:
+        typer.echo(
+            json.dumps({"kind": kind, "address": emulation.address, "options": emulation.options})
+        )
+        try:
+            if seconds is None:
+                while True:
+                    time.sleep(3600)
+            else:
+                time.sleep(max(seconds, 0.0))
+        except KeyboardInterrupt:
+            pass

@@ -37,6 +37,7 @@ TASKS: dict[str, str] = {
     "choice": "tasks.workloads.choice:ChoiceTask",
     "last-word": "tasks.workloads.last_word:LastWordTask",
     "idle": "tasks.workloads.idle:IdleTask",
+    "alternating": "tasks.workloads.alternating:AlternatingTask",
 }
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from agent.energy import integrate, median_power
 from agent.meters.base import Sample
-from tests.emulators.traces import Trace, constant, pulse, ramp, steps
+from agent.meters.emulate.traces import Trace, constant, pulse, ramp, steps
 
 
 def sampled(

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.meter_cli import main
-from tests.emulators.sysfs import FakeHwmon
-from tests.emulators.traces import constant
-from tests.emulators.um import UmEmulator
+from agent.meters.emulate.sysfs import FakeHwmon
+from agent.meters.emulate.traces import constant
+from agent.meters.emulate.um import UmEmulator
 
 ROOT = Path(__file__).resolve().parents[2]
 

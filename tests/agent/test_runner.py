@@ -18,11 +18,11 @@ from pathlib import Path
 
 from agent.jobs import Workdir, claim_job
 from agent.journal import read_events
+from agent.meters.emulate.traces import constant
+from agent.meters.emulate.um import UmEmulator
 from agent.protocol import Event, JobSpec
 from agent.runner import run_job
 from tests.agent.conftest import MODEL_REL, add_artifact, assert_gapless, job_dict, parse_lines
-from tests.emulators.traces import constant
-from tests.emulators.um import UmEmulator
 
 IDLE_W = 3.0
 BUSY_W = 4.5

@@ -9,12 +9,12 @@ import pytest
 
 from agent.meters import create_meter
 from agent.meters.base import Sample
+from agent.meters.emulate import vcgencmd
+from agent.meters.emulate.fnirsi import FakeFnirsi
+from agent.meters.emulate.sysfs import FakeHwmon
+from agent.meters.emulate.traces import constant, steps
 from agent.sampler import Sampler, _Ring
 from tasks.errors import MeterError
-from tests.emulators import vcgencmd
-from tests.emulators.fnirsi import FakeFnirsi
-from tests.emulators.sysfs import FakeHwmon
-from tests.emulators.traces import constant, steps
 
 
 def test_ring_keeps_the_newest_in_order() -> None:

@@ -308,8 +308,17 @@ def test_list_names_every_benchmark() -> None:
         check=True,
     ).stdout
     listed = [line.split()[0] for line in out.splitlines()]
-    assert listed[:7] == ["compress", "frontier", "inference", "fleet", "db", "meters", "quality"]
-    assert listed[7:] == ["loadonce", "scale"]
+    assert listed[:8] == [
+        "compress",
+        "frontier",
+        "inference",
+        "fleet",
+        "db",
+        "meters",
+        "truth",
+        "quality",
+    ]
+    assert listed[8:] == ["loadonce", "scale"]
     assert listed == list(BENCHMARKS)
     assert time.monotonic() - started < 20  # no torch import to list them
 

@@ -99,8 +99,8 @@ def shared_dir() -> Iterator[Path]:
 @pytest.fixture
 def um25c(shared_dir: Path) -> Iterator[Any]:
     """A UM25C on a world-accessible pty showing a constant 2.5 W (port: ``.port``)."""
-    from tests.emulators.traces import constant
-    from tests.emulators.um import UmEmulator
+    from agent.meters.emulate.traces import constant
+    from agent.meters.emulate.um import UmEmulator
 
     emulator = UmEmulator(
         "um25c", constant(2.5), link=shared_dir / "rfcomm0", world_accessible=True
@@ -115,8 +115,8 @@ def um25c(shared_dir: Path) -> Iterator[Any]:
 @pytest.fixture
 def hwmon(shared_dir: Path) -> Iterator[Any]:
     """A fake hwmon sysfs tree (ina226, constant 4.0 W) kept fresh by a background thread."""
-    from tests.emulators.sysfs import FakeHwmon
-    from tests.emulators.traces import constant
+    from agent.meters.emulate.sysfs import FakeHwmon
+    from agent.meters.emulate.traces import constant
 
     sensor = FakeHwmon(shared_dir / "sysfs", constant(4.0), name="ina226")
     for folder in [shared_dir / "sysfs", *(shared_dir / "sysfs").rglob("*")]:

@@ -11,12 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.meters import create_meter
+from agent.meters.emulate import fnirsi as emulator
+from agent.meters.emulate.fnirsi import FakeFnirsi, data_packet, encode_sample
+from agent.meters.emulate.traces import constant, ramp
 from agent.meters.fnirsi import USB_IDS, crc8, decode_packet, request_packet
 from agent.sampler import Sampler
 from tasks.errors import MeterError, MeterProtocolError, MeterTimeout
-from tests.emulators import fnirsi as emulator
-from tests.emulators.fnirsi import FakeFnirsi, data_packet, encode_sample
-from tests.emulators.traces import constant, ramp
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.meters import create_meter
+from agent.meters.emulate.sysfs import FakeHwmon
+from agent.meters.emulate.traces import constant
 from tasks.errors import ConfigError, MeterError
-from tests.emulators.sysfs import FakeHwmon
-from tests.emulators.traces import constant
 
 
 def test_power_channel_is_read_in_watts(tmp_path: Path) -> None:

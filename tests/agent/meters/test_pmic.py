@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from agent.meters import create_meter
+from agent.meters.emulate import vcgencmd
 from agent.meters.pmic import parse_pmic_adc
 from tasks.errors import MeterError, MeterTimeout
-from tests.emulators import vcgencmd
 
 
 @pytest.fixture

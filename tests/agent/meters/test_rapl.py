@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from agent.meters import create_meter
+from agent.meters.emulate.sysfs import FakeRapl
+from agent.meters.emulate.traces import constant
 from agent.meters.rapl import RaplMeter
 from tasks.errors import MeterError
 from tests.agent.meters.conftest import run_without_file_override
-from tests.emulators.sysfs import FakeRapl
-from tests.emulators.traces import constant
 
 
 def test_power_is_the_counter_rate(tmp_path: Path) -> None:

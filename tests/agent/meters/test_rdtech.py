@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.meters import create_meter
+from agent.meters.emulate.traces import constant, ramp
+from agent.meters.emulate.um import VOLT_DIV, UmEmulator, UmFields, encode_frame
 from agent.meters.rdtech import MODELS, decode_frame, find_frame, um34c_checksum
 from agent.sampler import Sampler
 from tasks.errors import MeterError, MeterProtocolError, MeterTimeout
-from tests.emulators.traces import constant, ramp
-from tests.emulators.um import VOLT_DIV, UmEmulator, UmFields, encode_frame
 
 KINDS = ("um24c", "um25c", "um34c")
 ROOT = Path(__file__).resolve().parents[3]
@@ -193,7 +193,7 @@ def test_emulator_runs_in_another_process(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "tests.emulators.um",
+            "agent.meters.emulate.um",
             "--kind",
             "um24c",
             "--trace",

@@ -15,8 +15,8 @@ import pytest
 import serial
 
 from agent.meters import create_meter
-from tests.emulators.traces import constant
-from tests.emulators.um import UmEmulator
+from agent.meters.emulate.traces import constant
+from agent.meters.emulate.um import UmEmulator
 
 
 def _provider() -> str:

@@ -25,7 +25,15 @@ def test_every_registered_task_imports_and_describes_itself(name: str) -> None:
 
 def test_list_tasks_shows_parameters_with_types_and_defaults() -> None:
     infos = {info.name: info for info in list_tasks()}
-    assert list(infos) == ["generate", "perplexity", "next-token", "choice", "last-word", "idle"]
+    assert list(infos) == [
+        "generate",
+        "perplexity",
+        "next-token",
+        "choice",
+        "last-word",
+        "idle",
+        "alternating",
+    ]
     gen = {p.name: p for p in infos["generate"].parameters}
     assert gen["max_new_tokens"].default == 32
     assert gen["max_new_tokens"].type_name == "int"
@@ -50,7 +58,9 @@ def test_file_parameters_are_parameters(name: str) -> None:
     task = get_task(name)
     fields = {f.name for f in dataclasses.fields(task.params_type)}
     assert set(task.file_params) <= fields
-    assert task.file_params or not getattr(task, "needs_model", True)  # idle reads no file
+    # every task that reads a text or prompts from a file names that parameter (idle reads
+    # nothing; alternating makes its own prompts)
+    assert task.file_params or name in ("idle", "alternating")
 
 
 def test_quality_task_descriptions_name_their_datasets() -> None:

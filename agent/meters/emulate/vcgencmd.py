@@ -40,7 +40,7 @@ DEFAULT_STATE: dict[str, Any] = {
     "no_rails": False,  # a Pi 4 / old firmware: pmic_read_adc prints nothing useful
 }
 
-_SCRIPT = """#!{python}
+_SCRIPT = """#!{python} -S
 import json, os, sys, time
 STATE = os.environ.get("TSLM_FAKE_VCGENCMD_STATE") or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "vcgencmd.json")
@@ -99,3 +99,48 @@ def write_state(bin_dir: Path, state: dict[str, Any]) -> None:
 def expected_power_w(current_scale: float = 1.0) -> float:
     """Sum of V x I over the rails reporting both, at the printed precision."""
     return sum(round(a * current_scale, 8) * round(v, 8) for _, a, _, v in PI5_RAILS.values())
+
+
+#: a fake ``vcgencmd`` as light as the real C program: it prints files the emulator keeps
+#: current, so that calling it ten times a second costs little CPU (the load-following
+#: emulator counts the caller's CPU use, children included)
+_FAST_SCRIPT = """#!/bin/sh
+case "$1" in
+  pmic_read_adc) exec cat '{folder}/pmic_read_adc.txt' ;;
+  get_throttled) echo "throttled=0x0" ;;
+  measure_temp) echo "temp=48.3'C" ;;
+  *) echo 'error=2 error_msg="Command not registered"'; exit 2 ;;
+esac
+"""
+
+
+def pmic_text(current_scale: float = 1.0, ext5v_v: float = DEFAULT_STATE["ext5v_v"]) -> str:
+    """The output of ``vcgencmd pmic_read_adc`` with every rail current scaled."""
+    lines = []
+    for name, (ci, amps, vi, volts) in PI5_RAILS.items():
+        lines.append((ci, f" {name}_A current({ci})={amps * current_scale:.8f}A"))
+        lines.append((vi, f" {name}_V volt({vi})={volts:.8f}V"))
+    lines.append((24, f" EXT5V_V volt(24)={ext5v_v:.8f}V"))
+    lines.append((25, " BATT_V volt(25)=0.00000000V"))
+    ordered = sorted(lines, key=lambda item: (item[1].endswith("V"), item[0]))
+    return "".join("   " + line + "\n" for _, line in ordered)
+
+
+def install_fast(folder: Path) -> Path:
+    """Write the light ``vcgencmd`` into ``folder``; :func:`write_pmic` sets its reading."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if "'" in str(folder):
+        raise ValueError(f"folder {folder} holds a quote")
+    script = folder / "vcgencmd"
+    script.write_text(_FAST_SCRIPT.format(folder=folder))
+    script.chmod(0o755)
+    write_pmic(folder, 1.0)
+    return script
+
+
+def write_pmic(folder: Path, current_scale: float) -> None:
+    """Replace the rails the light ``vcgencmd`` prints (atomically)."""
+    path = folder / "pmic_read_adc.txt"
+    tmp = folder / ".pmic_read_adc.tmp"
+    tmp.write_text(pmic_text(current_scale))
+    tmp.replace(path)

@@ -18,7 +18,7 @@ import time
 
 import usb.core
 
-from tests.emulators.traces import Trace
+from agent.meters.emulate.traces import PowerTrace
 
 PACKET_LEN = 64
 PACKET_PERIOD_S = 0.04
@@ -81,7 +81,7 @@ class FakeFnirsi:
     def __init__(
         self,
         model: str,
-        trace: Trace,
+        trace: PowerTrace,
         *,
         t0: float | None = None,
         fault: str | None = None,

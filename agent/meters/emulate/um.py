@@ -2,14 +2,15 @@
 
 The driver opens the pty's slave path (or a stable symlink to it, like /dev/rfcomm0)
 with pyserial. The emulator answers each 0xF0 with a 130-byte frame built from a power
-trace, refreshing the reading every 0.5 s like the real meters, and can misbehave on
+trace, refreshing the reading every 0.5 s to the mean power of that half second, like the
+real meters, answering each request after a short delay (``reply_delay_s``), and can misbehave on
 demand: ``silent``, ``truncated``, ``garbage`` (junk before the frame), ``bad_end``
 (wrong end bytes / UM34C XOR), ``drop`` (ignore requests), ``wrong_model``; plus
 ``disappear()`` / ``reappear()`` of the port.
 
 From another process::
 
-    python -m tests.emulators.um --kind um25c --trace const:2.5 [--link PATH]
+    python -m agent.meters.emulate.um --kind um25c --trace const:2.5 [--link PATH]
 
 prints the port path, then takes commands on stdin: ``fault NAME [RATE]``,
 ``disappear``, ``reappear [same|new]`` (prints the new path), ``quit``.
@@ -28,7 +29,8 @@ import tty
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.emulators.traces import Trace, parse_trace
+from agent.meters.emulate.traces import PowerTrace, parse_trace
+from tasks.errors import ConfigError
 
 FRAME_LEN = 130
 #: model ids and scale divisors from the protocol table
@@ -37,6 +39,8 @@ VOLT_DIV = {"um24c": 100, "um25c": 1000, "um34c": 100}
 AMP_DIV = {"um24c": 1000, "um25c": 10000, "um34c": 1000}
 XOR_POSITIONS = (1, 3, 7, 9, 15, 17, 19, 23, 31, 39, 41, 45, 49, 53, 55, 57, 59, 63, 67, 69,
                  73, 79, 83, 89, 97, 99, 109, 111, 113, 119, 121, 127)  # fmt: skip
+#: seconds from a request to the start of the reply (a UM25C over Bluetooth: tens of ms)
+REPLY_DELAY_S = 0.03
 FAULTS = ("silent", "truncated", "garbage", "bad_end", "drop", "wrong_model")
 
 
@@ -112,7 +116,7 @@ class UmEmulator:
     def __init__(
         self,
         kind: str,
-        trace: Trace,
+        trace: PowerTrace,
         *,
         t0: float | None = None,
         link: str | os.PathLike[str] | None = None,
@@ -121,9 +125,11 @@ class UmEmulator:
         fault_rate: float = 1.0,
         seed: int = 0,
         world_accessible: bool = False,
+        reply_delay_s: float = REPLY_DELAY_S,
     ) -> None:
         if kind not in MODEL_ID:
-            raise ValueError(f"unknown UM model {kind!r}")
+            raise ConfigError(f"unknown UM model {kind!r}; known: {', '.join(MODEL_ID)}")
+        self.reply_delay_s = reply_delay_s
         self.kind = kind
         self.trace = trace
         self.t0 = time.monotonic() if t0 is None else t0
@@ -208,11 +214,13 @@ class UmEmulator:
                 energy = self.trace.energy_j(t_prev, rel)
                 self._mwh += energy / 3.6
                 self._mah += energy / self.trace.volts / 3.6
+            # the meter shows the mean power of the period that just ended
+            watts = self.trace.energy_j(rel - self.refresh_s, rel) / self.refresh_s
             self._frame = encode_frame(
                 self.kind,
                 fields_for(
                     self.kind,
-                    self.trace.power_w(rel),
+                    watts,
                     self.trace.volts,
                     int(self._mah),
                     int(self._mwh),
@@ -260,6 +268,8 @@ class UmEmulator:
                     continue  # other commands (screen, brightness, ...) get no reply
                 self.requests += 1
                 reply = self._reply()
+                if reply and self.reply_delay_s > 0:
+                    self._stop.wait(self.reply_delay_s)  # the meter's own processing time
                 if reply:
                     self.replies += 1
                     try:
@@ -297,7 +307,7 @@ class UmEmulator:
 
 def main(argv: list[str] | None = None) -> int:
     """Run an emulator for another process (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m tests.emulators.um")
+    parser = argparse.ArgumentParser(prog="python -m agent.meters.emulate.um")
     parser.add_argument("--kind", choices=sorted(MODEL_ID), default="um25c")
     parser.add_argument("--trace", default="const:2.5")
     parser.add_argument("--link", help="stable symlink to the pty, like /dev/rfcomm0")

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.emulators.traces import Trace
+from agent.meters.emulate.traces import PowerTrace
 
 
 def _write(path: Path, value: str) -> None:
@@ -26,7 +26,7 @@ def _write(path: Path, value: str) -> None:
 class _Updater:
     """Rewrites the files every ``period_s`` from the trace in a daemon thread."""
 
-    def __init__(self, trace: Trace, t0: float | None, period_s: float) -> None:
+    def __init__(self, trace: PowerTrace, t0: float | None, period_s: float) -> None:
         self.trace = trace
         self.t0 = time.monotonic() if t0 is None else t0
         self.period_s = period_s
@@ -73,7 +73,7 @@ class FakeHwmon(_Updater):
     def __init__(
         self,
         root: Path,
-        trace: Trace,
+        trace: PowerTrace,
         *,
         name: str = "ina226",
         index: int = 0,
@@ -123,7 +123,7 @@ class FakeRapl(_Updater):
     def __init__(
         self,
         root: Path,
-        trace: Trace,
+        trace: PowerTrace,
         *,
         domain: str = "intel-rapl:0",
         max_energy_range_uj: int = 262_143_328_850,

@@ -16,8 +16,21 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass
+from typing import Protocol
+
+from tasks.errors import ConfigError
 
 DEFAULT_VOLTS = 5.1
+
+
+class PowerTrace(Protocol):
+    """What an emulator reads: power and exact energy over time, at a fixed voltage."""
+
+    volts: float
+
+    def power_w(self, t: float) -> float: ...
+
+    def energy_j(self, t0: float, t1: float) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -112,5 +125,7 @@ def parse_trace(spec: str) -> Trace:
             pairs = [item.split("=") for item in args.split(",")]
             return Trace(tuple((float(t), float(w)) for t, w in pairs))
     except ValueError as exc:
-        raise ValueError(f"bad trace {spec!r}: {exc}") from exc
-    raise ValueError(f"unknown trace kind {name!r} in {spec!r} (const, steps, ramp, pulse, points)")
+        raise ConfigError(f"bad trace {spec!r}: {exc}") from exc
+    raise ConfigError(
+        f"unknown trace kind {name!r} in {spec!r} (const, steps, ramp, pulse, points)"
+    )
