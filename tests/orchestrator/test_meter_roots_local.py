@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from testbed.models import save_tiny_model
-from tests.emulators.sysfs import FakeHwmon
-from tests.emulators.traces import constant
+from agent.meters.emulate.sysfs import FakeHwmon
+from agent.meters.emulate.traces import constant
 
 pytestmark = pytest.mark.slow
 
