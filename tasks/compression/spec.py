@@ -21,6 +21,11 @@ TT_IMPLS = ("batched", "tensorly")
 #: total squared error, or by marginal gain weighted by each token's expected frequency
 TT_ALLOCS = ("uniform", "adaptive", "weighted")
 KEEP_AUTO = "auto"
+#: where ``mixed`` takes each token's importance from
+IMPORTANCE = ("model", "counts", "uniform")
+#: the average bits per weight ``mixed:bits=`` may ask for (float32 is 32)
+MIXED_BITS = (1.0, 16.0)
+MIXED_GROUPS = ("32", "64", "128")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
@@ -128,6 +133,31 @@ def _check_tt(values: dict[str, Any]) -> str | None:
     return None
 
 
+def _mixed_bits(text: str) -> float:
+    value = float(text)
+    low, high = MIXED_BITS
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low:g} and {high:g} bits per weight")
+    return value
+
+
+def _check_mixed(values: dict[str, Any]) -> str | None:
+    """``mixed`` needs a budget, and one the format can meet (with its smallest rows)."""
+    bits = values.get("bits")
+    if bits is None:
+        return "mixed needs bits= (the average bits per weight, e.g. bits=4)"
+    group = int(values.get("group", 64))
+    # the cheapest row: 2-bit codes, an fp16 scale and minimum per group, a 2-bit width tag
+    floor = 2.0 + 32.0 / group
+    if bits < floor:
+        return (
+            f"bits={bits:g} cannot be met: with group={group} the cheapest row takes "
+            f"more than {floor:g} bits per weight; the closest achievable ratio is about "
+            f"{32.0 / floor:.3g}x (bits={floor:g}); ask for more bits or a larger group"
+        )
+    return None
+
+
 _HEAD = KeySpec(
     _choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it", default="keep-dense"
 )
@@ -208,6 +238,30 @@ METHODS: dict[str, MethodInfo] = {
     "int8": MethodInfo(
         "int8", "tasks.compression.int8", "per-row affine 8-bit quantisation", {"head": _HEAD}
     ),
+    "mixed": MethodInfo(
+        "mixed",
+        "tasks.compression.mixed",
+        "per-token widths (2/3/4 bits in groups, or 8 bits) under an average bit budget, "
+        "spent where the model's own token probabilities say it matters",
+        {
+            "bits": KeySpec(_mixed_bits, "average stored bits per weight, scales included"),
+            "group": KeySpec(
+                lambda t: int(_choice(MIXED_GROUPS)(t)),
+                "channels per group of the 2-4 bit rows (32/64/128)",
+                default=64,
+            ),
+            "importance": KeySpec(
+                _choice(IMPORTANCE),
+                "token importance: the model's mean probability on the calibration "
+                "text (model), calibration counts + 1 (counts), or none (uniform)",
+                default="model",
+            ),
+            "head": _HEAD,
+        },
+        check=_check_mixed,
+    ),
+    "fp16": MethodInfo("fp16", "tasks.compression.floats", "the table in float16", {"head": _HEAD}),
+    "bf16": MethodInfo("bf16", "tasks.compression.floats", "the table in bfloat16", {"head": _HEAD}),
 }
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -259,7 +313,16 @@ class VariantSpec:
     @property
     def needs_calibration(self) -> bool:
         """True when the method orders tokens by their frequency in the calibration text."""
-        return bool(self.get("keep")) or self.get("alloc") == "weighted"
+        return (
+            bool(self.get("keep"))
+            or self.get("alloc") == "weighted"
+            or self.get("importance") == "counts"
+        )
+
+    @property
+    def needs_importance(self) -> bool:
+        """True when the method weighs tokens by the model's own probabilities."""
+        return self.method == "mixed" and self.get("importance") == "model"
 
     @property
     def head(self) -> str:
