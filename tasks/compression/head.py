@@ -18,7 +18,7 @@ Device side: torch only.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -211,8 +211,3 @@ class CompressedHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.embedding_dim}, {self.num_embeddings}, kernel={self.kernel_name}"
-
-
-def iter_chunks(rows: int, step: int = CHUNK_ROWS) -> Iterator[tuple[int, int]]:
-    for start in range(0, rows, step):
-        yield start, min(start + step, rows)

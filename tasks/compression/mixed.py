@@ -239,7 +239,7 @@ def compress(
             hint="pick a group that divides it (32, 64, ...)",
         )
     budget_bits = float(spec.get("bits"))
-    low, high = bits_range(dim, group)
+    low, _ = bits_range(dim, group)
     if budget_bits < low:
         raise CompressionError(
             f"mixed:bits={budget_bits:g} cannot be met: with group={group} every row "
@@ -256,14 +256,6 @@ def compress(
         progress("allocating widths", 1, 2)
     # the width of every row is stored too, in WIDTH_INDEX_BITS bits
     budget = budget_bits * rows * dim - WIDTH_INDEX_BITS * rows
-    if float(costs.min()) * rows > budget:
-        raise CompressionError(
-            f"mixed:bits={budget_bits:g} cannot be met: the cheapest allocation takes "
-            f"{(float(costs.min()) * rows + WIDTH_INDEX_BITS * rows) / (rows * dim):.4g} "
-            f"bits per weight; the closest achievable ratio is "
-            f"{32 * rows * dim / (float(costs.min()) * rows + WIDTH_INDEX_BITS * rows):.3g}x",
-            hint="ask for more bits, or a larger group",
-        )
     choice = allocate(errors, weights, costs, budget)
     tensors: dict[str, torch.Tensor] = {"width_index": pack_bits(choice, WIDTH_INDEX_BITS)}
     approx = torch.empty(rows, dim, dtype=torch.float32)
@@ -445,7 +437,9 @@ class MixedEmbedding(nn.Module):
 
         def low_chunk(a: int, b: int) -> torch.Tensor:
             return dequantize_low(
-                self._low_codes(torch.arange(a, b)), self.low_scale[a:b], self.low_min[a:b],
+                self._low_codes(torch.arange(a, b)),
+                self.low_scale[a:b],
+                self.low_min[a:b],
                 self.group,
             )
 
@@ -453,7 +447,9 @@ class MixedEmbedding(nn.Module):
             return dequantize_high(self.high_codes[a:b], self.high_scale[a:b])
 
         def chunked_in(dtype: torch.dtype) -> Kernel:
-            low_k = chunked(int(self.low_ids.numel()), lambda a, b: low_chunk(a, b).to(dtype), dtype)
+            low_k = chunked(
+                int(self.low_ids.numel()), lambda a, b: low_chunk(a, b).to(dtype), dtype
+            )
             high_k = chunked(
                 int(self.high_ids.numel()), lambda a, b: high_chunk(a, b).to(dtype), dtype
             )
@@ -478,7 +474,9 @@ class MixedEmbedding(nn.Module):
         if self.low_block is None:
             codes = self._low_codes(torch.arange(n)).to(torch.int32)
             if padded_n != n:
-                codes = torch.cat([codes, torch.zeros(padded_n - n, self.embedding_dim, dtype=torch.int32)])
+                codes = torch.cat(
+                    [codes, torch.zeros(padded_n - n, self.embedding_dim, dtype=torch.int32)]
+                )
             packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
         else:
             packed = self.low_codes

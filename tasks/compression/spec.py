@@ -261,7 +261,9 @@ METHODS: dict[str, MethodInfo] = {
         check=_check_mixed,
     ),
     "fp16": MethodInfo("fp16", "tasks.compression.floats", "the table in float16", {"head": _HEAD}),
-    "bf16": MethodInfo("bf16", "tasks.compression.floats", "the table in bfloat16", {"head": _HEAD}),
+    "bf16": MethodInfo(
+        "bf16", "tasks.compression.floats", "the table in bfloat16", {"head": _HEAD}
+    ),
 }
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")

@@ -82,7 +82,7 @@ def test_wrong_or_failing_kernels_are_rejected() -> None:
     def right():
         return lambda x: x @ table.T
 
-    kernel, choice = select_kernel(
+    _, choice = select_kernel(
         [Candidate("wrong", wrong), Candidate("broken", broken), Candidate("right", right)],
         lambda ids: table[ids],
         100,
@@ -101,7 +101,9 @@ def test_float_formats() -> None:
         result = get_method(name).compress(table, parse_variant(name))
         assert result.tensors["table"].dtype == dtype
         assert table.numel() / result.params == pytest.approx(2.0)
-        module = get_method(name).build_embedding(result.tensors, result.method, dtype=torch.float32)
+        module = get_method(name).build_embedding(
+            result.tensors, result.method, dtype=torch.float32
+        )
         assert torch.equal(module.materialize(), table.to(dtype).float())
     with pytest.raises(ConfigError, match="no key 'bits'"):
         parse_variant("fp16:bits=4")

@@ -146,7 +146,9 @@ def test_int4_layout_rows_equal_own_layout() -> None:
     assert module.low_block is not None
     assert torch.equal(module.materialize(), before)
     x = torch.randn(3, 128)
-    assert torch.allclose(kernel(x), x @ before.T, rtol=0.02, atol=0.02 * float((x @ before.T).abs().max()))
+    assert torch.allclose(
+        kernel(x), x @ before.T, rtol=0.02, atol=0.02 * float((x @ before.T).abs().max())
+    )
 
 
 @pytest.mark.parametrize("only", [None, "mixed-chunked-fp32", "mixed-chunked-bf16"])
