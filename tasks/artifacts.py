@@ -172,6 +172,10 @@ def build_artifact(
 
         # scored before any change to the model: the dense model's own probabilities
         extra["importance"] = model_importance(model, tokenizer, int(table.shape[0]))
+    if variant.needs_layer0_gain:
+        from tasks.models import layer0_gain
+
+        extra["layer0_gain"] = layer0_gain(model)
     tied = head_is_tied(model)
     if variant.head == "tied" and not tied:
         raise CompressionError(

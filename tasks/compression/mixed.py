@@ -122,16 +122,31 @@ def unpack_bits(packed: torch.Tensor, width: int, count: int) -> torch.Tensor:
 # --- allocation ----------------------------------------------------------------------
 
 
-def width_errors(table: torch.Tensor, group: int) -> torch.Tensor:
-    """(V, len(WIDTHS)) float64 squared reconstruction error of every row at every width."""
+def width_errors(
+    table: torch.Tensor, group: int, metric: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(V, len(WIDTHS)) float64 squared reconstruction error of every row at every width.
+
+    ``metric`` (optional, (d,) channel weights): the error as the first layer sees it,
+    ``sum_c metric_c (x_c - x_hat_c)^2 / mean(x^2)``: an RMS norm divides every row by its
+    own scale and multiplies channel ``c`` by its gain, so ``metric`` is the squared gain.
+    """
     x = table.to(torch.float32)
+    weights = None if metric is None else metric.to(torch.float64)[None, :]
+    scale = None if metric is None else x.double().pow(2).mean(dim=1).clamp_min(1e-30)
+
+    def error(approx: torch.Tensor) -> torch.Tensor:
+        sq = (x - approx).double().pow(2)
+        if weights is None:
+            return sq.sum(dim=1)
+        return (sq * weights).sum(dim=1) / scale
+
     errors = []
     for width in LOW_WIDTHS:
         q = quantize_low(x, width, group)
-        approx = dequantize_low(q["codes"], q["scale"], q["min"], group)
-        errors.append((x - approx).double().pow(2).sum(dim=1))
+        errors.append(error(dequantize_low(q["codes"], q["scale"], q["min"], group)))
     q = quantize_high(x)
-    errors.append((x - dequantize_high(q["codes"], q["scale"])).double().pow(2).sum(dim=1))
+    errors.append(error(dequantize_high(q["codes"], q["scale"])))
     return torch.stack(errors, dim=1)
 
 
@@ -229,6 +244,7 @@ def compress(
     progress: Progress | None = None,
     token_counts: torch.Tensor | None = None,
     importance: torch.Tensor | None = None,
+    layer0_gain: torch.Tensor | None = None,
 ) -> CompressionResult:
     """Allocate widths under the ``bits=`` budget and quantise every row at its width."""
     rows, dim = (int(s) for s in table.shape)
@@ -248,9 +264,19 @@ def compress(
             hint=f"ask for bits >= {low:.4g}, or a larger group",
         )
     weights, kind = _importance(spec, rows, token_counts, importance)
+    power = float(spec.get("power"))
+    weights = weights.clamp_min(1e-300).pow(power)
     if progress is not None:
         progress("quantising at every width", 0, 2)
-    errors = width_errors(table, group)
+    metric = None
+    if spec.get("metric") == "layer0":
+        if layer0_gain is None or layer0_gain.shape != (dim,):
+            raise CompressionError(
+                "metric=layer0 needs the gain of the first layer's input norm",
+                hint="this model has none that tasks.models.layer0_gain can find; use metric=l2",
+            )
+        metric = layer0_gain.to(torch.float64).pow(2)
+    errors = width_errors(table, group, metric)
     costs = torch.tensor([row_bits(w, dim, group) for w in WIDTHS], dtype=torch.float64)
     if progress is not None:
         progress("allocating widths", 1, 2)
@@ -297,6 +323,8 @@ def compress(
             "bits": budget_bits,
             "group": group,
             "importance": kind,
+            "metric": spec.get("metric"),
+            "power": power,
             "widths": list(WIDTHS),
             "bits_per_weight": stored_bits / (rows * dim),
             "allocation": alloc,

@@ -141,6 +141,13 @@ def _mixed_bits(text: str) -> float:
     return value
 
 
+def _power(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 2.0:
+        raise ValueError("must be between 0 and 2")
+    return value
+
+
 def _check_mixed(values: dict[str, Any]) -> str | None:
     """``mixed`` needs a budget, and one the format can meet (with its smallest rows)."""
     bits = values.get("bits")
@@ -256,6 +263,19 @@ METHODS: dict[str, MethodInfo] = {
                 "text (model), calibration counts + 1 (counts), or none (uniform)",
                 default="model",
             ),
+            "power": KeySpec(
+                _power,
+                "exponent applied to the importance (1: as measured; below 1 flattens it, "
+                "sparing rare tokens the narrowest widths)",
+                default=1.0,
+            ),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the allocation minimises: plain squared error (l2), or as the "
+                "first layer's RMS norm sees a row: divided by the row's mean square, "
+                "channels weighted by the norm's squared gain (layer0)",
+                default="l2",
+            ),
             "head": _HEAD,
         },
         check=_check_mixed,
@@ -320,6 +340,11 @@ class VariantSpec:
             or self.get("alloc") == "weighted"
             or self.get("importance") == "counts"
         )
+
+    @property
+    def needs_layer0_gain(self) -> bool:
+        """True when the method measures errors as the first layer's norm sees them."""
+        return self.method == "mixed" and self.get("metric") == "layer0"
 
     @property
     def needs_importance(self) -> bool:
