@@ -395,6 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lookup-reps", type=int, default=50)
     parser.add_argument(
+        "--results-dir", type=Path, default=ROOT / "bench" / "results", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
         "--tied",
         action="append",
         default=[],
@@ -433,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     except TslmError as exc:
         print(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return 2
-    path = write_result(NAME, doc, quick=args.quick)
+    path = write_result(NAME, doc, quick=args.quick, results_dir=args.results_dir)
     print_summary(doc)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return 0
 
 

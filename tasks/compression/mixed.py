@@ -1,7 +1,7 @@
 """``mixed:bits=B``: bits spread over tokens under an average budget, by importance.
 
 Every row gets one of the widths :data:`WIDTHS`: 2, 3 or 4 bits in groups of ``group``
-channels (affine, each group with an fp16 scale and minimum), or 8 bits per row
+channels (affine, each group with a bf16 scale and offset), or 8 bits per row
 (symmetric, one float32 scale). A row's cost counts its codes and its scales, so the
 budget ``B`` is the average number of stored bits per weight and the ratio against
 float32 is ``32 / B`` (or a little more: the allocation never exceeds the budget).
@@ -36,9 +36,11 @@ from tasks.errors import ArtifactError, CompressionError
 LOW_WIDTHS = (2, 3, 4)
 HIGH_WIDTH = 8
 WIDTHS = (*LOW_WIDTHS, HIGH_WIDTH)
-#: bits of the fp16 scale and minimum of one group, and of the float32 scale of an 8-bit row
+#: bits of the bf16 scale and offset of one group, and of the float32 scale of an 8-bit row
 GROUP_SCALE_BITS = 32
 ROW_SCALE_BITS = 32
+#: the code that stands for ``zero`` (torch's int4 kernel subtracts 8 from every code)
+ZERO_CODE = 8
 #: bits per row of the stored width index
 WIDTH_INDEX_BITS = 2
 
@@ -63,24 +65,34 @@ def bits_range(dim: int, group: int) -> tuple[float, float]:
 
 
 def quantize_low(table: torch.Tensor, width: int, group: int) -> dict[str, torch.Tensor]:
-    """Affine ``width``-bit codes per group of ``group`` channels, fp16 scale and minimum."""
+    """Affine ``width``-bit codes per group of ``group`` channels.
+
+    ``x ~ (code - 8) * scale + zero``, with ``scale`` and ``zero`` stored in bfloat16: the
+    form torch's int4 weight-only kernel computes with, so the head reads exactly the
+    values the embedding does. Both are rounded first and the codes chosen against the
+    rounded values.
+    """
     rows, dim = table.shape
     x = table.to(torch.float32).reshape(rows, dim // group, group)
-    low = x.amin(dim=-1).to(torch.float16)
-    high = x.amax(dim=-1)
+    low, high = x.amin(dim=-1), x.amax(dim=-1)
     levels = (1 << width) - 1
-    scale = ((high - low.to(torch.float32)) / levels).to(torch.float16)
-    safe = torch.where(scale > 0, scale.to(torch.float32), torch.ones(()))
-    codes = ((x - low.to(torch.float32)[..., None]) / safe[..., None]).round().clamp(0, levels)
-    return {"codes": codes.to(torch.uint8).reshape(rows, dim), "scale": scale, "min": low}
+    scale = ((high - low) / levels).to(torch.bfloat16)
+    scale_f = scale.to(torch.float32)
+    safe = torch.where(scale_f > 0, scale_f, torch.ones(()))
+    # centre the rounded grid on the group's range, then round the offset once
+    mid = (low + high) / 2 - (levels / 2 - ZERO_CODE) * scale_f
+    zero = mid.to(torch.bfloat16)
+    zero_f = zero.to(torch.float32)
+    codes = ((x - zero_f[..., None]) / safe[..., None] + ZERO_CODE).round().clamp(0, levels)
+    return {"codes": codes.to(torch.uint8).reshape(rows, dim), "scale": scale, "zero": zero}
 
 
 def dequantize_low(
-    codes: torch.Tensor, scale: torch.Tensor, low: torch.Tensor, group: int
+    codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, group: int
 ) -> torch.Tensor:
     rows, dim = codes.shape
-    x = codes.to(torch.float32).reshape(rows, dim // group, group)
-    x = x * scale.to(torch.float32)[..., None] + low.to(torch.float32)[..., None]
+    x = codes.to(torch.float32).reshape(rows, dim // group, group) - ZERO_CODE
+    x = x * scale.to(torch.float32)[..., None] + zero.to(torch.float32)[..., None]
     return x.reshape(rows, dim)
 
 
@@ -144,7 +156,7 @@ def width_errors(
     errors = []
     for width in LOW_WIDTHS:
         q = quantize_low(x, width, group)
-        errors.append(error(dequantize_low(q["codes"], q["scale"], q["min"], group)))
+        errors.append(error(dequantize_low(q["codes"], q["scale"], q["zero"], group)))
     q = quantize_high(x)
     errors.append(error(dequantize_high(q["codes"], q["scale"])))
     return torch.stack(errors, dim=1)
@@ -298,13 +310,13 @@ def compress(
             if q is None:
                 q = {
                     "codes": torch.zeros(0, dim, dtype=torch.uint8),
-                    "scale": torch.zeros(0, dim // group, dtype=torch.float16),
-                    "min": torch.zeros(0, dim // group, dtype=torch.float16),
+                    "scale": torch.zeros(0, dim // group, dtype=torch.bfloat16),
+                    "zero": torch.zeros(0, dim // group, dtype=torch.bfloat16),
                 }
             tensors[f"w{width}_codes"] = pack_bits(q["codes"], width)
             tensors[f"w{width}_scale"] = q["scale"].contiguous()
-            tensors[f"w{width}_min"] = q["min"].contiguous()
-            approx[ids] = dequantize_low(q["codes"], q["scale"], q["min"], group)
+            tensors[f"w{width}_zero"] = q["zero"].contiguous()
+            approx[ids] = dequantize_low(q["codes"], q["scale"], q["zero"], group)
     stored_bits = float(costs[choice].sum()) + WIDTH_INDEX_BITS * rows
     mass = weights / weights.sum()
     alloc = {
@@ -372,7 +384,7 @@ def _unnibble(packed: torch.Tensor) -> torch.Tensor:
 
 
 class MixedEmbedding(nn.Module):
-    """Rows at 2-4 bits (held as 4-bit codes, group scale and minimum) or 8 bits (int8 with
+    """Rows at 2-4 bits (held as 4-bit codes, group scale and offset) or 8 bits (int8 with
     a row scale); serves as a tied LM head."""
 
     def __init__(
@@ -388,13 +400,13 @@ class MixedEmbedding(nn.Module):
         self.num_embeddings, self.embedding_dim, self.group = rows, dim, group
         self.out_dtype = dtype
         low_ids = torch.cat([ids[w] for w in LOW_WIDTHS])
-        # 2-4 bit rows: 4-bit codes with the group's scale and minimum
+        # 2-4 bit rows: 4-bit codes with the group's scale and offset
         codes, scales, mins = [], [], []
         for w in LOW_WIDTHS:
             n = int(ids[w].numel())
             codes.append(unpack_bits(tensors[f"w{w}_codes"], w, n * dim).reshape(n, dim))
             scales.append(tensors[f"w{w}_scale"].reshape(n, dim // group))
-            mins.append(tensors[f"w{w}_min"].reshape(n, dim // group))
+            mins.append(tensors[f"w{w}_zero"].reshape(n, dim // group))
         slot = torch.full((rows,), -1, dtype=torch.int64)
         where = torch.full((rows,), -1, dtype=torch.int8)
         slot[low_ids] = torch.arange(low_ids.numel())
@@ -407,7 +419,7 @@ class MixedEmbedding(nn.Module):
         self.register_buffer("high_ids", ids[HIGH_WIDTH])
         self.register_buffer("low_codes", _nibbles(torch.cat(codes)))
         self.register_buffer("low_scale", torch.cat(scales).to(torch.float32))
-        self.register_buffer("low_min", torch.cat(mins).to(torch.float32))
+        self.register_buffer("low_zero", torch.cat(mins).to(torch.float32))
         self.register_buffer("high_codes", tensors["w8_codes"].to(torch.int8).contiguous())
         self.register_buffer("high_scale", tensors["w8_scale"].to(torch.float32).contiguous())
         #: rows per block when low_codes hold torch's int4 layout (None: our own layout)
@@ -435,7 +447,7 @@ class MixedEmbedding(nn.Module):
         if bool(low.any()):
             s = slot[low]
             out[low] = dequantize_low(
-                self._low_codes(s), self.low_scale[s], self.low_min[s], self.group
+                self._low_codes(s), self.low_scale[s], self.low_zero[s], self.group
             )
         high = ~low
         if bool(high.any()):
@@ -467,7 +479,7 @@ class MixedEmbedding(nn.Module):
             return dequantize_low(
                 self._low_codes(torch.arange(a, b)),
                 self.low_scale[a:b],
-                self.low_min[a:b],
+                self.low_zero[a:b],
                 self.group,
             )
 
@@ -509,7 +521,7 @@ class MixedEmbedding(nn.Module):
         else:
             packed = self.low_codes
         scale = self.low_scale
-        zero = self.low_min + 8.0 * scale
+        zero = self.low_zero
         if padded_n != n:
             pad = torch.zeros(padded_n - n, scale.shape[1])
             scale, zero = torch.cat([scale, pad]), torch.cat([zero, pad])

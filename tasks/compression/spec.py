@@ -154,7 +154,7 @@ def _check_mixed(values: dict[str, Any]) -> str | None:
     if bits is None:
         return "mixed needs bits= (the average bits per weight, e.g. bits=4)"
     group = int(values.get("group", 64))
-    # the cheapest row: 2-bit codes, an fp16 scale and minimum per group, a 2-bit width tag
+    # the cheapest row: 2-bit codes, a 16-bit scale and offset per group, a 2-bit width tag
     floor = 2.0 + 32.0 / group
     if bits < floor:
         return (

@@ -107,3 +107,12 @@ def test_float_formats() -> None:
         assert torch.equal(module.materialize(), table.to(dtype).float())
     with pytest.raises(ConfigError, match="no key 'bits'"):
         parse_variant("fp16:bits=4")
+
+
+def test_layer0_gain_is_found(tiny_dirs) -> None:
+    from tasks.models import layer0_gain
+
+    for arch in ("llama", "gpt2"):
+        model = load_model(tiny_dirs[arch], with_tokenizer=False)[0]
+        gain = layer0_gain(model)
+        assert gain is not None and gain.shape == (48,)

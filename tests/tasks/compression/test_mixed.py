@@ -171,3 +171,34 @@ def test_allocation_is_recorded() -> None:
     assert method["widths"] == list(WIDTHS)
     assert method["importance"] == "model"
     assert set(method["allocation"]) == {str(w) for w in WIDTHS}
+
+
+def test_layer0_metric_weighs_channels_and_row_scale() -> None:
+    table = _table()
+    table[:320] *= 10  # loud rows: the same absolute error matters less after the norm
+    gain = torch.ones(128)
+    spec = parse_variant("mixed:bits=3.5:metric=layer0")
+    ones = torch.ones(640, dtype=torch.float64)
+    result = get_method("mixed").compress(table, spec, importance=ones, layer0_gain=gain)
+    assert result.method["metric"] == "layer0"
+    plain = _compress("mixed:bits=3.5", table).method["allocation"]
+    # under l2 the loud rows take the wide codes; relative to their scale they need not
+    loud_wide = result.row_errors[:320].mean() / result.row_errors[320:].mean()
+    assert result.method["allocation"] != plain
+    assert 0.5 < float(loud_wide) < 2.0
+    with pytest.raises(CompressionError, match="metric=layer0 needs"):
+        get_method("mixed").compress(table, spec, importance=ones)
+
+
+def test_power_flattens_the_importance() -> None:
+    table = _table()
+    importance = torch.logspace(0, -8, 640, dtype=torch.float64)
+    sharp = _compress("mixed:bits=3.5", table, importance).method["allocation"]
+    flat = _compress("mixed:bits=3.5:power=0", table, importance).method["allocation"]
+    uniform = _compress("mixed:bits=3.5:importance=uniform", table).method["allocation"]
+    assert flat == {
+        k: {**v, "importance_share": flat[k]["importance_share"]} for k, v in uniform.items()
+    }
+    assert sharp["8"]["rows"] > flat["8"]["rows"]
+    with pytest.raises(ConfigError, match="power="):
+        parse_variant("mixed:bits=4:power=3")
