@@ -227,6 +227,8 @@ def inference_section(doc: dict[str, Any]) -> Section:
         f"{doc['warmup_queries']} warm-up; {doc['order']}; {doc['threads']} threads.",
         f"Head policy `{art.get('head_policy')}`. Memory: {doc.get('memory_note', 'n/a')}.",
     ]
+    if not doc.get("variant"):  # tied-head copies only
+        return Section(lines, f"**Inference**: {tied_headline}", notes[1:])
     if tied_headline:
         notes.append(tied_headline)
     return Section(lines, f"**Inference**: {headline}.", notes)
