@@ -247,6 +247,8 @@ def embedding_table(model: Any) -> torch.Tensor:
 def layer0_gain(model: Any) -> torch.Tensor | None:
     """(d,) gain of the norm in front of the first block's attention, when there is one
     (LLaMA-style ``layers[0].input_layernorm``, GPT-2's ``h[0].ln_1``); else None."""
+    import torch
+
     base = getattr(model, "base_model", model)
     for blocks_name, norm_name in (("layers", "input_layernorm"), ("h", "ln_1")):
         blocks = getattr(base, blocks_name, None)
