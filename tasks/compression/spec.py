@@ -267,14 +267,14 @@ METHODS: dict[str, MethodInfo] = {
                 _power,
                 "exponent applied to the importance (1: as measured; below 1 flattens it, "
                 "sparing rare tokens the narrowest widths)",
-                default=1.0,
+                default=0.5,
             ),
             "metric": KeySpec(
                 _choice(("l2", "layer0")),
                 "error the allocation minimises: plain squared error (l2), or as the "
                 "first layer's RMS norm sees a row: divided by the row's mean square, "
                 "channels weighted by the norm's squared gain (layer0)",
-                default="l2",
+                default="layer0",
             ),
             "head": _HEAD,
         },

@@ -29,7 +29,8 @@ def _compress(spec: str, table: torch.Tensor, importance: torch.Tensor | None = 
     variant = parse_variant(spec)
     if importance is None:
         importance = torch.ones(table.shape[0], dtype=torch.float64)
-    return get_method("mixed").compress(table, variant, importance=importance)
+    gain = torch.ones(table.shape[1])
+    return get_method("mixed").compress(table, variant, importance=importance, layer0_gain=gain)
 
 
 @pytest.mark.parametrize("width", [1, 2, 3, 4, 8])
@@ -63,7 +64,7 @@ def test_important_tokens_get_more_bits() -> None:
     table = _table()
     importance = torch.ones(640, dtype=torch.float64)
     importance[:64] = 1000.0
-    result = _compress("mixed:bits=3.5", table, importance)
+    result = _compress("mixed:bits=3.5:power=1", table, importance)
     errors = result.row_errors
     assert float(errors[:64].mean()) < 0.5 * float(errors[64:].mean())
     alloc = result.method["allocation"]
@@ -107,7 +108,9 @@ def test_unmeetable_budget_names_the_closest_ratio() -> None:
     # the parse-time floor ignores the width tag; compress gives the exact figure
     spec = parse_variant("mixed:bits=2.5")
     with pytest.raises(CompressionError, match=r"closest achievable ratio is 12.7x"):
-        get_method("mixed").compress(_table(), spec, importance=torch.ones(640))
+        get_method("mixed").compress(
+            _table(), spec, importance=torch.ones(640), layer0_gain=torch.ones(128)
+        )
     assert low == pytest.approx(2.5 + 2 / 128)
 
 
@@ -177,11 +180,11 @@ def test_layer0_metric_weighs_channels_and_row_scale() -> None:
     table = _table()
     table[:320] *= 10  # loud rows: the same absolute error matters less after the norm
     gain = torch.ones(128)
-    spec = parse_variant("mixed:bits=3.5:metric=layer0")
+    spec = parse_variant("mixed:bits=3.5:power=1:metric=layer0")
     ones = torch.ones(640, dtype=torch.float64)
     result = get_method("mixed").compress(table, spec, importance=ones, layer0_gain=gain)
     assert result.method["metric"] == "layer0"
-    plain = _compress("mixed:bits=3.5", table).method["allocation"]
+    plain = _compress("mixed:bits=3.5:metric=l2", table).method["allocation"]
     # under l2 the loud rows take the wide codes; relative to their scale they need not
     loud_wide = result.row_errors[:320].mean() / result.row_errors[320:].mean()
     assert result.method["allocation"] != plain
@@ -193,7 +196,7 @@ def test_layer0_metric_weighs_channels_and_row_scale() -> None:
 def test_power_flattens_the_importance() -> None:
     table = _table()
     importance = torch.logspace(0, -8, 640, dtype=torch.float64)
-    sharp = _compress("mixed:bits=3.5", table, importance).method["allocation"]
+    sharp = _compress("mixed:bits=3.5:power=1", table, importance).method["allocation"]
     flat = _compress("mixed:bits=3.5:power=0", table, importance).method["allocation"]
     uniform = _compress("mixed:bits=3.5:importance=uniform", table).method["allocation"]
     assert flat == {
