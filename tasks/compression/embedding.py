@@ -224,10 +224,13 @@ class Int8Embedding(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
+        from tasks.compression.head import pad_rows
+
         signed = (codes.to(torch.int16) - 128).to(torch.int8)
         scale = scale.to(torch.float32)
-        self.register_buffer("codes", signed.contiguous())
-        self.register_buffer("scale", scale.contiguous())
+        # zero rows up to the int8 kernel's block; lookups never reach them
+        self.register_buffer("codes", pad_rows(signed))
+        self.register_buffer("scale", pad_rows(scale))
         self.register_buffer("offset", (offset.to(torch.float32) + 128.0 * scale).contiguous())
         self.num_embeddings, self.embedding_dim = codes.shape
         self.out_dtype = dtype
@@ -250,13 +253,14 @@ class Int8Embedding(nn.Module):
         from tasks.compression.head import Candidate, chunked
 
         codes, scale, offset = self.codes, self.scale, self.offset
+        rows = self.num_embeddings
 
         def packed(dtype: torch.dtype):
             s = scale.to(dtype)
 
             def logits(x: torch.Tensor) -> torch.Tensor:
-                out = torch._weight_int8pack_mm(x.to(dtype), codes, s).to(torch.float32)
-                return out + x.sum(dim=1, keepdim=True) * offset
+                out = torch._weight_int8pack_mm(x.to(dtype).contiguous(), codes, s)
+                return out[:, :rows].to(torch.float32) + x.sum(dim=1, keepdim=True) * offset
 
             return lambda: logits
 

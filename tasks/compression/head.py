@@ -34,6 +34,9 @@ CHUNK_ROWS = 4096
 #: a candidate is accepted when its largest logit error is within this share of the
 #: largest absolute exact logit (bf16 activations round to ~0.4 %)
 TOLERANCE = 0.02
+#: torch's int8/int4 weight-only kernels read whole blocks of output rows: tables given to
+#: them are padded with zero rows to a multiple of this (a ragged end can crash them)
+KERNEL_ROW_BLOCK = 64
 #: timed calls per candidate for the decode shape (one token)
 TIMED_CALLS = 7
 
@@ -86,6 +89,14 @@ def chunked(
         return out
 
     return logits
+
+
+def pad_rows(table: torch.Tensor, block: int = KERNEL_ROW_BLOCK) -> torch.Tensor:
+    """``table`` with zero rows appended up to a multiple of ``block`` rows."""
+    extra = (-table.shape[0]) % block
+    if not extra:
+        return table.contiguous()
+    return torch.cat([table, table.new_zeros(extra, *table.shape[1:])]).contiguous()
 
 
 def _median(values: list[float]) -> float:

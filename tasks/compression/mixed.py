@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from tasks.compression.base import CompressionResult, Progress, relative_row_errors, tensor_bytes
-from tasks.compression.head import Candidate, Kernel, chunked
+from tasks.compression.head import Candidate, Kernel, chunked, pad_rows
 from tasks.compression.spec import VariantSpec
 from tasks.errors import ArtifactError, CompressionError
 
@@ -420,8 +420,9 @@ class MixedEmbedding(nn.Module):
         self.register_buffer("low_codes", _nibbles(torch.cat(codes)))
         self.register_buffer("low_scale", torch.cat(scales).to(torch.float32))
         self.register_buffer("low_zero", torch.cat(mins).to(torch.float32))
-        self.register_buffer("high_codes", tensors["w8_codes"].to(torch.int8).contiguous())
-        self.register_buffer("high_scale", tensors["w8_scale"].to(torch.float32).contiguous())
+        # zero rows up to the int8 kernel's block; lookups never reach them
+        self.register_buffer("high_codes", pad_rows(tensors["w8_codes"].to(torch.int8)))
+        self.register_buffer("high_scale", pad_rows(tensors["w8_scale"].to(torch.float32)))
         #: rows per block when low_codes hold torch's int4 layout (None: our own layout)
         self.low_block: int | None = None
 
@@ -528,11 +529,12 @@ class MixedEmbedding(nn.Module):
         sz = torch.stack([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
         high_scale = self.high_scale.to(torch.bfloat16)
         group, module = self.group, self
+        n_high = int(self.high_ids.numel())
 
         def logits(x: torch.Tensor) -> torch.Tensor:
-            xb = x.to(torch.bfloat16)
+            xb = x.to(torch.bfloat16).contiguous()
             low = torch._weight_int4pack_mm_for_cpu(xb, packed, group, sz)[:, :n]
-            high = torch._weight_int8pack_mm(xb, module.high_codes, high_scale)
+            high = torch._weight_int8pack_mm(xb, module.high_codes, high_scale)[:, :n_high]
             return module._scatter(low, high)
 
         logits(torch.zeros(1, self.embedding_dim))  # fails here if the kernel is missing
