@@ -117,3 +117,20 @@ def test_layer0_gain_is_found(tiny_dirs) -> None:
         gain = layer0_gain(model)
         width = model.get_input_embeddings().weight.shape[1]
         assert gain is not None and gain.shape == (width,)
+
+
+@pytest.mark.parametrize("rows", [1000, 48336 // 16])
+def test_int8_kernel_on_a_ragged_table(rows: int) -> None:
+    # torch's int8 kernel reads whole row blocks: the table is padded, the logits are not
+    table = torch.randn(rows, 64) * 0.05
+    result = get_method("int8").compress(table, parse_variant("int8"))
+    module = get_method("int8").build_embedding(result.tensors, result.method, dtype=torch.float32)
+    try:
+        head = CompressedHead(module, only="int8pack-bf16")
+    except ArtifactError:
+        pytest.skip("torch's int8 kernel is not in this build")
+    x = torch.randn(4, 64)
+    exact = x @ module.materialize().T
+    got = head(x)
+    assert got.shape == (4, rows)
+    assert float((got - exact).abs().max()) <= 0.02 * float(exact.abs().max())
