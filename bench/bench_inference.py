@@ -16,6 +16,13 @@ dense paired by query, whether the output equals dense's, the bytes held by the
 embedding and head modules, and the process RSS growth from loading and from replacing
 the embedding. A micro-benchmark of the bare embedding lookup isolates its cost.
 
+``--tied VARIANT`` (repeatable, e.g. ``--tied int8:head=tied --tied mixed:bits=8:head=tied``)
+adds a copy per variant whose LM head computes the logits from the compressed table (the
+kernel chosen by timing at load, see ``tasks/compression/head.py``); those copies report
+the decode time per token against dense, the head alone per decoded token (and every
+kernel candidate's time), and peak RSS of a fresh process against dense. ``--tied-only``
+leaves out the two copies of ``--variant``.
+
     python -m bench.bench_inference [--quick] [--queries 8] [--new-tokens 32]
 
 Writes ``bench/results/inference.json``.
@@ -41,6 +48,8 @@ from tasks.numbers import MISSING  # noqa: E402
 NAME = "inference"
 PROBE_PREFIX = "MEMORY "
 #: copy name -> embedding mode passed to apply_artifact (None: the dense model untouched)
+#: the tied-head copies of a run without --tied: the 16-bit float, int8 and mixed heads
+DEFAULT_TIED = ("fp16:head=tied", "bf16:head=tied", "int8:head=tied", "mixed:bits=8:head=tied")
 MODES: dict[str, str | None] = {
     "dense": None,
     "tt-on-the-fly": "on-the-fly",
@@ -50,6 +59,8 @@ MODES: dict[str, str | None] = {
 
 def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> dict[str, Any]:
     """Load one copy of the model and apply the artifact in ``mode`` (None: dense)."""
+    import warnings
+
     from tasks.artifacts import apply_artifact
     from tasks.compression.embedding import resident_bytes
     from tasks.models import load_model
@@ -57,16 +68,32 @@ def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> di
     started = time.perf_counter()
     model, tokenizer = load_model(ref, cache_dir=models_dir)
     if mode is not None:
-        apply_artifact(model, artifact, mode)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the head=tied quality warning
+            apply_artifact(model, artifact, mode)
     head = model.get_output_embeddings()
+    choice = getattr(head, "choice", None)
     return {
         "model": model,
         "tokenizer": tokenizer,
         "load_s": time.perf_counter() - started,
         "embedding_module": type(model.get_input_embeddings()).__name__,
+        "head_module": type(head).__name__ if head is not None else None,
+        "head_kernel": choice.to_dict() if choice is not None else None,
         "embedding_resident_bytes": resident_bytes(model.get_input_embeddings()),
         "head_resident_bytes": resident_bytes(head) if head is not None else None,
     }
+
+
+def head_time(model: Any, repetitions: int) -> dict[str, float]:
+    """Wall time of the LM head alone for one decoded token (hidden state of the model's
+    scale: the final norm's output of a real forward pass)."""
+    import torch
+
+    head = model.get_output_embeddings()
+    with torch.inference_mode():
+        hidden = model.base_model(input_ids=torch.tensor([[1, 2, 3]])).last_hidden_state[:, -1:]
+        return time_repeated(lambda: head(hidden), repetitions=repetitions, warmup=3).to_dict()
 
 
 def memory_probe(model: str, artifact_path: str | None, mode: str | None) -> dict[str, Any]:
@@ -112,7 +139,7 @@ def memory_probe(model: str, artifact_path: str | None, mode: str | None) -> dic
     }
 
 
-def probe_in_child(model: str, artifact_path: Path, mode: str | None) -> dict[str, Any]:
+def probe_in_child(model: str, artifact_path: Path | None, mode: str | None) -> dict[str, Any]:
     """Run :func:`memory_probe` in a fresh interpreter and return what it measured."""
     import json
     import subprocess
@@ -125,8 +152,7 @@ def probe_in_child(model: str, artifact_path: Path, mode: str | None) -> dict[st
         model,
         "--memory-probe",
         mode or "dense",
-        "--artifact",
-        str(artifact_path),
+        *(["--artifact", str(artifact_path)] if artifact_path is not None else []),
     ]
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
     for line in done.stdout.splitlines():
@@ -157,18 +183,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ref = resolve_model(args.model)
     spec = parse_variant(args.variant)
     print(f"model {ref.name}, variant {spec.canonical}, {threads} threads; loading ...")
-    copies, artifact, memory = load_copies(args, ref, spec)
+    copies, artifact, memory, modes_of = load_copies(args, ref, spec)
     results = interleaved_queries(copies, args)
     dense = results["dense"]
     modes = {
-        name: mode_summary(name, results[name], dense, copies[name], args) | memory[name]
-        for name in MODES
+        name: mode_summary(name, modes_of[name], results[name], dense, copies[name], args)
+        | memory[name]
+        for name in copies
     }
-    manifest = artifact.manifest
+    for m in modes.values():
+        if m.get("peak_rss_bytes") and modes["dense"].get("peak_rss_bytes"):
+            m["peak_rss_ratio_vs_dense"] = m["peak_rss_bytes"] / modes["dense"]["peak_rss_bytes"]
+        if m.get("decode_s_per_token") and modes["dense"].get("decode_s_per_token"):
+            m["decode_speedup_vs_dense"] = (
+                modes["dense"]["decode_s_per_token"]["median"] / m["decode_s_per_token"]["median"]
+            )
+    manifest = artifact.manifest if artifact is not None else {}
     return {
         "model": ref.name,
         "model_sha256": ref.sha256,
-        "variant": spec.canonical,
+        "variant": spec.canonical if artifact is not None else None,
         "artifact": {
             "compression_ratio": manifest.get("compression_ratio"),
             "reconstruction_error": manifest.get("reconstruction_error"),
@@ -187,18 +221,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "memory_note": (
             "process RSS: growth of a fresh process per copy from before loading to "
             "after one short query (weights are mapped lazily, the query touches them); "
-            "under head=keep-dense the LM head keeps the dense table resident"
+            "under head=keep-dense the LM head keeps the dense table resident; "
+            "peak_rss_bytes: the fresh process's peak resident set (ru_maxrss)"
         ),
+        "tied_variants": list(args.tied),
+        "tied_artifacts": args.tied_artifacts,
         "modes": modes,
     }
 
 
 def load_copies(
     args: argparse.Namespace, ref: Any, spec: Any
-) -> tuple[dict[str, dict[str, Any]], Any, dict[str, dict[str, Any]]]:
-    """The dense copy and one copy per embedding mode of the variant's artifact, the
-    artifact, and each copy's memory measured in a fresh process."""
+) -> tuple[dict[str, dict[str, Any]], Any, dict[str, dict[str, Any]], dict[str, str | None]]:
+    """The dense copy, one copy per embedding mode of the variant's artifact and one per
+    ``--tied`` variant; the artifact, each copy's memory measured in a fresh process, and
+    each copy's embedding mode."""
     from tasks.artifacts import build_artifact, load_artifact
+    from tasks.compression import parse_variant
     from tasks.models import load_model
 
     models_dir = cache_path(MODELS)
@@ -207,22 +246,46 @@ def load_copies(
     load_model(ref, cache_dir=models_dir, with_tokenizer=False)
     gc.collect()
     copies: dict[str, dict[str, Any]] = {"dense": load_copy(ref, models_dir, None, None)}
-    info = build_artifact(
-        ref,
-        spec,
-        cache_path(ARTIFACTS),
-        model=copies["dense"]["model"],
-        tokenizer=copies["dense"]["tokenizer"],
-    )
-    if info is None:
-        raise SystemExit(f"variant {spec.canonical} has no artifact to compare with dense")
-    artifact = load_artifact(info.path, info.sha256)
+    artifact, modes, paths = None, {"dense": None}, {"dense": None}
+    if not args.tied_only:
+        info = build_artifact(
+            ref,
+            spec,
+            cache_path(ARTIFACTS),
+            model=copies["dense"]["model"],
+            tokenizer=copies["dense"]["tokenizer"],
+        )
+        if info is None:
+            raise SystemExit(f"variant {spec.canonical} has no artifact to compare with dense")
+        artifact = load_artifact(info.path, info.sha256)
+        modes = dict(MODES)
+        paths = {name: info.path for name in modes}
+    tied = {}
+    for text in args.tied:
+        tied_spec = parse_variant(text)
+        if tied_spec.head != "tied":
+            raise SystemExit(f"--tied {text}: the variant needs head=tied")
+        tied_info = build_artifact(
+            ref,
+            tied_spec,
+            cache_path(ARTIFACTS),
+            model=copies["dense"]["model"],
+            tokenizer=copies["dense"]["tokenizer"],
+        )
+        assert tied_info is not None
+        name = tied_spec.canonical
+        modes[name], paths[name] = "on-the-fly", tied_info.path
+        tied[name] = load_artifact(tied_info.path, tied_info.sha256)
+        args.tied_artifacts[name] = {
+            k: tied[name].manifest.get(k)
+            for k in ("compression_ratio", "payload_bytes", "reconstruction_error")
+        }
     print("memory probes (one fresh process per copy) ...")
-    memory = {name: probe_in_child(args.model, info.path, mode) for name, mode in MODES.items()}
-    for name, mode in MODES.items():
+    memory = {name: probe_in_child(args.model, paths[name], mode) for name, mode in modes.items()}
+    for name, mode in modes.items():
         if mode is not None:
-            copies[name] = load_copy(ref, models_dir, artifact, mode)
-    return copies, artifact, memory
+            copies[name] = load_copy(ref, models_dir, tied.get(name, artifact), mode)
+    return copies, artifact, memory, modes
 
 
 def interleaved_queries(
@@ -240,7 +303,7 @@ def interleaved_queries(
     for p in prepared.values():
         for _ in range(args.warmup):
             p.run_query(args.queries - 1)
-    names = list(MODES)
+    names = list(copies)
     results: dict[str, list[Any]] = {name: [] for name in names}
     for r in range(args.queries):
         shift = r % len(names)
@@ -254,7 +317,12 @@ def interleaved_queries(
 
 
 def mode_summary(
-    name: str, rows: list[Any], dense: list[Any], copy: dict[str, Any], args: argparse.Namespace
+    name: str,
+    mode: str | None,
+    rows: list[Any],
+    dense: list[Any],
+    copy: dict[str, Any],
+    args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Latency, decode time, ratio to dense, identical outputs and lookup time of one copy."""
     decode = [
@@ -262,7 +330,10 @@ def mode_summary(
     ]
     latency = spread([q.latency_s for q in rows])
     return {
-        "embedding_mode": MODES[name] or "dense",
+        "embedding_mode": mode or "dense",
+        "decode_s_per_token_per_query": decode,
+        "latency_s_per_query": [q.latency_s for q in rows],
+        "head_1_token_s": head_time(copy["model"], args.lookup_reps),
         "latency_s": latency.to_dict(),
         "ttft_s": spread([q.ttft_s for q in rows if q.ttft_s is not None]).to_dict(),
         "decode_s_per_token": spread(decode).to_dict() if decode else None,
@@ -281,24 +352,33 @@ def mode_summary(
 
 def print_summary(doc: dict[str, Any]) -> None:
     """A short table on stdout."""
+    what = (
+        f"{doc['variant']} (ratio {sig(doc['artifact']['compression_ratio'])}x), "
+        if doc["variant"]
+        else ""
+    )
     print(
-        f"\n{doc['model']}, {doc['variant']} (ratio "
-        f"{sig(doc['artifact']['compression_ratio'])}x), {doc['queries']} queries x "
+        f"\n{doc['model']}, {what}{doc['queries']} queries x "
         f"{doc['max_new_tokens']} new tokens, {doc['threads']} threads"
     )
     print(
-        f"{'copy':16} {'median s':>9} {'IQR s':>8} {'TTFT s':>8} {'x dense':>8} "
-        f"{'same out':>8} {'emb MiB':>8} {'RSS MiB':>8}"
+        f"{'copy':28} {'median s':>9} {'IQR s':>8} {'TTFT s':>8} {'x dense':>8} "
+        f"{'same out':>8} {'emb MiB':>8} {'RSS MiB':>8} {'peak MiB':>8} "
+        f"{'decode ms':>9} {'head ms':>8} kernel"
     )
     for name, m in doc["modes"].items():
         rss = m.get("rss_model_bytes")
         print(
-            f"{name:16} {sig(m['latency_s']['median']):>9} {sig(m['latency_s']['iqr']):>8} "
+            f"{name:28} {sig(m['latency_s']['median']):>9} {sig(m['latency_s']['iqr']):>8} "
             f"{sig(m['ttft_s']['median']):>8} "
             f"{sig(m['latency_ratio_vs_dense']['median']):>8} "
             f"{m['outputs_identical_to_dense']:>5}/{doc['queries']:<2} "
             f"{sig(m['embedding_resident_bytes'] / 2**20):>8} "
-            f"{sig(rss / 2**20) if rss is not None else MISSING:>8}"
+            f"{sig(rss / 2**20) if rss is not None else MISSING:>8} "
+            f"{sig(m['peak_rss_bytes'] / 2**20) if m.get('peak_rss_bytes') else MISSING:>8} "
+            f"{sig(m['decode_s_per_token']['median'] * 1e3) if m['decode_s_per_token'] else MISSING:>9} "
+            f"{sig(m['head_1_token_s']['median'] * 1e3):>8} "
+            f"{(m.get('head_kernel') or {}).get('chosen', '-')}"
         )
 
 
@@ -314,6 +394,22 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: every usable core)"
     )
     parser.add_argument("--lookup-reps", type=int, default=50)
+    parser.add_argument(
+        "--results-dir", type=Path, default=ROOT / "bench" / "results", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--tied",
+        action="append",
+        default=[],
+        metavar="VARIANT",
+        help="add a copy whose LM head reads this head=tied variant's compressed table",
+    )
+    parser.add_argument("--tied-only", action="store_true", help="only dense and the --tied copies")
+    parser.add_argument(
+        "--no-tied",
+        action="store_true",
+        help="no tied-head copies (default: " + ", ".join(DEFAULT_TIED) + ")",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 queries x 8 new tokens")
     parser.add_argument(
         "--memory-probe",
@@ -330,6 +426,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.quick:
         args.queries, args.new_tokens, args.lookup_reps = 3, 8, 10
+    if not args.tied and not args.no_tied:
+        args.tied = list(DEFAULT_TIED)
+    args.tied_artifacts = {}
     from tasks.errors import TslmError
 
     try:
@@ -337,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     except TslmError as exc:
         print(f"error: {exc}" + (f"\nhint: {exc.hint}" if exc.hint else ""), file=sys.stderr)
         return 2
-    path = write_result(NAME, doc, quick=args.quick)
+    path = write_result(NAME, doc, quick=args.quick, results_dir=args.results_dir)
     print_summary(doc)
-    print(f"wrote {path.relative_to(ROOT)}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -332,6 +332,8 @@ def inference_section(doc: dict[str, Any]) -> Section:
         rows,
     )
     modes = doc["modes"]
+    tied_lines, tied_headline = _tied_heads(doc)
+    lines += tied_lines
     otf = modes.get("tt-on-the-fly", {}).get("latency_ratio_vs_dense", {}).get("median")
     mat = modes.get("tt-materialized", {}).get("latency_ratio_vs_dense", {}).get("median")
     emb_dense = modes["dense"]["embedding_resident_bytes"] / MIB
@@ -348,7 +350,78 @@ def inference_section(doc: dict[str, Any]) -> Section:
         f"{doc['warmup_queries']} warm-up; {doc['order']}; {doc['threads']} threads.",
         f"Head policy `{art.get('head_policy')}`. Memory: {doc.get('memory_note', 'n/a')}.",
     ]
+    if not doc.get("variant"):  # tied-head copies only
+        return Section(lines, f"**Inference**: {tied_headline}", notes[1:])
+    if tied_headline:
+        notes.append(tied_headline)
     return Section(lines, f"**Inference**: {headline}.", notes)
+
+
+def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
+    """Table of the tied-head copies: ratio, decode and head time, peak RSS, kernel."""
+    tied = doc.get("tied_artifacts") or {}
+    modes = doc["modes"]
+    if not tied or "dense" not in modes:
+        return [], ""
+    dense = modes["dense"]
+    rows = [
+        [
+            "dense (fp32 head)",
+            "1x",
+            with_iqr(dense.get("decode_s_per_token"), 1000),
+            "1x",
+            sig(dense["head_1_token_s"]["median"] * 1000)
+            if dense.get("head_1_token_s")
+            else MISSING,
+            sig(dense["peak_rss_bytes"] / MIB) if dense.get("peak_rss_bytes") else MISSING,
+            "fp32 matmul",
+        ]
+    ]
+    for name, art in tied.items():
+        m = modes.get(name)
+        if m is None:
+            continue
+        kernel = (m.get("head_kernel") or {}).get("chosen", MISSING)
+        rows.append(
+            [
+                f"`{name}`",
+                f"{sig(art.get('compression_ratio'))}x",
+                with_iqr(m.get("decode_s_per_token"), 1000),
+                f"{sig(m.get('decode_speedup_vs_dense'))}x",
+                sig(m["head_1_token_s"]["median"] * 1000) if m.get("head_1_token_s") else MISSING,
+                sig(m["peak_rss_bytes"] / MIB) if m.get("peak_rss_bytes") else MISSING,
+                f"`{kernel}`",
+            ]
+        )
+    lines = [
+        "",
+        "Tied heads computed from the compressed table (kernel chosen by timing at load):",
+        "",
+        *table(
+            [
+                "head",
+                "ratio vs fp32",
+                "decode ms/token",
+                "decode speed-up",
+                "head ms/token",
+                "peak RSS MiB",
+                "kernel",
+            ],
+            rows,
+        ),
+    ]
+    best = max(
+        (n for n in tied if n in modes and modes[n].get("decode_speedup_vs_dense")),
+        key=lambda n: modes[n]["decode_speedup_vs_dense"],
+        default=None,
+    )
+    headline = (
+        f"Fastest tied head: `{best}`, decode {sig(modes[best]['decode_speedup_vs_dense'])}x "
+        f"dense, peak RSS {sig(modes[best].get('peak_rss_ratio_vs_dense'))}x dense."
+        if best
+        else ""
+    )
+    return lines, headline
 
 
 def fleet_section(doc: dict[str, Any]) -> Section:

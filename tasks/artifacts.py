@@ -153,7 +153,7 @@ def build_artifact(
     from tasks.compression.source import source_format
     from tasks.models import count_params, embedding_table, head_is_tied, load_model
 
-    needs_tokenizer = variant.needs_calibration and tokenizer is None
+    needs_tokenizer = (variant.needs_calibration or variant.needs_importance) and tokenizer is None
     if model is None or needs_tokenizer:
         loaded, loaded_tokenizer = load_model(
             model_ref,
@@ -168,6 +168,15 @@ def build_artifact(
         from tasks.compression.calibration import token_counts
 
         extra["token_counts"] = token_counts(tokenizer, int(table.shape[0]))
+    if variant.needs_importance:
+        from tasks.compression.calibration import model_importance
+
+        # scored before any change to the model: the dense model's own probabilities
+        extra["importance"] = model_importance(model, tokenizer, int(table.shape[0]))
+    if variant.needs_layer0_gain:
+        from tasks.models import layer0_gain
+
+        extra["layer0_gain"] = layer0_gain(model)
     tied = head_is_tied(model)
     if variant.head == "tied" and not tied:
         raise CompressionError(
@@ -336,12 +345,18 @@ def _untie(model: Any) -> None:
         model.all_tied_weights_keys = {}
 
 
-def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> Any:
+def apply_artifact(
+    model: Any, artifact: Artifact, mode: str = "on-the-fly", *, head_kernel: str | None = None
+) -> Any:
     """Replace ``model``'s input embedding by the artifact's and apply its head policy.
 
     ``mode``: ``on-the-fly`` (only the compressed data resident) or ``materialized``
     (dense table rebuilt once). Head policy ``keep-dense`` leaves the LM head on the
     original dense weights; ``tied`` points it at the reconstructed table (with a warning).
+    On the fly, a format that can serve as a head (``head_kernels()``: fp16, bf16, int8,
+    mixed) computes the logits from the compressed table itself, through the kernel
+    measured fastest on this machine (``head_kernel`` forces one by name), so the table
+    is resident once; other formats give the head a dense rebuilt table.
     """
     import torch
     from torch import nn
@@ -392,6 +407,14 @@ def apply_artifact(model: Any, artifact: Artifact, mode: str = "on-the-fly") -> 
         warnings.warn(HEAD_TIED_WARNING, UserWarning, stacklevel=2)
         if mode == "materialized":
             head.weight = module.weight
+        elif callable(getattr(module, "head_kernels", None)):
+            from tasks.compression.head import CompressedHead
+
+            compressed = CompressedHead(module, only=head_kernel)
+            adopt = getattr(module, "adopt", None)
+            if callable(adopt):
+                adopt(compressed.kernel_name)
+            model.set_output_embeddings(compressed)
         else:
             with torch.no_grad():
                 head.weight = nn.Parameter(

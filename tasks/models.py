@@ -300,6 +300,22 @@ def embedding_table(model: Any) -> torch.Tensor:
     return weight.detach()
 
 
+def layer0_gain(model: Any) -> torch.Tensor | None:
+    """(d,) gain of the norm in front of the first block's attention, when there is one
+    (LLaMA-style ``layers[0].input_layernorm``, GPT-2's ``h[0].ln_1``); else None."""
+    import torch
+
+    base = getattr(model, "base_model", model)
+    for blocks_name, norm_name in (("layers", "input_layernorm"), ("h", "ln_1")):
+        blocks = getattr(base, blocks_name, None)
+        if blocks is None or len(blocks) == 0:
+            continue
+        weight = getattr(getattr(blocks[0], norm_name, None), "weight", None)
+        if weight is not None:
+            return weight.detach().to(torch.float32).clone()
+    return None
+
+
 def head_is_tied(model: Any) -> bool:
     """Whether the LM head shares its weight with the input embedding."""
     head = model.get_output_embeddings()

@@ -49,3 +49,28 @@ def zipf_weights(count: int) -> torch.Tensor:
     """
     w = 1.0 / torch.arange(1, count + 1, dtype=torch.float64)
     return w / w.sum()
+
+
+#: tokens per forward pass when the model scores the calibration text
+IMPORTANCE_WINDOW = 512
+
+
+def model_importance(model: Any, tokenizer: Any, vocab_size: int) -> torch.Tensor:
+    """(V,) float64: the model's probability of every token, averaged over the positions
+    of the calibration text (windows of ``IMPORTANCE_WINDOW`` tokens, no overlap).
+
+    A prior over the whole vocabulary from the model itself: smooth where counts in a
+    short text are noise, and never zero for a token the text does not show.
+    """
+    text = builtin_data.builtin_text(CALIBRATION_TEXT)
+    ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"], dtype=torch.int64)
+    ids = ids[(ids >= 0) & (ids < vocab_size)]
+    total = torch.zeros(vocab_size, dtype=torch.float64)
+    positions = 0
+    with torch.inference_mode():
+        for start in range(0, ids.numel(), IMPORTANCE_WINDOW):
+            window = ids[start : start + IMPORTANCE_WINDOW].unsqueeze(0)
+            logits = model(input_ids=window, use_cache=False).logits[0, :, :vocab_size]
+            total += torch.softmax(logits.to(torch.float64), dim=-1).sum(dim=0)
+            positions += window.shape[1]
+    return total / max(positions, 1)

@@ -209,7 +209,12 @@ class LowRankEmbedding(nn.Module):
 
 
 class Int8Embedding(nn.Module):
-    """Per-row affine 8-bit codes: ``E[v] = codes[v] * scale[v] + offset[v]``."""
+    """Per-row affine 8-bit codes: ``E[v] = codes[v] * scale[v] + offset[v]``.
+
+    Held as signed codes (``codes - 128``, with the offset moved by ``128 * scale``), the
+    layout of torch's int8 weight-only kernel, so that the table also serves as a tied
+    LM head without a second copy: ``logits_v = scale_v (x . q_v) + offset_v sum(x)``.
+    """
 
     def __init__(
         self,
@@ -219,20 +224,58 @@ class Int8Embedding(nn.Module):
         dtype: torch.dtype = torch.float32,
     ) -> None:
         super().__init__()
-        self.register_buffer("codes", codes.to(torch.uint8).contiguous())
-        self.register_buffer("scale", scale.to(torch.float32).contiguous())
-        self.register_buffer("offset", offset.to(torch.float32).contiguous())
+        from tasks.compression.head import pad_rows
+
+        signed = (codes.to(torch.int16) - 128).to(torch.int8)
+        scale = scale.to(torch.float32)
+        # zero rows up to the int8 kernel's block; lookups never reach them
+        self.register_buffer("codes", pad_rows(signed))
+        self.register_buffer("scale", pad_rows(scale))
+        self.register_buffer("offset", (offset.to(torch.float32) + 128.0 * scale).contiguous())
         self.num_embeddings, self.embedding_dim = codes.shape
         self.out_dtype = dtype
 
+    def rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Float32 rows ``ids``."""
+        codes = self.codes[ids].to(torch.float32)
+        return codes * self.scale[ids].unsqueeze(-1) + self.offset[ids].unsqueeze(-1)
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        codes = self.codes[input_ids].to(torch.float32)
-        out = codes * self.scale[input_ids].unsqueeze(-1) + self.offset[input_ids].unsqueeze(-1)
-        return out.to(self.out_dtype)
+        return self.rows(input_ids).to(self.out_dtype)
 
     @torch.no_grad()
     def materialize(self) -> torch.Tensor:
         return self.forward(torch.arange(self.num_embeddings))
+
+    def head_kernels(self) -> list:
+        """torch's int8 weight-only product (fp32 or bf16 activations), or chunks
+        dequantised to float32."""
+        from tasks.compression.head import Candidate, chunked
+
+        codes, scale, offset = self.codes, self.scale, self.offset
+        rows = self.num_embeddings
+
+        def packed(dtype: torch.dtype):
+            s = scale.to(dtype)
+
+            def logits(x: torch.Tensor) -> torch.Tensor:
+                out = torch._weight_int8pack_mm(x.to(dtype).contiguous(), codes, s)
+                return out[:, :rows].to(torch.float32) + x.sum(dim=1, keepdim=True) * offset
+
+            return lambda: logits
+
+        def dequant(a: int, b: int) -> torch.Tensor:
+            return codes[a:b].to(torch.float32) * scale[a:b, None] + offset[a:b, None]
+
+        return [
+            Candidate("int8pack-fp32", packed(torch.float32), "int8 weights, fp32 activations"),
+            Candidate("int8pack-bf16", packed(torch.bfloat16), "int8 weights, bf16 activations"),
+            Candidate(
+                "int8-chunked-fp32",
+                lambda: chunked(self.num_embeddings, dequant, torch.float32),
+                "rows dequantised to fp32 in chunks",
+            ),
+        ]
 
 
 def in_mode(module: nn.Module, mode: str) -> nn.Module:

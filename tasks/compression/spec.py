@@ -29,6 +29,11 @@ ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {"int8": ("int", (
 #: total squared error, or by marginal gain weighted by each token's expected frequency
 TT_ALLOCS = ("uniform", "adaptive", "weighted")
 KEEP_AUTO = "auto"
+#: where ``mixed`` takes each token's importance from
+IMPORTANCE = ("model", "counts", "uniform")
+#: the average bits per weight ``mixed:bits=`` may ask for (float32 is 32)
+MIXED_BITS = (1.0, 16.0)
+MIXED_GROUPS = ("32", "64", "128")
 _TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
@@ -158,6 +163,38 @@ def _check_tt(values: dict[str, Any]) -> str | None:
     return None
 
 
+def _mixed_bits(text: str) -> float:
+    value = float(text)
+    low, high = MIXED_BITS
+    if not low <= value <= high:
+        raise ValueError(f"must be between {low:g} and {high:g} bits per weight")
+    return value
+
+
+def _power(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 2.0:
+        raise ValueError("must be between 0 and 2")
+    return value
+
+
+def _check_mixed(values: dict[str, Any]) -> str | None:
+    """``mixed`` needs a budget, and one the format can meet (with its smallest rows)."""
+    bits = values.get("bits")
+    if bits is None:
+        return "mixed needs bits= (the average bits per weight, e.g. bits=4)"
+    group = int(values.get("group", 64))
+    # the cheapest row: 2-bit codes, a 16-bit scale and offset per group, a 2-bit width tag
+    floor = 2.0 + 32.0 / group
+    if bits < floor:
+        return (
+            f"bits={bits:g} cannot be met: with group={group} the cheapest row takes "
+            f"more than {floor:g} bits per weight; the closest achievable ratio is about "
+            f"{32.0 / floor:.3g}x (bits={floor:g}); ask for more bits or a larger group"
+        )
+    return None
+
+
 _HEAD = KeySpec(
     _choice(HEAD_POLICIES), "LM head policy when the embedding is tied to it", default="keep-dense"
 )
@@ -271,6 +308,45 @@ METHODS: dict[str, MethodInfo] = {
             None if "type" in values else f"gguf needs type= ({', '.join(GGUF_TYPES)})"
         ),
     ),
+    "mixed": MethodInfo(
+        "mixed",
+        "tasks.compression.mixed",
+        "per-token widths (2/3/4 bits in groups, or 8 bits) under an average bit budget, "
+        "spent where the model's own token probabilities say it matters",
+        {
+            "bits": KeySpec(_mixed_bits, "average stored bits per weight, scales included"),
+            "group": KeySpec(
+                lambda t: int(_choice(MIXED_GROUPS)(t)),
+                "channels per group of the 2-4 bit rows (32/64/128)",
+                default=64,
+            ),
+            "importance": KeySpec(
+                _choice(IMPORTANCE),
+                "token importance: the model's mean probability on the calibration "
+                "text (model), calibration counts + 1 (counts), or none (uniform)",
+                default="model",
+            ),
+            "power": KeySpec(
+                _power,
+                "exponent applied to the importance (1: as measured; below 1 flattens it, "
+                "sparing rare tokens the narrowest widths)",
+                default=0.5,
+            ),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the allocation minimises: plain squared error (l2), or as the "
+                "first layer's RMS norm sees a row: divided by the row's mean square, "
+                "channels weighted by the norm's squared gain (layer0)",
+                default="layer0",
+            ),
+            "head": _HEAD,
+        },
+        check=_check_mixed,
+    ),
+    "fp16": MethodInfo("fp16", "tasks.compression.floats", "the table in float16", {"head": _HEAD}),
+    "bf16": MethodInfo(
+        "bf16", "tasks.compression.floats", "the table in bfloat16", {"head": _HEAD}
+    ),
 }
 
 _SLUG_BAD = re.compile(r"[^A-Za-z0-9._-]")
@@ -322,7 +398,21 @@ class VariantSpec:
     @property
     def needs_calibration(self) -> bool:
         """True when the method orders tokens by their frequency in the calibration text."""
-        return bool(self.get("keep")) or self.get("alloc") == "weighted"
+        return (
+            bool(self.get("keep"))
+            or self.get("alloc") == "weighted"
+            or self.get("importance") == "counts"
+        )
+
+    @property
+    def needs_layer0_gain(self) -> bool:
+        """True when the method measures errors as the first layer's norm sees them."""
+        return self.method == "mixed" and self.get("metric") == "layer0"
+
+    @property
+    def needs_importance(self) -> bool:
+        """True when the method weighs tokens by the model's own probabilities."""
+        return self.method == "mixed" and self.get("importance") == "model"
 
     @property
     def head(self) -> str:

@@ -417,3 +417,43 @@ def test_the_model_weights_are_named_from_the_measured_file() -> None:
     assert "Q" in text.split(" GGUF")[0]  # a quantised type, read from the file
     assert report.model_weights({"model_sha256": "0" * 64}) is None  # another file: unsaid
     assert report.model_weights({"model_weights": "fp16 safetensors"}) == "fp16 safetensors"
+
+
+def test_tied_heads_table() -> None:
+    from bench.sections import inference_section
+
+    def copy(decode: float, peak: int, head: float, kernel: str | None) -> dict[str, Any]:
+        return {
+            "latency_s": spread_dict(1.0),
+            "ttft_s": spread_dict(0.1),
+            "decode_s_per_token": spread_dict(decode, 0.001),
+            "latency_ratio_vs_dense": spread_dict(1.0),
+            "outputs_identical_to_dense": 5,
+            "embedding_resident_bytes": 1 << 20,
+            "rss_model_bytes": 1 << 29,
+            "peak_rss_bytes": peak,
+            "head_1_token_s": spread_dict(head),
+            "head_kernel": {"chosen": kernel} if kernel else None,
+        }
+
+    dense = copy(0.056, 800 << 20, 0.020, None)
+    tied = copy(0.040, 700 << 20, 0.005, "int4pack+int8pack-bf16")
+    tied["decode_speedup_vs_dense"] = 1.4
+    tied["peak_rss_ratio_vs_dense"] = 0.875
+    doc = {
+        "variant": None,
+        "queries": 5,
+        "max_new_tokens": 24,
+        "warmup_queries": 1,
+        "threads": 2,
+        "order": "interleaved",
+        "artifact": {},
+        "modes": {"dense": dense, "mixed:bits=8:head=tied": tied},
+        "tied_artifacts": {"mixed:bits=8:head=tied": {"compression_ratio": 4.0}},
+    }
+    section = inference_section(doc)
+    text = "\n".join(section.lines)
+    assert "| `mixed:bits=8:head=tied` | 4.00x | 40.0 (IQR 1.0) | 1.40x | 5.00 | 700 |" in text
+    assert "`int4pack+int8pack-bf16`" in text
+    assert "decode 1.40x dense, peak RSS 0.875x dense" in section.readme_line
+    assert "None" not in section.readme_line

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from testbed.models import save_tiny_model
 from agent.meters.emulate.sysfs import FakeHwmon
 from agent.meters.emulate.traces import constant
+from testbed.models import save_tiny_model
 
 pytestmark = pytest.mark.slow
 
