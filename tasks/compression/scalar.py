@@ -72,9 +72,28 @@ def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """The :class:`~tasks.compression.qembedding.IntEmbedding` of an artifact."""
+    from tasks.compression.embedding import Int8Embedding
     from tasks.compression.qembedding import IntEmbedding
 
     try:
+        bits, group = int(method["bits"]), int(method["group"])
+        scale, minimum = tensors["scale"], tensors["minimum"]
+        if bits == 8 and scale.ndim == 2 and scale.shape[1] == 1:
+            # 8-bit rows with one scale each are whole bytes: held in the layout of
+            # torch's int8 weight-only kernel, so that the table can also be a tied head
+            rows, dim = int(scale.shape[0]), group
+            codes = tensors["codes"]
+            if int(codes.numel()) < rows * dim:
+                raise ArtifactError(
+                    f"int codes: {codes.numel()} bytes, {rows} rows of {dim} 8-bit codes "
+                    f"need {rows * dim}"
+                )
+            return Int8Embedding(
+                codes[: rows * dim].reshape(rows, dim),
+                scale[:, 0].to(torch.float32),
+                minimum[:, 0].to(torch.float32),
+                dtype=dtype,
+            )
         return IntEmbedding(
             tensors["codes"],
             tensors["scale"],

@@ -123,8 +123,8 @@ def test_layer0_gain_is_found(tiny_dirs) -> None:
 def test_int8_kernel_on_a_ragged_table(rows: int) -> None:
     # torch's int8 kernel reads whole row blocks: the table is padded, the logits are not
     table = torch.randn(rows, 64) * 0.05
-    result = get_method("int8").compress(table, parse_variant("int8"))
-    module = get_method("int8").build_embedding(result.tensors, result.method, dtype=torch.float32)
+    result = get_method("int").compress(table, parse_variant("int8"))
+    module = get_method("int").build_embedding(result.tensors, result.method, dtype=torch.float32)
     try:
         head = CompressedHead(module, only="int8pack-bf16")
     except ArtifactError:
