@@ -218,21 +218,23 @@ class SSHTransport(Transport):
         identity = Path(dev.identity_file) if dev.identity_file else None
         has_identity = identity is not None and identity.exists()
         t = self.connect_timeout_s
+        connect_kwargs: dict[str, Any] = {
+            "allow_agent": True,
+            "look_for_keys": not has_identity,
+            "timeout": t,
+            "banner_timeout": t,
+            "auth_timeout": t,
+            "channel_timeout": t,
+        }
+        if has_identity:
+            connect_kwargs["key_filename"] = [str(identity)]
         return fabric.Connection(
             host=dev.host,
             user=dev.user,
             port=dev.port,
             config=_fabric_config(),
             forward_agent=False,
-            connect_kwargs={
-                "key_filename": str(identity) if has_identity else None,
-                "allow_agent": True,
-                "look_for_keys": not has_identity,
-                "timeout": t,
-                "banner_timeout": t,
-                "auth_timeout": t,
-                "channel_timeout": t,
-            },
+            connect_kwargs=connect_kwargs,
         )
 
     def _connect_once(self, accept_new: bool, keepalive_s: float) -> fabric.Connection:
