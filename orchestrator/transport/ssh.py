@@ -1,32 +1,40 @@
-"""SSH transport on paramiko, with strict host-key checking.
+"""SSH transport on fabric (``fabric.Connection``), with strict host-key checking.
 
 * Host keys are checked against the device's ``known_hosts``. An unknown key is refused
   (the message gives the ``ssh-keyscan`` line to add it) unless ``accept_new_hostkeys``,
   which appends it to that file; a *changed* key is always refused and nothing runs.
+  ``fabric.Connection`` installs paramiko's ``AutoAddPolicy`` on its client; that policy
+  is replaced before the first connect.
+* No ``~/.ssh/config``, ``/etc/ssh/ssh_config`` or fabric config file is read: what
+  connects where is the inventory's alone.
 * Authentication: the inventory's ``identity_file`` when it exists, and the ssh-agent.
 * Transient connection failures (refused, timed out, reset, no banner) are retried with
   exponential backoff; authentication and host-key failures are not.
 * Commands are ``shlex.join``-ed argument lists, so no inventory value reaches the remote
-  shell unquoted. Files move over SFTP (no shell involved).
+  shell unquoted (fabric's own ``env`` support builds an unquoted ``export`` line and is
+  not used). Files move over fabric's SFTP session (no shell involved).
 """
 
 from __future__ import annotations
 
 import base64
-import codecs
 import errno
 import hashlib
+import io
 import posixpath
+import queue
 import secrets
-import select
 import shlex
 import socket
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import fabric
+import invoke
 import paramiko
+from fabric.runners import Remote
 
 from orchestrator.transport.base import (
     DEFAULT_COMMAND_TIMEOUT_S,
@@ -39,34 +47,8 @@ from orchestrator.transport.errors import ConnectError, HostKeyError, TransportE
 KEEPALIVE_S = 5.0
 RETRIES = 2
 BACKOFF_S = 0.5
-#: the longest a quiet channel waits before the pump checks the connection again
-_MAX_WAIT_S = 1.0
-_CHUNK = 65536
-
-
-def _wait_s(
-    now: float, deadline: float | None, last_data: float, idle_timeout_s: float | None
-) -> float:
-    """How long a quiet channel may wait: until the deadline, the stall limit or
-    :data:`_MAX_WAIT_S`, whichever comes first."""
-    wait = _MAX_WAIT_S
-    if deadline is not None:
-        wait = min(wait, deadline - now)
-    if idle_timeout_s is not None:
-        wait = min(wait, last_data + idle_timeout_s - now)
-    return max(wait, 0.0)
-
-
-def _wait_readable(channel: paramiko.Channel, timeout_s: float) -> None:
-    """Sleep until the channel has output, stderr, EOF or closes, or ``timeout_s`` passes.
-
-    paramiko signals all of these on the channel's file descriptor, so a quiet channel
-    costs no CPU: a controller follows many devices without polling each one.
-    """
-    try:
-        select.select([channel], [], [], timeout_s)
-    except (OSError, ValueError):  # closed under our feet: the caller sees it next
-        time.sleep(min(timeout_s, 0.05))
+#: how often a waiting stream checks for an idle link or a consumer that went away
+_WAKE_S = 0.5
 
 
 class _TransientConnectError(ConnectError):
@@ -125,8 +107,83 @@ def remote_command(
     return command
 
 
+class _Stdin:
+    """What a command reads on stdin: sent in one piece, then the channel's write side
+    is shut, so that a remote program reading stdin sees its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _Lines(io.TextIOBase):
+    """The out-stream of a followed command: decoded chunks go to a queue, nothing is
+    kept (a follow may run for hours), and the end of stdout is marked with ``None``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunks: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+
+    def write(self, text: str) -> int:
+        if text:
+            self.chunks.put(text)
+        return len(text)
+
+    def end(self) -> None:
+        self.chunks.put(None)
+
+
+class _Discard(list):  # type: ignore[type-arg]
+    """A capture buffer that keeps nothing (invoke keeps every chunk by default)."""
+
+    def append(self, item: Any) -> None:
+        pass
+
+
+class _Remote(Remote):
+    """fabric's remote runner, with our stdin and out-stream handling."""
+
+    def wait(self) -> None:
+        """Block until the command ends (or an I/O thread died) without polling.
+
+        invoke polls every 10 ms; paramiko sets the channel's status event on exit or
+        close, so a controller following many devices sleeps instead.
+        """
+        while not (self.process_is_finished or self.has_dead_threads):
+            self.channel.status_event.wait(_WAKE_S)
+
+    def handle_stdin(self, input_: IO[Any], output: IO[Any], echo: bool = False) -> None:
+        if isinstance(input_, _Stdin):
+            if input_.data:
+                self.channel.sendall(input_.data)
+            self.close_proc_stdin()
+            return
+        super().handle_stdin(input_, output, echo)
+
+    def handle_stdout(self, buffer_: list[str], hide: bool, output: IO[Any]) -> None:
+        if not isinstance(output, _Lines):
+            super().handle_stdout(buffer_, hide, output)
+            return
+        try:
+            super().handle_stdout(_Discard(), hide, output)
+        finally:
+            output.end()
+
+
+def _fabric_config() -> fabric.Config:
+    """A fabric configuration that reads no file: no ssh_config, no fabric.yaml."""
+    return fabric.Config(
+        lazy=True,
+        ssh_config=paramiko.SSHConfig(),
+        overrides={
+            "load_ssh_configs": False,
+            "run": {"encoding": "utf-8", "pty": False, "echo": False, "warn": True},
+            "runners": {"remote": _Remote},
+        },
+    )
+
+
 class SSHTransport(Transport):
-    """A paramiko connection to one device."""
+    """A ``fabric.Connection`` to one device."""
 
     def __init__(
         self,
@@ -140,9 +197,8 @@ class SSHTransport(Transport):
     ) -> None:
         super().__init__(device)
         self.connect_timeout_s = connect_timeout_s
-        self._sftp: paramiko.SFTPClient | None = None
         self._home: str | None = None
-        self._client = self._connect(accept_new_hostkeys, keepalive_s, retries, backoff_s)
+        self._conn = self._connect(accept_new_hostkeys, keepalive_s, retries, backoff_s)
 
     # ------------------------------------------------------------------ connection
     @property
@@ -151,7 +207,7 @@ class SSHTransport(Transport):
 
     def _connect(
         self, accept_new: bool, keepalive_s: float, retries: int, backoff_s: float
-    ) -> paramiko.SSHClient:
+    ) -> fabric.Connection:
         delay = backoff_s
         for attempt in range(retries + 1):
             try:
@@ -163,10 +219,40 @@ class SSHTransport(Transport):
             delay *= 2
         raise AssertionError("unreachable")
 
-    def _connect_once(self, accept_new: bool, keepalive_s: float) -> paramiko.SSHClient:
+    def _connection(self) -> fabric.Connection:
+        dev = self.device
+        identity = Path(dev.identity_file) if dev.identity_file else None
+        has_identity = identity is not None and identity.exists()
+        t = self.connect_timeout_s
+        connect_kwargs: dict[str, Any] = {
+            "allow_agent": True,
+            "look_for_keys": not has_identity,
+            "timeout": t,
+            "banner_timeout": t,
+            "auth_timeout": t,
+            "channel_timeout": t,
+        }
+        if has_identity:
+            connect_kwargs["key_filename"] = [str(identity)]
+        return fabric.Connection(
+            host=dev.host,
+            user=dev.user,
+            port=dev.port,
+            config=_fabric_config(),
+            forward_agent=False,
+            connect_kwargs=connect_kwargs,
+        )
+
+    def _connect_once(self, accept_new: bool, keepalive_s: float) -> fabric.Connection:
         dev = self.device
         known_hosts = Path(dev.known_hosts)
-        client = paramiko.SSHClient()
+        conn = self._connection()
+        client = conn.client
+        # fabric.Connection starts with paramiko's AutoAddPolicy, which would accept any
+        # unknown key: our policy replaces it before anything connects.
+        client.set_missing_host_key_policy(
+            _AcceptNew(known_hosts) if accept_new else _RejectUnknown()
+        )
         try:
             if known_hosts.exists():
                 client.load_host_keys(str(known_hosts))
@@ -175,27 +261,10 @@ class SSHTransport(Transport):
                 f"{self._where}: cannot read known_hosts file {known_hosts}: {exc}",
                 hint="fix or remove the malformed line",
             ) from exc
-        client.set_missing_host_key_policy(
-            _AcceptNew(known_hosts) if accept_new else _RejectUnknown()
-        )
-        identity = Path(dev.identity_file) if dev.identity_file else None
-        has_identity = identity is not None and identity.exists()
-        t = self.connect_timeout_s
         try:
-            client.connect(
-                hostname=dev.host,
-                port=dev.port,
-                username=dev.user,
-                key_filename=str(identity) if has_identity else None,
-                allow_agent=True,
-                look_for_keys=not has_identity,
-                timeout=t,
-                banner_timeout=t,
-                auth_timeout=t,
-                channel_timeout=t,
-            )
+            conn.open()
         except _UnknownHostKey as exc:
-            client.close()
+            conn.close()
             keyscan = (
                 f"ssh-keyscan -p {dev.port} {shlex.quote(dev.host)} >> "
                 f"{shlex.quote(str(known_hosts))}"
@@ -207,7 +276,7 @@ class SSHTransport(Transport):
                 "or connect once with --accept-new-hostkeys",
             ) from None
         except paramiko.BadHostKeyException as exc:
-            client.close()
+            conn.close()
             raise HostKeyError(
                 f"{self._where}: host key CHANGED: {known_hosts} has "
                 f"{exc.expected_key.get_name()} {fingerprint(exc.expected_key)}, the device "
@@ -218,30 +287,29 @@ class SSHTransport(Transport):
                 "add the new one; otherwise someone may be intercepting the connection",
             ) from None
         except paramiko.AuthenticationException as exc:
-            client.close()
+            conn.close()
             raise ConnectError(
                 f"{self._where}: authentication failed as {dev.user!r}: {exc}",
-                hint=f"check `user` and `identity_file` ({identity}) in the inventory, or "
-                "load the key into ssh-agent; install the public key on the device with "
-                "ssh-copy-id",
+                hint=f"check `user` and `identity_file` ({dev.identity_file}) in the "
+                "inventory, or load the key into ssh-agent; install the public key on the "
+                "device with ssh-copy-id",
             ) from None
         except socket.gaierror as exc:
-            client.close()
+            conn.close()
             raise ConnectError(
                 f"{self._where}: cannot resolve host {dev.host!r}: {exc}",
                 hint="check `host` in the inventory",
             ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            client.close()
+            conn.close()
             raise _TransientConnectError(
                 f"{self._where}: cannot connect: {_describe(exc)}",
                 hint="is the device powered, on the network and running sshd? "
                 "`tslm-fleet doctor` checks every device",
             ) from None
-        transport = client.get_transport()
-        if transport is not None:
-            transport.set_keepalive(int(max(1, keepalive_s)))
-        return client
+        if conn.transport is not None:
+            conn.transport.set_keepalive(int(max(1, keepalive_s)))
+        return conn
 
     def _known_name(self) -> str:
         host = self.device.host
@@ -254,107 +322,42 @@ class SSHTransport(Transport):
             hint="the device or the network dropped; reconnect and retry",
         )
 
-    @property
-    def _transport(self) -> paramiko.Transport:
-        transport = self._client.get_transport()
-        if transport is None or not transport.is_active():
+    def _client_alive(self) -> bool:
+        transport = self._conn.client.get_transport()
+        return transport is not None and transport.is_active()
+
+    def _check_alive(self) -> None:
+        if not self._client_alive():
             raise self._lost()
-        return transport
 
     def close(self) -> None:
-        if self._sftp is not None:
-            try:
-                self._sftp.close()
-            except Exception:
-                pass
-            self._sftp = None
-        self._client.close()
+        try:
+            self._conn.close()
+        except Exception:
+            pass
 
     # ------------------------------------------------------------------ commands
-    def _start(
-        self,
-        argv: Sequence[str],
-        cwd: str | None,
-        env: Mapping[str, str] | None,
-        stdin: bytes | None,
-    ) -> paramiko.Channel:
-        command = remote_command(argv, cwd=cwd, env=env)
-        try:
-            channel = self._transport.open_session(timeout=self.connect_timeout_s)
-            channel.exec_command(command)
-            if stdin:
-                channel.sendall(stdin)
-            channel.shutdown_write()
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise self._lost(exc) from None
-        channel.setblocking(False)
-        return channel
+    def _timed_out(self, argv: Sequence[str], timeout_s: float | None) -> TransportError:
+        return TransportError(
+            f"{self.device.name}: `{shlex.join(argv)[:120]}` did not finish within {timeout_s:g} s"
+        )
 
-    def _pump(
-        self,
-        channel: paramiko.Channel,
-        deadline: float | None,
-        argv: Sequence[str],
-        timeout_s: float | None,
-        err: bytearray,
-        idle_timeout_s: float | None = None,
-    ) -> Iterator[bytes]:
-        """Yield stdout chunks until EOF, collecting stderr; raise on drop or timeout.
+    def _failure(
+        self, exc: BaseException, argv: Sequence[str], timeout_s: float | None
+    ) -> TransportError:
+        """Our error for what fabric/invoke raised while a command ran."""
+        if isinstance(exc, invoke.CommandTimedOut):
+            return self._timed_out(argv, timeout_s)
+        if isinstance(exc, invoke.ThreadException):
+            inner = next((e.value for e in exc.exceptions), None)
+            return self._lost(inner)
+        return self._lost(exc)
 
-        With ``idle_timeout_s``, a channel that delivers nothing for that long counts as a
-        lost connection: a silent link (cable pulled, 100 % loss) never closes the TCP
-        connection by itself, and paramiko's keepalives expect no reply.
-        """
-        last_data = time.monotonic()
-        while True:
-            got = False
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(_CHUNK)
-                got = True
-            if channel.recv_ready():
-                data = channel.recv(_CHUNK)
-                got = True
-                if data:
-                    yield data
-            if (
-                channel.eof_received
-                and not channel.recv_ready()
-                and not channel.recv_stderr_ready()
-            ):
-                return
-            if channel.closed and not channel.exit_status_ready():
-                raise self._lost()
-            if got:
-                last_data = time.monotonic()
-            else:
-                now = time.monotonic()
-                if deadline is not None and now > deadline:
-                    channel.close()
-                    raise TransportError(
-                        f"{self.device.name}: `{shlex.join(argv)[:120]}` "
-                        f"did not finish within {timeout_s:g} s"
-                    )
-                if idle_timeout_s is not None and now - last_data > idle_timeout_s:
-                    channel.close()
-                    raise ConnectError(
-                        f"{self._where}: connection stalled: nothing received for "
-                        f"{idle_timeout_s:g} s",
-                        hint="the link to the device may be down; reconnect and retry",
-                    )
-                transport = self._client.get_transport()
-                if transport is None or not transport.is_active():
-                    raise self._lost()
-                _wait_readable(channel, _wait_s(now, deadline, last_data, idle_timeout_s))
-
-    def _exit_code(self, channel: paramiko.Channel, deadline: float | None) -> int:
-        while not channel.exit_status_ready():
-            transport = self._client.get_transport()
-            if channel.closed or transport is None or not transport.is_active():
-                raise self._lost()
-            if deadline is not None and time.monotonic() > deadline:
-                raise TransportError(f"{self.device.name}: no exit status from the device")
-            channel.status_event.wait(_MAX_WAIT_S)
-        return channel.recv_exit_status()
+    def _exit_code(self, result: invoke.Result) -> int:
+        # a channel closed under a dying connection ends without an exit status (-1)
+        if result.exited == -1:
+            self._check_alive()
+        return int(result.exited)
 
     def run(
         self,
@@ -366,19 +369,18 @@ class SSHTransport(Transport):
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> CommandResult:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        channel = self._start(argv, cwd, env, stdin)
-        out, err = bytearray(), bytearray()
+        command = remote_command(argv, cwd=cwd, env=env)
+        self._check_alive()
         try:
-            for chunk in self._pump(channel, deadline, argv, timeout_s, err):
-                out += chunk
-            code = self._exit_code(channel, deadline)
+            res = self._conn.run(
+                command, hide=True, in_stream=_Stdin(stdin or b""), timeout=timeout_s
+            )
+        except (invoke.CommandTimedOut, invoke.ThreadException) as exc:
+            raise self._failure(exc, argv, timeout_s) from None
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise self._lost(exc) from None
-        finally:
-            channel.close()
-        result = CommandResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
-        if check and code != 0:
+        result = CommandResult(self._exit_code(res), res.stdout, res.stderr)
+        if check and result.exit_code != 0:
             raise self.command_error(argv, result)
         return result
 
@@ -392,45 +394,88 @@ class SSHTransport(Transport):
         env: Mapping[str, str] | None = None,
         idle_timeout_s: float | None = None,
     ) -> Iterator[str]:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        channel = self._start(argv, cwd, env, None)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        err = bytearray()
-        pending = ""
+        """Yield the command's stdout line by line as it arrives.
+
+        With ``idle_timeout_s``, a channel that delivers nothing for that long counts as a
+        lost connection: a silent link (cable pulled, 100 % loss) never closes the TCP
+        connection by itself, and paramiko's keepalives expect no reply.
+        """
+        command = remote_command(argv, cwd=cwd, env=env)
+        self._check_alive()
+        lines = _Lines()
+        err = io.StringIO()
         try:
-            for chunk in self._pump(channel, deadline, argv, timeout_s, err, idle_timeout_s):
-                pending += decoder.decode(chunk)
-                *lines, pending = pending.split("\n")
-                yield from lines
-            pending += decoder.decode(b"", final=True)
-            if pending:
-                yield pending
-            code = self._exit_code(channel, deadline)
+            promise = self._conn.run(
+                command,
+                asynchronous=True,
+                hide=False,
+                in_stream=_Stdin(b""),
+                out_stream=lines,
+                err_stream=err,
+                timeout=timeout_s,
+            )
         except (OSError, EOFError, paramiko.SSHException) as exc:
             raise self._lost(exc) from None
+        finished = False
+        try:
+            yield from self._lines(lines, promise.runner.kill, idle_timeout_s)
+            try:
+                res = promise.join()
+            except (invoke.CommandTimedOut, invoke.ThreadException) as exc:
+                raise self._failure(exc, argv, timeout_s) from None
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                raise self._lost(exc) from None
+            finally:
+                finished = True
+            code = self._exit_code(res)
         finally:
-            channel.close()
+            if not finished:  # the consumer stopped early, or the link stalled
+                promise.runner.kill()
+                try:
+                    promise.join()
+                except Exception:
+                    pass
         if check and code != 0:
-            raise self.command_error(argv, CommandResult(code, "", err.decode("utf-8", "replace")))
+            raise self.command_error(argv, CommandResult(code, "", err.getvalue()))
+
+    def _lines(
+        self, lines: _Lines, kill: Callable[[], None], idle_timeout_s: float | None
+    ) -> Iterator[str]:
+        pending = ""
+        last_data = time.monotonic()
+        while True:
+            try:
+                chunk = lines.chunks.get(timeout=_WAKE_S)
+            except queue.Empty:
+                if idle_timeout_s is not None and time.monotonic() - last_data > idle_timeout_s:
+                    kill()
+                    raise ConnectError(
+                        f"{self._where}: connection stalled: nothing received for "
+                        f"{idle_timeout_s:g} s",
+                        hint="the link to the device may be down; reconnect and retry",
+                    ) from None
+                continue
+            if chunk is None:
+                break
+            last_data = time.monotonic()
+            pending += chunk
+            *complete, pending = pending.split("\n")
+            yield from complete
+        if pending:
+            yield pending
 
     # ------------------------------------------------------------------ files
     @property
     def sftp(self) -> paramiko.SFTPClient:
-        if self._sftp is None:
-            try:
-                self._sftp = self._client.open_sftp()
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise self._lost(exc) from None
-        return self._sftp
+        try:
+            return self._conn.sftp()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise self._lost(exc) from None
 
     def _file_error(self, what: str, path: str, exc: BaseException) -> TransportError:
         if isinstance(exc, EOFError) or not self._client_alive():
             return self._lost(exc)
         return TransportError(f"{self.device.name}: cannot {what} {path}: {_describe(exc)}")
-
-    def _client_alive(self) -> bool:
-        transport = self._client.get_transport()
-        return transport is not None and transport.is_active()
 
     def home(self) -> str:
         if self._home is None:
@@ -494,7 +539,9 @@ class SSHTransport(Transport):
         self.makedirs(posixpath.dirname(path))
         tmp = f"{path}.tmp-{secrets.token_hex(4)}"
         try:
-            self.sftp.put(str(local), tmp, callback=progress, confirm=True)
+            with open(local, "rb") as fh:
+                source = _Progress(fh, Path(local).stat().st_size, progress)
+                self._conn.put(source, tmp, preserve_mode=False)
             self.sftp.chmod(tmp, Path(local).stat().st_mode & 0o777)
             self.sftp.posix_rename(tmp, path)
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -524,6 +571,35 @@ class SSHTransport(Transport):
             hint="free space on the device (old jobs, models and artifacts in the work "
             "directory) or point `workdir` at a larger disk",
         )
+
+
+class _Progress(io.RawIOBase):
+    """A file read through ``fabric.Transfer.put``, reporting bytes sent so far."""
+
+    def __init__(self, fh: IO[bytes], size: int, progress: ProgressCallback | None) -> None:
+        super().__init__()
+        self._fh = fh
+        self._size = size
+        self._progress = progress
+        self.name = getattr(fh, "name", "upload")
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        if self._progress is not None:
+            self._progress(self._fh.tell(), self._size)
+        return data
 
 
 def _describe(exc: BaseException | None) -> str:
