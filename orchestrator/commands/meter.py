@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -144,34 +144,49 @@ def emulate(
     import contextlib
     import os
     import signal
-    import time
 
     from agent.meters.emulate.serve import start_emulation
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupted)  # a clean stop: the trace file is complete
-    # a meter is hardware that a busy board cannot slow down: where allowed, run ahead of
-    # the load the emulator follows, so that its readings are not late by the load
+    previous_handler = signal.signal(signal.SIGTERM, interrupted)  # a clean stop: the
+    # trace file is complete. A meter is hardware that a busy board cannot slow down:
+    # where allowed, run ahead of the load the emulator follows, so that its readings are
+    # not late by the load. Both are undone on the way out (the command may run in-process).
+    previous_priority = os.getpriority(os.PRIO_PROCESS, 0)
     with contextlib.suppress(OSError):
         os.setpriority(os.PRIO_PROCESS, 0, -10)
+    try:
+        _serve(
+            kind,
+            seconds,
+            start_emulation(
+                kind,
+                watts=watts,
+                follow_pid=follow_pid,
+                follow_user=follow_user,
+                follow_cgroup=follow_cgroup,
+                idle_w=idle_w,
+                busy_w=busy_w,
+                rate_hz=rate_hz,
+                trace_path=trace,
+                lag_s=lag,
+                root=root,
+                link=link,
+                world_accessible=world_accessible,
+            ),
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, previous_priority)
 
-    emulation = start_emulation(
-        kind,
-        watts=watts,
-        follow_pid=follow_pid,
-        follow_user=follow_user,
-        follow_cgroup=follow_cgroup,
-        idle_w=idle_w,
-        busy_w=busy_w,
-        rate_hz=rate_hz,
-        trace_path=trace,
-        lag_s=lag,
-        root=root,
-        link=link,
-        world_accessible=world_accessible,
-    )
+
+def _serve(kind: str, seconds: float | None, emulation: Any) -> None:
+    """Print what is served, then serve until Ctrl-C, SIGTERM or ``seconds``."""
+    import time
+
     with emulation:
         typer.echo(
             json.dumps({"kind": kind, "address": emulation.address, "options": emulation.options})

@@ -16,6 +16,7 @@ import pytest
 
 from agent.protocol import Event, parse_event
 from tasks.hashing import sha256_path
+from testbed.fleet import meter_roots
 from testbed.models import save_tiny_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,6 +65,9 @@ def job_dict(workdir: Path, job_id: str = "job-1", **overrides: Any) -> dict[str
         "meter": {"kind": "none"},
     }
     spec.update(overrides)
+    if "meter_roots" not in overrides:
+        # an emulated meter's folder is allowed, as the inventory's defaults would allow it
+        spec["meter_roots"] = meter_roots([spec["meter"]])
     return spec
 
 

@@ -60,6 +60,7 @@ def test_local_run_energies_match_the_true_power(tmp_path: Path) -> None:
             "--root", str(tmp_path / "meter"),
         ) as options:  # fmt: skip
             (tmp_path / "inventory.yaml").write_text(
+                f"defaults: {{meter_roots: [{options['sysfs_root']}]}}\n"
                 f"devices:\n  local: {{transport: local, workdir: {tmp_path / 'work'}, "
                 f"meter: {{kind: hwmon, hwmon_name: ina226, sysfs_root: {options['sysfs_root']}}}}}\n"
             )
