@@ -164,6 +164,10 @@ def _schedstat_ns(pid: int, proc: Path) -> dict[int, int]:
     return out
 
 
+#: ticks (at 100 Hz: 0.2 s) during which a new process's owner is looked at again
+_YOUNG_TICKS = 20
+
+
 class CpuFollower:
     """Follows the CPU use of a user's processes or of a process tree, in a thread.
 
@@ -229,6 +233,7 @@ class CpuFollower:
         self._trace_file: TextIO | None = None
         self._followed: set[int] = set()
         self._seen: dict[int, int | None] = {}  # pid -> ppid (tree) or uid (user)
+        self._born: dict[int, int] = {}  # pid -> the tick it was first seen at
         self._last_ns: dict[int, int] = {}
         self._ticks = 0
         #: the emulator itself is never followed (it may run as the user, or in the tree)
@@ -254,8 +259,16 @@ class CpuFollower:
             self._seen = {p: u for p, u in self._seen.items() if u == self.uid}
         for pid in pids - self._seen.keys():
             self._seen[pid] = self._identify(pid)
+            self._born.setdefault(pid, self._ticks)  # kept when a look-again drops it
+        if self.uid is not None:
+            # a new process may still be between fork and setuid (Popen(user=...), sshd):
+            # look at its owner again while it is young; its CPU time counts from its start
+            for pid, born in self._born.items():
+                if self._ticks - born <= _YOUNG_TICKS and self._seen.get(pid) != self.uid:
+                    self._seen[pid] = self._identify(pid)
         for gone in self._seen.keys() - pids:
             del self._seen[gone]
+            self._born.pop(gone, None)
         if self.uid is not None:
             return {p for p, u in self._seen.items() if u == self.uid} - {self._own_pid}
         followed = {p for p in self._followed if p in pids}
