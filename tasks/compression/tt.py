@@ -15,6 +15,7 @@ among rows by marginal error reduction (:mod:`tasks.compression.allocate`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -244,34 +245,12 @@ def compress(
     """
     rank, eps, ratio = spec.get("rank"), spec.get("eps"), spec.get("ratio")
     impl, keep, center, alloc = (spec.get(k) for k in ("impl", "keep", "center", "alloc"))
-    if rank is None and eps is None and ratio is None:
-        raise CompressionError(
-            f"variant '{spec.canonical}': tt needs rank=, eps= or ratio=",
-            hint="e.g. tt:rank=8, tt:eps=0.4 or tt:ratio=2",
-        )
-    if impl == "tensorly" and (rank is None or eps is not None):
-        raise CompressionError(
-            f"variant '{spec.canonical}': impl=tensorly takes a rank cap only (tensorly's "
-            "tensor_train has no error bound)",
-            hint="use tt:rank=R:impl=tensorly",
-        )
+    _check_targets(spec)
     rows, d = (int(s) for s in table.shape)
     budget = None if ratio is None else rows * d / ratio
     order = frequency_order(token_counts if spec.needs_calibration else None, rows)
     split = split_rows(table, order, 0 if keep == KEEP_AUTO else keep, center)
-    shape = spec.get("shape")
-    if shape is not None:
-        check_shape(shape, d)
-        choice: dict[str, Any] = {"auto": False}
-    else:
-        sub_ratio = (
-            None
-            if budget is None
-            else _sub_ratio(
-                rows - int(split.dense_ids.numel()), d, budget - split.extra_params(d), spec
-            )
-        )
-        shape, choice = choose_shape(residual(table, split), rank is not None, eps, sub_ratio)
+    shape, choice = _shape_for(table, split, spec, budget)
     keep_choice: dict[str, Any] = {"auto": False}
     if keep == KEEP_AUTO:
         n_keep, keep_choice = choose_keep(
@@ -280,17 +259,12 @@ def compress(
         split = split_rows(table, order, n_keep, center)
     sub = residual(table, split)
     caps = expand_ranks(rank, shape)
-    eps_used, plan = eps, None
     if budget is not None:
-        sub_budget = budget - split.extra_params(d)
-        _sub_ratio(int(sub.shape[0]), d, sub_budget, spec)
-        if alloc != "uniform":
-            weights = row_weights(order)[split.tt_ids] if alloc == "weighted" else None
-            result, plan = tt_svd_budget(sub, shape, sub_budget, weights=weights, progress=progress)
-            eps_used = None
-        else:
-            eps_used, result = search_eps_budget(sub, shape, sub_budget, progress)
+        result, eps_used, plan = _decompose_to_budget(
+            sub, shape, budget - split.extra_params(d), spec, order, split, progress
+        )
     else:
+        eps_used, plan = eps, None
         result = _run(sub, shape, caps, eps, impl, progress, "tensor-train decomposition")
     core_tensors, tt_params, result = _store_cores(result, sub, spec.get("cores"))
     tensors = {**core_tensors, **split_tensors(table, split)}
@@ -308,17 +282,7 @@ def compress(
         "keep": keep,
         "keep_rows": int(split.dense_ids.numel()),
         "keep_choice": keep_choice,
-        "frequency": None
-        if not spec.needs_calibration
-        else (
-            {"source": "token id"}
-            if token_counts is None
-            else {
-                "source": "calibration text",
-                "tokens": int(token_counts.sum()),
-                "distinct": int((token_counts > 0).sum()),
-            }
-        ),
+        "frequency": _frequency_record(spec, token_counts),
         "center": center,
         "cores": spec.get("cores"),
         "core_bits": CORE_BITS[spec.get("cores")],
@@ -342,6 +306,76 @@ def compress(
         payload_bytes=tensor_bytes(tensors),
         row_errors=full_row_errors(table, split, sub, result),
     )
+
+
+def _shape_for(
+    table: torch.Tensor, split: Any, spec: VariantSpec, budget: float | None
+) -> tuple[Sequence[int], dict[str, Any]]:
+    """The spec's tensor shape (checked), or one chosen for the rows left to TT."""
+    rows, d = (int(n) for n in table.shape)
+    shape = spec.get("shape")
+    if shape is not None:
+        check_shape(shape, d)
+        return shape, {"auto": False}
+    sub_ratio = (
+        None
+        if budget is None
+        else _sub_ratio(
+            rows - int(split.dense_ids.numel()), d, budget - split.extra_params(d), spec
+        )
+    )
+    return choose_shape(
+        residual(table, split), spec.get("rank") is not None, spec.get("eps"), sub_ratio
+    )
+
+
+def _check_targets(spec: VariantSpec) -> None:
+    """A TT spec names what to aim for (rank, eps or ratio); tensorly takes a rank only."""
+    rank, eps, ratio = spec.get("rank"), spec.get("eps"), spec.get("ratio")
+    if rank is None and eps is None and ratio is None:
+        raise CompressionError(
+            f"variant '{spec.canonical}': tt needs rank=, eps= or ratio=",
+            hint="e.g. tt:rank=8, tt:eps=0.4 or tt:ratio=2",
+        )
+    if spec.get("impl") == "tensorly" and (rank is None or eps is not None):
+        raise CompressionError(
+            f"variant '{spec.canonical}': impl=tensorly takes a rank cap only (tensorly's "
+            "tensor_train has no error bound)",
+            hint="use tt:rank=R:impl=tensorly",
+        )
+
+
+def _decompose_to_budget(
+    sub: torch.Tensor,
+    shape: Sequence[int],
+    sub_budget: float,
+    spec: VariantSpec,
+    order: torch.Tensor,
+    split: Any,
+    progress: Progress | None,
+) -> tuple[Any, float | None, Any]:
+    """TT rows within a parameter budget: (result, the eps used or None, the rank plan)."""
+    _sub_ratio(int(sub.shape[0]), int(sub.shape[1]), sub_budget, spec)
+    alloc = spec.get("alloc")
+    if alloc != "uniform":
+        weights = row_weights(order)[split.tt_ids] if alloc == "weighted" else None
+        result, plan = tt_svd_budget(sub, shape, sub_budget, weights=weights, progress=progress)
+        return result, None, plan
+    eps_used, result = search_eps_budget(sub, shape, sub_budget, progress)
+    return result, eps_used, None
+
+
+def _frequency_record(spec: VariantSpec, token_counts: torch.Tensor | None) -> Any:
+    """Where the token order of ``keep=`` / ``alloc=weighted`` came from (manifest)."""
+    if not spec.needs_calibration:
+        return None
+    if token_counts is None:
+        return {"source": "token id"}
+    return {
+        "source": "calibration text",
+        "tokens": int(token_counts.sum()),
+        "distinct": int((token_counts > 0).sum()),
+    }
 
 
 def _store_cores(
