@@ -140,18 +140,91 @@ def build_artifact(
         return None
     cache_dir = Path(cache_dir)
     target = cache_dir / artifact_dirname(model_ref, variant)
-    if (target / MANIFEST).is_file():
-        try:
-            found = load_artifact(target, with_tensors=False)
-            return ArtifactInfo(target, found.manifest, found.sha256, reused=True)
-        except ArtifactError:
-            shutil.rmtree(target, ignore_errors=True)
+    cached = _cached(target)
+    if cached is not None:
+        return cached
     import torch
-    from safetensors.torch import save_file
 
     from tasks.compression.base import relative_row_errors
     from tasks.compression.source import source_format
-    from tasks.models import count_params, embedding_table, head_is_tied, load_model
+    from tasks.models import count_params, head_is_tied
+
+    model, table, extra = _compression_inputs(model_ref, variant, cache_dir, model, tokenizer)
+    tied = head_is_tied(model)
+    if variant.head == "tied" and not tied:
+        raise CompressionError(
+            f"variant '{variant.canonical}': head=tied, but {model_ref.name} "
+            "does not tie its LM head to the input embedding",
+            hint="leave head at keep-dense for this model",
+        )
+    method = get_method(variant.method)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        result = method.compress(table, variant, progress=progress, **extra)
+    elapsed = time.perf_counter() - started
+    # measured on what the device will load, through the device's own code path
+    rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)
+    errors = relative_row_errors(table, rebuilt.materialize())
+    rows, dim = (int(s) for s in table.shape)
+    source = source_format(model_ref, (rows, dim), getattr(model, "config", None))
+    total = count_params(model)
+    by_policy = _model_params(total, rows * dim, result.params, tied)
+    manifest = {
+        "model": model_ref.name,
+        "model_kind": model_ref.kind,
+        "model_sha256": model_ref.sha256,
+        "model_revision": model_ref.revision,
+        "model_architecture": getattr(model.config, "model_type", None),
+        "variant": variant.canonical,
+        "method": variant.method,
+        "params": result.method,
+        "head_policy": variant.head,
+        "base_head_tied": tied,
+        "vocab_size": rows,
+        "hidden_size": dim,
+        "embedding_params": rows * dim,
+        "compressed_params": result.params,
+        # the papers' convention: float32 table over stored parameters (bytes / 4)
+        "compression_ratio": rows * dim / result.params,
+        # what a device user gains over the file they start from
+        "compression_ratio_source": source.bytes / (4 * result.params),
+        "source_format": source.as_dict(rows * dim),
+        "embedding_bytes_fp32": rows * dim * 4,
+        "payload_bytes": result.payload_bytes,
+        "total_params_before": total,
+        "total_params": by_policy[variant.head],
+        "total_params_by_head_policy": by_policy,
+        "reconstruction_error": float(errors.mean()),
+        "reconstruction_error_max": float(errors.max()),
+        "error": {
+            "relative_reconstruction": _error_stats(errors),
+            "decomposition_mean": float(result.row_errors.mean()),
+        },
+        "compress_time_s": round(elapsed, 4),
+    }
+    return _write_artifact(cache_dir, target, result.tensors, manifest)
+
+
+def _cached(target: Path) -> ArtifactInfo | None:
+    """The intact artifact already at ``target``; a damaged one is removed."""
+    if not (target / MANIFEST).is_file():
+        return None
+    try:
+        found = load_artifact(target, with_tensors=False)
+        return ArtifactInfo(target, found.manifest, found.sha256, reused=True)
+    except ArtifactError:
+        shutil.rmtree(target, ignore_errors=True)
+        return None
+
+
+def _compression_inputs(
+    model_ref: ModelRef, variant: VariantSpec, cache_dir: Path, model: Any, tokenizer: Any
+) -> tuple[Any, Any, dict[str, Any]]:
+    """(the model, its float32 input table, what the method needs besides: token
+    counts of the calibration text, the model's own token importance, layer 0's gain)."""
+    import torch
+
+    from tasks.models import embedding_table, load_model
 
     needs_tokenizer = (variant.needs_calibration or variant.needs_importance) and tokenizer is None
     if model is None or needs_tokenizer:
@@ -177,30 +250,20 @@ def build_artifact(
         from tasks.models import layer0_gain
 
         extra["layer0_gain"] = layer0_gain(model)
-    tied = head_is_tied(model)
-    if variant.head == "tied" and not tied:
-        raise CompressionError(
-            f"variant '{variant.canonical}': head=tied, but {model_ref.name} "
-            "does not tie its LM head to the input embedding",
-            hint="leave head at keep-dense for this model",
-        )
-    method = get_method(variant.method)
-    started = time.perf_counter()
-    with torch.inference_mode():
-        result = method.compress(table, variant, progress=progress, **extra)
-    elapsed = time.perf_counter() - started
-    # measured on what the device will load, through the device's own code path
-    rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)
-    errors = relative_row_errors(table, rebuilt.materialize())
-    rows, dim = (int(s) for s in table.shape)
-    source = source_format(model_ref, (rows, dim), getattr(model, "config", None))
-    total = count_params(model)
-    by_policy = _model_params(total, rows * dim, result.params, tied)
+    return model, table, extra
+
+
+def _write_artifact(
+    cache_dir: Path, target: Path, tensors: dict[str, Any], described: dict[str, Any]
+) -> ArtifactInfo:
+    """Write tensors and manifest to a temporary folder, then move it into place whole."""
+    import torch
+    from safetensors.torch import save_file
 
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=cache_dir))
     try:
-        save_file(result.tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
+        save_file(tensors, str(tmp / TENSORS), metadata={"format": FORMAT})
         files = {
             TENSORS: {"sha256": sha256_file(tmp / TENSORS), "bytes": (tmp / TENSORS).stat().st_size}
         }
@@ -209,39 +272,9 @@ def build_artifact(
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "model": model_ref.name,
-            "model_kind": model_ref.kind,
-            "model_sha256": model_ref.sha256,
-            "model_revision": model_ref.revision,
-            "model_architecture": getattr(model.config, "model_type", None),
-            "variant": variant.canonical,
-            "method": variant.method,
-            "params": result.method,
-            "head_policy": variant.head,
-            "base_head_tied": tied,
-            "vocab_size": rows,
-            "hidden_size": dim,
-            "embedding_params": rows * dim,
-            "compressed_params": result.params,
-            # the papers' convention: float32 table over stored parameters (bytes / 4)
-            "compression_ratio": rows * dim / result.params,
-            # what a device user gains over the file they start from
-            "compression_ratio_source": source.bytes / (4 * result.params),
-            "source_format": source.as_dict(rows * dim),
-            "embedding_bytes_fp32": rows * dim * 4,
-            "payload_bytes": result.payload_bytes,
-            "total_params_before": total,
-            "total_params": by_policy[variant.head],
-            "total_params_by_head_policy": by_policy,
-            "reconstruction_error": float(errors.mean()),
-            "reconstruction_error_max": float(errors.max()),
-            "error": {
-                "relative_reconstruction": _error_stats(errors),
-                "decomposition_mean": float(result.row_errors.mean()),
-            },
+            **described,
             "files": files,
             "size_bytes": sum(f["bytes"] for f in files.values()),
-            "compress_time_s": round(elapsed, 4),
             "compute": {
                 "torch": torch.__version__,
                 "threads": torch.get_num_threads(),
