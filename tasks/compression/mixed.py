@@ -261,62 +261,21 @@ def compress(
     """Allocate widths under the ``bits=`` budget and quantise every row at its width."""
     rows, dim = (int(s) for s in table.shape)
     group = int(spec.get("group"))
-    if dim % group:
-        raise CompressionError(
-            f"group={group} does not divide the hidden size {dim}",
-            hint="pick a group that divides it (32, 64, ...)",
-        )
     budget_bits = float(spec.get("bits"))
-    low, _ = bits_range(dim, group)
-    if budget_bits < low:
-        raise CompressionError(
-            f"mixed:bits={budget_bits:g} cannot be met: with group={group} every row "
-            f"costs at least {low:.4g} bits per weight; the closest achievable ratio is "
-            f"{32 / low:.3g}x (bits={low:.4g})",
-            hint=f"ask for bits >= {low:.4g}, or a larger group",
-        )
+    _check_budget(dim, group, budget_bits)
     weights, kind = _importance(spec, rows, token_counts, importance)
     power = float(spec.get("power"))
     weights = weights.clamp_min(1e-300).pow(power)
     if progress is not None:
         progress("quantising at every width", 0, 2)
-    metric = None
-    if spec.get("metric") == "layer0":
-        if layer0_gain is None or layer0_gain.shape != (dim,):
-            raise CompressionError(
-                "metric=layer0 needs the gain of the first layer's input norm",
-                hint="this model has none that tasks.models.layer0_gain can find; use metric=l2",
-            )
-        metric = layer0_gain.to(torch.float64).pow(2)
-    errors = width_errors(table, group, metric)
+    errors = width_errors(table, group, _channel_metric(spec, dim, layer0_gain))
     costs = torch.tensor([row_bits(w, dim, group) for w in WIDTHS], dtype=torch.float64)
     if progress is not None:
         progress("allocating widths", 1, 2)
     # the width of every row is stored too, in WIDTH_INDEX_BITS bits
     budget = budget_bits * rows * dim - WIDTH_INDEX_BITS * rows
     choice = allocate(errors, weights, costs, budget)
-    tensors: dict[str, torch.Tensor] = {"width_index": pack_bits(choice, WIDTH_INDEX_BITS)}
-    approx = torch.empty(rows, dim, dtype=torch.float32)
-    for k, width in enumerate(WIDTHS):
-        ids = torch.nonzero(choice == k).flatten()
-        part = table[ids].to(torch.float32)
-        if width == HIGH_WIDTH:
-            q = quantize_high(part)
-            tensors["w8_codes"] = q["codes"]
-            tensors["w8_scale"] = q["scale"]
-            approx[ids] = dequantize_high(q["codes"], q["scale"])
-        else:
-            q = quantize_low(part, width, group) if ids.numel() else None
-            if q is None:
-                q = {
-                    "codes": torch.zeros(0, dim, dtype=torch.uint8),
-                    "scale": torch.zeros(0, dim // group, dtype=torch.bfloat16),
-                    "zero": torch.zeros(0, dim // group, dtype=torch.bfloat16),
-                }
-            tensors[f"w{width}_codes"] = pack_bits(q["codes"], width)
-            tensors[f"w{width}_scale"] = q["scale"].contiguous()
-            tensors[f"w{width}_zero"] = q["zero"].contiguous()
-            approx[ids] = dequantize_low(q["codes"], q["scale"], q["zero"], group)
+    tensors, approx = _quantise_rows(table, choice, group)
     stored_bits = float(costs[choice].sum()) + WIDTH_INDEX_BITS * rows
     mass = weights / weights.sum()
     alloc = {
@@ -346,6 +305,67 @@ def compress(
         payload_bytes=tensor_bytes(tensors),
         row_errors=relative_row_errors(table, approx),
     )
+
+
+def _check_budget(dim: int, group: int, budget_bits: float) -> None:
+    """The group divides the rows, and the budget is one the format can meet."""
+    if dim % group:
+        raise CompressionError(
+            f"group={group} does not divide the hidden size {dim}",
+            hint="pick a group that divides it (32, 64, ...)",
+        )
+    low, _ = bits_range(dim, group)
+    if budget_bits < low:
+        raise CompressionError(
+            f"mixed:bits={budget_bits:g} cannot be met: with group={group} every row "
+            f"costs at least {low:.4g} bits per weight; the closest achievable ratio is "
+            f"{32 / low:.3g}x (bits={low:.4g})",
+            hint=f"ask for bits >= {low:.4g}, or a larger group",
+        )
+
+
+def _channel_metric(
+    spec: VariantSpec, dim: int, layer0_gain: torch.Tensor | None
+) -> torch.Tensor | None:
+    """Per-channel weights of the error (``metric=layer0``: the norm's squared gain)."""
+    if spec.get("metric") != "layer0":
+        return None
+    if layer0_gain is None or layer0_gain.shape != (dim,):
+        raise CompressionError(
+            "metric=layer0 needs the gain of the first layer's input norm",
+            hint="this model has none that tasks.models.layer0_gain can find; use metric=l2",
+        )
+    return layer0_gain.to(torch.float64).pow(2)
+
+
+def _quantise_rows(
+    table: torch.Tensor, choice: torch.Tensor, group: int
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Every row at its chosen width: (the stored tensors, the rows as decoded)."""
+    rows, dim = (int(s) for s in table.shape)
+    tensors: dict[str, torch.Tensor] = {"width_index": pack_bits(choice, WIDTH_INDEX_BITS)}
+    approx = torch.empty(rows, dim, dtype=torch.float32)
+    for k, width in enumerate(WIDTHS):
+        ids = torch.nonzero(choice == k).flatten()
+        part = table[ids].to(torch.float32)
+        if width == HIGH_WIDTH:
+            q = quantize_high(part)
+            tensors["w8_codes"] = q["codes"]
+            tensors["w8_scale"] = q["scale"]
+            approx[ids] = dequantize_high(q["codes"], q["scale"])
+            continue
+        q = quantize_low(part, width, group) if ids.numel() else None
+        if q is None:
+            q = {
+                "codes": torch.zeros(0, dim, dtype=torch.uint8),
+                "scale": torch.zeros(0, dim // group, dtype=torch.bfloat16),
+                "zero": torch.zeros(0, dim // group, dtype=torch.bfloat16),
+            }
+        tensors[f"w{width}_codes"] = pack_bits(q["codes"], width)
+        tensors[f"w{width}_scale"] = q["scale"].contiguous()
+        tensors[f"w{width}_zero"] = q["zero"].contiguous()
+        approx[ids] = dequantize_low(q["codes"], q["scale"], q["zero"], group)
+    return tensors, approx
 
 
 # --- device side ---------------------------------------------------------------------
