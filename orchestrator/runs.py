@@ -231,21 +231,7 @@ def _execute(
     stop_event = threading.Event()
     store_lock = threading.Lock()
     deploy_slots = None if max_parallel is None else threading.BoundedSemaphore(max_parallel)
-    bookings: dict[str, PlaceBooking] = {}
-    if lab is not None:
-        for d in devices:
-            if d.lab_place:
-                bookings[d.name] = PlaceBooking(
-                    lab,
-                    d,
-                    run_id=run_id,
-                    store=store,
-                    store_lock=store_lock,
-                    wait_s=place_wait_s,
-                    set_state=lambda state, msg, name=d.name: progress.set_state(
-                        name, state, message=msg
-                    ),
-                )
+    bookings = _bookings(lab, devices, run_id, store, store_lock, place_wait_s, progress)
     with display_factory(progress) as display:
         if lab is not None:
             lab.log = display.log
@@ -277,6 +263,33 @@ def _execute(
     return RunSummary(
         run_id=run_id, status=status, outcomes=tuple(outcomes), behind=tuple(reporter.reported)
     )
+
+
+def _bookings(
+    lab: LabBookings | None,
+    devices: list[Any],
+    run_id: str,
+    store: Any,
+    store_lock: threading.Lock,
+    wait_s: float,
+    progress: RunProgress,
+) -> dict[str, PlaceBooking]:
+    """device name -> the booking of its labgrid place (devices without a place: none)."""
+    if lab is None:
+        return {}
+    return {
+        d.name: PlaceBooking(
+            lab,
+            d,
+            run_id=run_id,
+            store=store,
+            store_lock=store_lock,
+            wait_s=wait_s,
+            set_state=lambda state, msg, name=d.name: progress.set_state(name, state, message=msg),
+        )
+        for d in devices
+        if d.lab_place
+    }
 
 
 def _run_id_and_experiment(
