@@ -33,6 +33,7 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
@@ -56,6 +57,8 @@ VARIANTS: list[tuple[str, str, bool]] = [
     ("int:bits=3:group=32", "int groups", False),
     ("gguf:type=q8_0", "gguf", False),
     ("gguf:type=q4_0", "gguf", False),
+    ("mixed:bits=4", "mixed", False),
+    ("mixed:bits=8", "mixed", True),
     ("tt:rank=8:shape=8x8x9:cores=int8", "tt int cores", True),
     ("tt:rank=8:shape=8x8x9:cores=int6", "tt int cores", False),
     ("tt:rank=8:shape=8x8x9:cores=int4", "tt int cores", False),
@@ -325,8 +328,7 @@ def _print_table(rows: list[dict], names: list[str]) -> None:
         print(f"{r['variant']:66s} {r['ratio']:6.2f} {src:>6s} {changes}  {mark}")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run every variant, print the table and write the JSON and PNG results."""
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     parser.add_argument("--window", type=int, default=512)
@@ -341,17 +343,15 @@ def main(argv: list[str] | None = None) -> dict:
         help="run only these variants (and dense), merged into the rows of an existing "
         "frontier.json of the same model, texts and token count; repeatable",
     )
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import torch
 
-    from tasks.cache import MODELS, cache_path
-    from tasks.models import load_model, resolve_model
+def _score_variants(
+    args: argparse.Namespace, ref: Any, base: Any, tokenizer: Any
+) -> tuple[list[dict], list[str]]:
+    """(a row per variant the arguments select, the names of the texts scored)."""
     from tasks.workloads import get_task
 
-    started = time.perf_counter()
-    ref = resolve_model(args.model)
-    base, tokenizer = load_model(ref, cache_dir=cache_path(MODELS))
     rows = []
     with tempfile.TemporaryDirectory(prefix="frontier-") as tmp:
         sources = _text_sources(Path(tmp))
@@ -374,7 +374,22 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append(row)
             ppl = "  ".join(f"{n} {v:.4g}" for n, v in row["ppl"].items())
             print(f"{row['variant']:66s} {row['ratio']:6.3f}x  {ppl}  ({row['wall_s']:.0f} s)")
-    names = list(params)
+    return rows, list(params)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run every variant, print the table and write the JSON and PNG results."""
+    args = _parse(argv)
+
+    import torch
+
+    from tasks.cache import MODELS, cache_path
+    from tasks.models import load_model, resolve_model
+
+    started = time.perf_counter()
+    ref = resolve_model(args.model)
+    base, tokenizer = load_model(ref, cache_dir=cache_path(MODELS))
+    rows, names = _score_variants(args, ref, base, tokenizer)
     evaluation = [n for n in names if n != CALIBRATION]
     if args.only:
         rows = merge_rows(args.out / "frontier.json", rows, ref.sha256, names, args.max_tokens)

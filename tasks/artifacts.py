@@ -161,15 +161,43 @@ def build_artifact(
     started = time.perf_counter()
     with torch.inference_mode():
         result = method.compress(table, variant, progress=progress, **extra)
-    elapsed = time.perf_counter() - started
+    compressed_at = time.perf_counter()
     # measured on what the device will load, through the device's own code path
     rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)
     errors = relative_row_errors(table, rebuilt.materialize())
-    rows, dim = (int(s) for s in table.shape)
+    rows, dim = (int(n) for n in table.shape)
     source = source_format(model_ref, (rows, dim), getattr(model, "config", None))
-    total = count_params(model)
+    manifest = _description(
+        model_ref,
+        variant,
+        model,
+        result,
+        errors,
+        source,
+        count_params(model),
+        tied,
+        (rows, dim),
+        compressed_at - started,
+    )
+    return _write_artifact(cache_dir, target, result.tensors, manifest)
+
+
+def _description(
+    model_ref: ModelRef,
+    variant: VariantSpec,
+    model: Any,
+    result: Any,
+    errors: Any,
+    source: Any,
+    total: int,
+    tied: bool,
+    shape: tuple[int, int],
+    elapsed: float,
+) -> dict[str, Any]:
+    """The manifest's account of the model, the variant, its sizes and its errors."""
+    rows, dim = shape
     by_policy = _model_params(total, rows * dim, result.params, tied)
-    manifest = {
+    return {
         "model": model_ref.name,
         "model_kind": model_ref.kind,
         "model_sha256": model_ref.sha256,
@@ -202,7 +230,6 @@ def build_artifact(
         },
         "compress_time_s": round(elapsed, 4),
     }
-    return _write_artifact(cache_dir, target, result.tensors, manifest)
 
 
 def _cached(target: Path) -> ArtifactInfo | None:
