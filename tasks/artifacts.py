@@ -163,7 +163,9 @@ def build_artifact(
         result = method.compress(table, variant, progress=progress, **extra)
     compressed_at = time.perf_counter()
     # measured on what the device will load, through the device's own code path
-    rebuilt = method.build_embedding(result.tensors, result.method, dtype=torch.float32)
+    rebuilt = _build_embedding(
+        method, result.tensors, result.method, torch.float32, variant.canonical
+    )
     errors = relative_row_errors(table, rebuilt.materialize())
     rows, dim = (int(n) for n in table.shape)
     source = source_format(model_ref, (rows, dim), getattr(model, "config", None))
@@ -392,6 +394,18 @@ def load_artifact(
     return Artifact(root, manifest, sha, tensors)
 
 
+def _build_embedding(
+    method: Any, tensors: dict[str, Any], params: dict[str, Any], dtype: Any, where: object
+) -> Any:
+    """The method's module for stored tensors; a tensor or parameter it lacks is named."""
+    try:
+        return method.build_embedding(tensors, params, dtype=dtype)
+    except KeyError as exc:
+        raise ArtifactError(
+            f"{where}: cores.safetensors tensor or manifest parameter {exc} is missing"
+        ) from exc
+
+
 def _untie(model: Any) -> None:
     """Stop transformers from re-tying the head to the (replaced) input embedding."""
     configs = [model.config]
@@ -453,8 +467,8 @@ def apply_artifact(
     method = get_method(artifact.method)
     with torch.no_grad():
         module = in_mode(
-            method.build_embedding(
-                artifact.tensors, artifact.manifest["params"], dtype=weight.dtype
+            _build_embedding(
+                method, artifact.tensors, artifact.manifest["params"], weight.dtype, artifact.path
             ),
             mode,
         )

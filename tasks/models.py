@@ -302,16 +302,28 @@ def embedding_table(model: Any) -> torch.Tensor:
 
 def layer0_gain(model: Any) -> torch.Tensor | None:
     """(d,) gain of the norm in front of the first block's attention, when there is one
-    (LLaMA-style ``layers[0].input_layernorm``, GPT-2's ``h[0].ln_1``); else None."""
+    (LLaMA-style ``layers[0].input_layernorm``, GPT-2's ``h[0].ln_1``, OPT's
+    ``decoder.layers[0].self_attn_layer_norm``) and as wide as the embedding; else None."""
     import torch
 
     base = getattr(model, "base_model", model)
-    for blocks_name, norm_name in (("layers", "input_layernorm"), ("h", "ln_1")):
-        blocks = getattr(base, blocks_name, None)
+    for blocks_name, norm_name in (
+        ("layers", "input_layernorm"),
+        ("h", "ln_1"),
+        ("decoder.layers", "self_attn_layer_norm"),
+    ):
+        blocks: Any = base
+        for part in blocks_name.split("."):
+            blocks = getattr(blocks, part, None)
         if blocks is None or len(blocks) == 0:
             continue
         weight = getattr(getattr(blocks[0], norm_name, None), "weight", None)
         if weight is not None:
+            # a projection between the embedding and the first block (OPT's project_in)
+            # leaves no per-channel gain for the embedding's own channels
+            width = getattr(getattr(model.get_input_embeddings(), "weight", None), "shape", ())
+            if tuple(weight.shape) != tuple(width[1:]):
+                return None
             return weight.detach().to(torch.float32).clone()
     return None
 
@@ -338,3 +350,13 @@ def count_params(model: Any) -> int:
         seen.add(p.data_ptr())
         total += p.numel()
     return total
+
+
+def model_context(model: Any) -> int | None:
+    """The longest sequence the model accepts, from its config (None: unknown)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from tasks import data as builtin_data
+from tasks.models import model_context
 
 CALIBRATION_TEXT = "calibration"
 
@@ -57,7 +58,7 @@ IMPORTANCE_WINDOW = 512
 
 def model_importance(model: Any, tokenizer: Any, vocab_size: int) -> torch.Tensor:
     """(V,) float64: the model's probability of every token, averaged over the positions
-    of the calibration text (windows of ``IMPORTANCE_WINDOW`` tokens, no overlap).
+    of the calibration text (windows of ``IMPORTANCE_WINDOW`` tokens or the model's context, no overlap).
 
     A prior over the whole vocabulary from the model itself: smooth where counts in a
     short text are noise, and never zero for a token the text does not show.
@@ -67,9 +68,11 @@ def model_importance(model: Any, tokenizer: Any, vocab_size: int) -> torch.Tenso
     ids = ids[(ids >= 0) & (ids < vocab_size)]
     total = torch.zeros(vocab_size, dtype=torch.float64)
     positions = 0
+    # no longer than the model's context (a short-context model indexes past its positions)
+    step = min(IMPORTANCE_WINDOW, model_context(model) or IMPORTANCE_WINDOW)
     with torch.inference_mode():
-        for start in range(0, ids.numel(), IMPORTANCE_WINDOW):
-            window = ids[start : start + IMPORTANCE_WINDOW].unsqueeze(0)
+        for start in range(0, ids.numel(), step):
+            window = ids[start : start + step].unsqueeze(0)
             logits = model(input_ids=window, use_cache=False).logits[0, :, :vocab_size]
             total += torch.softmax(logits.to(torch.float64), dim=-1).sum(dim=0)
             positions += window.shape[1]

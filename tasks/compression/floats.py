@@ -85,7 +85,4 @@ def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """The :class:`HalfEmbedding` of an artifact."""
-    try:
-        return HalfEmbedding(tensors["table"], dtype=dtype)
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors: tensor {exc} is missing") from exc
+    return HalfEmbedding(tensors["table"], dtype=dtype)

@@ -108,7 +108,4 @@ def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """The :class:`GGUFEmbedding` of an artifact."""
-    try:
-        return GGUFEmbedding(tensors["blocks"], str(method["type"]), dtype=dtype)
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors or manifest: {exc} is missing") from exc
+    return GGUFEmbedding(tensors["blocks"], str(method["type"]), dtype=dtype)

@@ -575,7 +575,4 @@ def build_embedding(
     tensors: dict[str, torch.Tensor], method: dict[str, Any], *, dtype: torch.dtype = torch.float32
 ) -> torch.nn.Module:
     """The :class:`MixedEmbedding` of an artifact."""
-    try:
-        return MixedEmbedding(tensors, method, dtype)
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors: tensor {exc} or method field is missing") from exc
+    return MixedEmbedding(tensors, method, dtype)

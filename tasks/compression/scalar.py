@@ -75,32 +75,29 @@ def build_embedding(
     from tasks.compression.embedding import Int8Embedding
     from tasks.compression.qembedding import IntEmbedding
 
-    try:
-        bits, group = int(method["bits"]), int(method["group"])
-        scale, minimum = tensors["scale"], tensors["minimum"]
-        if bits == 8 and scale.ndim == 2 and scale.shape[1] == 1:
-            # 8-bit rows with one scale each are whole bytes: held in the layout of
-            # torch's int8 weight-only kernel, so that the table can also be a tied head
-            rows, dim = int(scale.shape[0]), group
-            codes = tensors["codes"]
-            if int(codes.numel()) < rows * dim:
-                raise ArtifactError(
-                    f"int codes: {codes.numel()} bytes, {rows} rows of {dim} 8-bit codes "
-                    f"need {rows * dim}"
-                )
-            return Int8Embedding(
-                codes[: rows * dim].reshape(rows, dim),
-                scale[:, 0].to(torch.float32),
-                minimum[:, 0].to(torch.float32),
-                dtype=dtype,
+    bits, group = int(method["bits"]), int(method["group"])
+    scale, minimum = tensors["scale"], tensors["minimum"]
+    if bits == 8 and scale.ndim == 2 and scale.shape[1] == 1:
+        # 8-bit rows with one scale each are whole bytes: held in the layout of
+        # torch's int8 weight-only kernel, so that the table can also be a tied head
+        rows, dim = int(scale.shape[0]), group
+        codes = tensors["codes"]
+        if int(codes.numel()) < rows * dim:
+            raise ArtifactError(
+                f"int codes: {codes.numel()} bytes, {rows} rows of {dim} 8-bit codes "
+                f"need {rows * dim}"
             )
-        return IntEmbedding(
-            tensors["codes"],
-            tensors["scale"],
-            tensors["minimum"],
-            int(method["bits"]),
-            int(method["group"]),
+        return Int8Embedding(
+            codes[: rows * dim].reshape(rows, dim),
+            scale[:, 0].to(torch.float32),
+            minimum[:, 0].to(torch.float32),
             dtype=dtype,
         )
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors or manifest: {exc} is missing") from exc
+    return IntEmbedding(
+        tensors["codes"],
+        tensors["scale"],
+        tensors["minimum"],
+        int(method["bits"]),
+        int(method["group"]),
+        dtype=dtype,
+    )

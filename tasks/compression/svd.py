@@ -70,10 +70,7 @@ def build_embedding(
     from tasks.compression.embedding import LowRankEmbedding
     from tasks.errors import ArtifactError
 
-    try:
-        left, right = tensors["left"], tensors["right"]
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors: tensor {exc} is missing") from exc
+    left, right = tensors["left"], tensors["right"]
     if left.ndim != 2 or right.ndim != 2 or left.shape[1] != right.shape[0]:
         raise ArtifactError(
             f"cores.safetensors: factors {tuple(left.shape)} and "

@@ -15,7 +15,6 @@ import torch
 
 from tasks.compression.cores import TTCores
 from tasks.compression.quant import affine_params, codes_of, pack
-from tasks.errors import ArtifactError
 
 #: ``cores=`` value -> bits per code (fp32: not quantised)
 CORE_BITS = {"fp32": None, "int8": 8, "int6": 6, "int4": 4}
@@ -57,9 +56,6 @@ def embedding_from_tensors(
     """The :class:`~tasks.compression.qembedding.QuantTTEmbedding` of stored tensors."""
     from tasks.compression.qembedding import QuantTTEmbedding
 
-    try:
-        codes = tuple(tensors[f"codes{k}"] for k in range(len(shape)))
-        ranks, scale, minimum = tensors["ranks"], tensors["scale"], tensors["minimum"]
-    except KeyError as exc:
-        raise ArtifactError(f"cores.safetensors: tensor {exc} is missing") from exc
+    codes = tuple(tensors[f"codes{k}"] for k in range(len(shape)))
+    ranks, scale, minimum = tensors["ranks"], tensors["scale"], tensors["minimum"]
     return QuantTTEmbedding(shape, ranks, codes, scale, minimum, bits, dtype=dtype)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from tasks.errors import TaskError
+from tasks.models import model_context
 from tasks.workloads.base import QueryResult, Score
 from tasks.workloads.params import param, parse_params
 from tasks.workloads.sources import load_prompts
-from tasks.workloads.windows import model_context
 
 #: separates the texts of one batch before hashing
 _BATCH_SEPARATOR = "\x1e"

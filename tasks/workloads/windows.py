@@ -19,6 +19,7 @@ from typing import Any
 
 from tasks.data import evaluation_texts
 from tasks.errors import TaskError
+from tasks.models import model_context
 from tasks.workloads.base import QueryResult
 from tasks.workloads.params import check_placement, param
 from tasks.workloads.sources import load_text
@@ -92,16 +93,6 @@ def plan_windows(num_tokens: int, window: int, stride: int) -> list[Window]:
         if end == num_tokens:
             break
     return windows
-
-
-def model_context(model: Any) -> int | None:
-    """The longest sequence the model accepts, from its config (None: unknown)."""
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class PreparedWindows:

@@ -122,6 +122,26 @@ def test_missing_file_and_wrong_directory(tiny_dirs, tmp_path) -> None:
         load_artifact(tmp_path / "nowhere")
 
 
+@pytest.mark.parametrize(
+    ("spec", "tensor"),
+    [
+        ("svd:rank=4", "left"),
+        ("int:bits=4", "scale"),
+        ("tt:rank=2:cores=int8", "scale"),
+        ("mixed:bits=4", None),
+    ],
+)
+def test_a_tensor_missing_from_the_artifact_is_named(tiny_dirs, tmp_path, spec, tensor) -> None:
+    arch = "gpt2" if spec.startswith("mixed") else "opt"
+    info = _build(tiny_dirs, arch, spec, tmp_path)
+    artifact = load_artifact(info.path, info.sha256)
+    name = tensor or sorted(artifact.tensors)[0]
+    del artifact.tensors[name]
+    with pytest.raises(ArtifactError, match=f"'{name}' is missing") as err:
+        apply_artifact(_model(tiny_dirs[arch]), artifact)
+    assert str(info.path) in str(err.value)
+
+
 def test_a_pickle_beside_the_tensors_is_never_loaded(tiny_dirs, tmp_path) -> None:
     info = _build(tiny_dirs, "gpt2", "tt:rank=2", tmp_path)
     marker = tmp_path / "executed"

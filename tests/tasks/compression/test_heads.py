@@ -117,6 +117,10 @@ def test_layer0_gain_is_found(tiny_dirs) -> None:
         gain = layer0_gain(model)
         width = model.get_input_embeddings().weight.shape[1]
         assert gain is not None and gain.shape == (width,)
+    # the tiny OPT projects its 32-wide embedding to 48 before the first norm
+    opt = load_model(tiny_dirs["opt"], with_tokenizer=False)[0]
+    assert opt.model.decoder.layers[0].self_attn_layer_norm.weight.shape == (48,)
+    assert layer0_gain(opt) is None
 
 
 @pytest.mark.parametrize("rows", [1000, 48336 // 16])
