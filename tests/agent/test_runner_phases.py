@@ -110,8 +110,9 @@ def test_a_board_that_never_settles_runs_anyway_and_a_drift_is_flagged(
     (settled,) = of(events, "phase", phase="settled")
     assert settled["stable"] is False and settled["waited_s"] >= 1.5
     (warning,) = of(events, "warning", code="unstable_start")
-    assert "stability.max_wait_s" in warning["message"] and "idle power changed" in (
-        warning["message"]
+    assert (
+        "stability.max_wait_s" in warning["message"]
+        and "idle power changed" in (warning["message"])
     )
     assert of(events, "query")  # it ran anyway
     record = events[-1]["stability"]
