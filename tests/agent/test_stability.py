@@ -115,5 +115,5 @@ def test_out_of_range_stability_settings_are_refused_naming_the_field(
 
 
 def test_unknown_stability_settings_are_refused(workdir) -> None:
-    with pytest.raises(JobSpecError, match="stability: unknown field.*max_wait"):
+    with pytest.raises(JobSpecError, match=r"stability: unknown field.*max_wait"):
         JobSpec.from_dict(job_dict(workdir, stability={"max_wait": 5}))
