@@ -77,9 +77,11 @@ def system(root: Path = sysinfo.ROOT) -> dict[str, Any]:
 def meter(meter: Any, kind: str) -> dict[str, Any]:
     """The meter: model, firmware, nominal rate, measurement boundary and error bound."""
     period = meter.nominal_period_s
-    bound = bound_for(kind)
+    # ``auto`` resolves to a concrete meter, whose kind names the bound
+    actual = getattr(meter, "kind", None) or kind
+    bound = bound_for(actual)
     return {
-        "meter_kind": kind,
+        "meter_kind": actual,
         "meter_model": getattr(meter, "model_name", kind),
         "meter_firmware": getattr(meter, "firmware", None),
         "meter_boundary": getattr(meter, "boundary", None),
