@@ -8,8 +8,10 @@ lag, waits for a stable start, measures the idle baseline, then runs two tasks:
 
 * ``alternating``: 1 s heavy and 1 s light queries in turn (every query lasts 1 s or
   more). Per trial, energy per query = the windows' energy / their queries. Across the
-  trials: the coefficient of variation (CV) of that figure, and the bias of each trial's
-  figure against the true energy over the same windows.
+  trials: the coefficient of variation (CV) of that figure, beside the CV of the true
+  energy (what the shared machine's other work changes) and the CV of reported / true
+  (what the meter and the method add), and the bias of each trial's figure against the
+  true energy over the same windows.
 * ``generate`` on the tiny model: per trial, the prefill and decode energies summed
   over the windows against the true energy over the queries' own phase intervals, and
   how many windows resolve each phase.
@@ -208,6 +210,9 @@ def family(workdir: Path, kind: str, trials: int, quick: bool) -> dict[str, Any]
         "query_s": 1.0,
         "energy_j_per_query": _spread(reported),
         "true_energy_j_per_query": _spread(true),
+        # the spread the meter and the method add: reported / true of each trial
+        "ratio_to_true": _spread([r / t for r, t in zip(reported, true, strict=True)]),
+        "per_trial": [{"reported_j": r, "true_j": t} for r, t in zip(reported, true, strict=True)],
         "bias": {"mean": bias, **truth.summary(biases)},
         "phases": {
             phase: {
