@@ -88,6 +88,20 @@ def headline(doc: dict[str, Any]) -> str:
         else f"goal (CV <= {_pct(goal['cv'])}, |bias| <= {_pct(goal['bias'])}) "
         f"not met on {', '.join(missed)}"
     )
+    # where the reported energy only follows the true one: the machine, not the meter
+    by_load = [
+        f"{f['family']} {_pct(f['ratio_to_true']['cv'])}"
+        for f in doc["families"]
+        if goal_met(f, goal) is False
+        and (f.get("ratio_to_true") or {}).get("cv") is not None
+        and f["ratio_to_true"]["cv"] <= goal["cv"]
+        and f["energy_j_per_query"]["cv"] > goal["cv"]
+    ]
+    if by_load:
+        verdict += (
+            "; the CV there is the true energy's (the shared machine's load): reported / "
+            f"true varies by {', '.join(by_load)}"
+        )
     trials = doc["families"][0]["trials"]
     return f"{'; '.join(parts)} over {trials} trial{'s' * (trials != 1)} each; {verdict}"
 
