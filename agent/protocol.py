@@ -81,7 +81,8 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
         "throttled": _OPT_BOOL,
         "temp_c": _OPT_NUM,
     },
-    # energy over a window: kind is "load", "idle" or "queries"
+    # energy over a window: kind is "load", "idle", "queries" or "idle_after" (the idle
+    # power measured again after the queries, for the drift check)
     "window": {
         "kind": (str,),
         "task": _OPT_STR,
@@ -118,7 +119,7 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
 
 EVENT_TYPES = frozenset(EVENT_FIELDS)
 DONE_STATUSES = frozenset({"ok", "failed", "stopped"})
-WINDOW_KINDS = frozenset({"load", "idle", "queries"})
+WINDOW_KINDS = frozenset({"load", "idle", "queries", "idle_after"})
 
 
 def utc_now_iso() -> str:
@@ -204,7 +205,9 @@ def validate_event(obj: Any, where: str = "event") -> None:
             f"{where}: done status '{obj['status']}' is not one of ok/failed/stopped"
         )
     if kind == "window" and obj["kind"] not in WINDOW_KINDS:
-        raise ProtocolError(f"{where}: window kind '{obj['kind']}' is not one of load/idle/queries")
+        raise ProtocolError(
+            f"{where}: window kind '{obj['kind']}' is not one of {'/'.join(sorted(WINDOW_KINDS))}"
+        )
 
 
 def parse_event(line: str | bytes, where: str = "event") -> Event:
@@ -294,6 +297,54 @@ class WindowPolicy:
 
 
 @dataclass(frozen=True)
+class StabilityPolicy:
+    """The stable start of a trial and the drift check after it.
+
+    Before the idle baseline the agent waits until the idle power and the CPU temperature
+    are stable: over the last ``window_s`` seconds, the median power of the second half
+    differs from the first half's by at most ``power_tolerance`` (relative) and the
+    temperature spans at most ``temp_tolerance_c``. After ``max_wait_s`` (0: no wait) the
+    trial runs anyway and is flagged. After the queries the idle power is measured again
+    (``idle_seconds`` long); a relative change beyond ``drift_threshold`` is flagged.
+    """
+
+    max_wait_s: float = 60.0
+    window_s: float = 3.0
+    power_tolerance: float = 0.05
+    temp_tolerance_c: float = 1.0
+    drift_threshold: float = 0.05
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "max_wait_s": self.max_wait_s,
+            "window_s": self.window_s,
+            "power_tolerance": self.power_tolerance,
+            "temp_tolerance_c": self.temp_tolerance_c,
+            "drift_threshold": self.drift_threshold,
+        }
+
+
+#: stability field -> (lowest, highest, whether the lowest is allowed): the ranges the
+#: experiment file and job.json are held to
+STABILITY_RANGES: dict[str, tuple[float, float, bool]] = {
+    "max_wait_s": (0.0, 3600.0, True),
+    "window_s": (0.0, 600.0, False),
+    "power_tolerance": (0.0, 1.0, False),
+    "temp_tolerance_c": (0.0, 20.0, False),
+    "drift_threshold": (0.0, 1.0, False),
+}
+
+
+def stability_problem(name: str, value: float) -> str | None:
+    """Why ``value`` is out of range for stability field ``name`` (None when it is fine)."""
+    low, high, low_ok = STABILITY_RANGES[name]
+    if (value < low if low_ok else value <= low) or value > high:
+        sign = ">=" if low_ok else ">"
+        return f"must be {sign} {low:g} and <= {high:g}, got {value:g}"
+    return None
+
+
+@dataclass(frozen=True)
 class JobSpec:
     """A validated job: one trial (device x variant x task) of a run."""
 
@@ -312,6 +363,7 @@ class JobSpec:
     threads: int | None
     meter: MeterSpec
     max_duration_s: float
+    stability: StabilityPolicy = StabilityPolicy()
     #: first seq number of this job's events: a retried trial continues its numbering so
     #: that (trial, seq) stays unique across attempts
     seq_start: int = 1
@@ -353,6 +405,7 @@ class JobSpec:
                 "lag_steps": self.window.lag_steps,
                 "max_lag_s": self.window.max_lag_s,
             },
+            "stability": self.stability.to_dict(),
             "threads": self.threads,
             "meter": self.meter.to_dict(),
             "limits": {"max_duration_s": self.max_duration_s},
@@ -379,6 +432,7 @@ _JOB_KEYS = {
     "warmup",
     "idle_seconds",
     "window",
+    "stability",
     "threads",
     "meter",
     "limits",
@@ -438,6 +492,7 @@ def _parse_job(obj: Any, where: str) -> JobSpec:
         warmup=warmup,
         idle_seconds=idle_seconds,
         window=_window(obj, where),
+        stability=_stability(obj, where),
         threads=_threads(obj, where),
         meter=_meter(meter_obj, f"{where}.meter", meter_roots),
         meter_roots=meter_roots,
@@ -545,6 +600,22 @@ def _window(obj: dict, where: str) -> WindowPolicy:
     if policy.lag_steps < 0 or not policy.max_lag_s > 0:
         raise JobSpecError(f"{where}.window: lag_steps must be >= 0 and max_lag_s > 0")
     return policy
+
+
+def _stability(obj: dict, where: str) -> StabilityPolicy:
+    section = _need(obj, "stability", (dict,), where, default={})
+    unknown = set(section) - set(STABILITY_RANGES)
+    if unknown:
+        raise JobSpecError(f"{where}.stability: unknown field(s) {', '.join(sorted(unknown))}")
+    defaults = StabilityPolicy()
+    values = {}
+    for name in STABILITY_RANGES:
+        value = float(_need(section, name, _NUM, f"{where}.stability", getattr(defaults, name)))
+        problem = stability_problem(name, value)
+        if problem:
+            raise JobSpecError(f"{where}.stability.{name}: {problem}")
+        values[name] = value
+    return StabilityPolicy(**values)
 
 
 def _threads(obj: dict, where: str) -> int | None:

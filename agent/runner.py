@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import sysinfo
+from agent import provenance, stability, sysinfo
 from agent.jobs import JobPaths, Workdir, task_params_inside
 from agent.journal import EventEmitter, Journal
 from agent.models import LoadedModels
@@ -71,6 +71,9 @@ class JobRunner:
         self._meter: Any = None
         self._sampler: Any = None
         self._power_stop = threading.Event()
+        #: the stable start and the idle drift after the queries (the done event's record)
+        self.stability: dict[str, Any] = {}
+        self._lag_ranged = False
 
     # ------------------------------------------------------------------ control
 
@@ -168,10 +171,12 @@ class JobRunner:
         prepared = self._prepare(model, tokenizer)
         self._warmup(prepared)
         self._range_lag()
+        self._settle()
         self._idle()
         for name, task in prepared:
             for rep in range(spec.repetitions):
                 self._repetition(name, task, rep)
+        self._idle_after()
 
     def _hello(self, threads: int) -> None:
         meter = self._meter
@@ -198,6 +203,10 @@ class JobRunner:
             ram_total_bytes=total_ram,
             os=sysinfo.os_name(self.sys_root),
             pid=os.getpid(),
+            provenance={
+                **provenance.system(self.sys_root),
+                **provenance.meter(meter, self.spec.meter.kind),
+            },
         )
 
     def _verify(self) -> tuple[Path, Any]:
@@ -339,6 +348,39 @@ class JobRunner:
             )
         else:
             self._windows.lag_s = estimate.lag_s
+            self._lag_ranged = True
+
+    def _settle(self) -> None:
+        """Wait for a stable start (idle power and temperature), within the time limit."""
+        policy = self.spec.stability
+        observable = self._measures or sysinfo.cpu_temp_c(self.sys_root) is not None
+        waits = policy.max_wait_s > 0 and observable
+        if waits:
+            self._set_phase("settling", **policy.to_dict())
+
+        def wait(seconds: float) -> None:
+            self.stop_requested.wait(seconds)
+            self._check_stop()
+
+        settled = stability.settle(
+            policy,
+            samples=self._sampler.samples if self._measures else None,
+            temp_c=lambda: sysinfo.cpu_temp_c(self.sys_root),
+            wait=wait,
+        )
+        self.stability.update(settled.to_dict())
+        if waits:
+            self._set_phase("settled", **settled.to_dict())
+        if settled.stable is False:
+            self.emitter.emit(
+                "warning",
+                code="unstable_start",
+                message=(
+                    f"job {self.spec.job_id}: the board did not settle within "
+                    f"{policy.max_wait_s:g} s (stability.max_wait_s): {settled.observed}; "
+                    "the trial runs anyway and is flagged"
+                ),
+            )
 
     def _idle(self) -> None:
         self._set_phase("idle", seconds=self.spec.idle_seconds)
@@ -361,6 +403,42 @@ class JobRunner:
                 message=(
                     f"job {self.spec.job_id}: no power readings during the {t1 - t0:.1f} s idle "
                     "period; net energies are null"
+                ),
+            )
+
+    def _idle_after(self) -> None:
+        """Measure the idle power again after the queries and flag a drift from before."""
+        if self.spec.idle_seconds <= 0 or not self._measures:
+            return
+        self._set_phase("idle_after", seconds=self.spec.idle_seconds)
+        before = self._thermal()
+        t0 = time.monotonic()
+        self.stop_requested.wait(self.spec.idle_seconds)
+        self._check_stop()
+        t1 = time.monotonic()
+        self._windows.wait_for_reading_after(t1)
+        energy = self._windows.emit_window(
+            "idle_after", None, None, t0, t1, 0, before, self._thermal()
+        )
+        after_w = None if energy is None else energy.median_power_w
+        change = stability.drift(self.idle_power_w, after_w)
+        threshold = self.spec.stability.drift_threshold
+        drifted = None if change is None else abs(change) > threshold
+        self.stability.update(
+            idle_before_w=self.idle_power_w,
+            idle_after_w=after_w,
+            idle_drift=None if change is None else round(change, 4),
+            drift_threshold=threshold,
+            drifted=drifted,
+        )
+        if drifted:
+            self.emitter.emit(
+                "warning",
+                code="idle_drift",
+                message=(
+                    f"job {self.spec.job_id}: the idle power drifted {change:+.1%} from "
+                    f"{self.idle_power_w:.3g} W before the queries to {after_w:.3g} W after "
+                    f"(stability.drift_threshold {threshold:.1%})"
                 ),
             )
 
@@ -433,11 +511,16 @@ class JobRunner:
         elif self._meter is not None:
             self._meter.close()
         extra = {"reason": self.stop_reason} if status == "stopped" else {}
+        stats = self._sampler.stats() if self._sampler is not None and self._measures else None
         self.emitter.emit(
             "done",
             status=status,
             queries=self.queries_done,
             duration_s=time.monotonic() - self._t_job,
+            provenance=provenance.measured(
+                self._windows.lag_s, self._lag_ranged, self._windows.lag_problem, stats
+            ),
+            stability=self.stability,
             **extra,
         )
         self.emitter.sync()

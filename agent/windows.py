@@ -16,11 +16,11 @@ With the ``none`` meter every energy field is null and ``under_resolved`` is Fal
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agent import sysinfo
+from agent import phases, sysinfo
 from agent.journal import EventEmitter
 from agent.protocol import JobSpec
 
@@ -211,6 +211,7 @@ class WindowRecorder:
                 window_index=window.index,
                 extra=dict(result.extra),
                 **self._energy_fields(energy, result.latency_s),
+                **phases.query_fields(result, self._energy),
             )
         self.emit_window(
             "queries",
@@ -225,7 +226,19 @@ class WindowRecorder:
             query_first=window.queries[0][0].index,
             query_last=window.queries[-1][0].index,
             last_of_rep=window.last_of_rep,
+            **phases.window_fields(self._phases(window)),
         )
+
+    def _phases(self, window: _Window) -> dict[str, phases.PhaseEnergy] | None:
+        """Prefill and decode energy over the window's queries (None without a meter)."""
+        if not self.measures:
+            return None
+        results = [result for result, _ in window.queries]
+        measured = phases.measure(results, self._energy, self.spec.window.min_fresh_samples)
+        if measured is not None and self.lag_problem is not None:
+            # unshifted energies are not trusted (as for the window's own energy)
+            measured = {p: replace(e, under_resolved=True) for p, e in measured.items()}
+        return measured
 
     # ------------------------------------------------------------------ energies
 

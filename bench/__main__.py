@@ -111,6 +111,13 @@ BENCHMARKS: dict[str, Benchmark] = {
         "1 to 64 light fake devices on the idle task: controller CPU, memory, SSH, start-up",
         time_limit_s=1200,
     ),
+    "repeat": Benchmark(
+        "bench.bench_repeat",
+        "repeat",
+        "the same trial ten times per load-following meter: CV, bias against ground "
+        "truth, per-phase energy error",
+        time_limit_s=1500,
+    ),
 }
 
 

@@ -309,6 +309,21 @@ def readme_section(results_dir: Path) -> str:
             *scale_table(scale),
             "",
         ]
+    repeat = results.get("repeat")
+    if repeat and repeat.get("families"):
+        from bench.sections_repeat import headline, repeat_table
+
+        when = measured_on(repeat, runs.get("repeat"))
+        quick = (
+            " Smoke run (--quick): three trials, not for citation." if repeat.get("quick") else ""
+        )
+        out += [
+            f"Repeatability of energy figures ({headline(repeat)}; measured {when} on "
+            f"emulated load-following meters on this shared machine).{quick}",
+            "",
+            *repeat_table(repeat),
+            "",
+        ]
     if (results_dir / "frontier.png").is_file():
         out += ["![perplexity vs compression ratio](bench/results/frontier.png)", ""]
     for stem in RENDERERS:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.common import sig
+from bench.sections_repeat import repeat_parts
 from bench.sections_scale import loadonce_parts, scale_parts
 from tasks.numbers import MISSING
 
@@ -685,6 +686,7 @@ RENDERERS: dict[str, Callable[[dict[str, Any]], Section]] = {
     "db": db_section,
     "meters": meters_section,
     "truth": truth_section,
+    "repeat": lambda doc: Section(*repeat_parts(doc)),
     "quality": quality_section,
     "loadonce": lambda doc: Section(*loadonce_parts(doc)),
     "scale": lambda doc: Section(*scale_parts(doc)),
@@ -697,6 +699,7 @@ TITLES = {
     "db": "Results database",
     "meters": "Power-meter sampling",
     "truth": "Energy against ground truth",
+    "repeat": "Repeatability of energy figures",
     "quality": "Task quality (smoke sets) and scoring speed",
     "loadonce": "One model load per device",
     "scale": "Scale: one controller, many devices",

@@ -1,8 +1,8 @@
 """The paper-style comparison table of one run.
 
 By default variants are rows and devices are column groups, each group holding the
-compression ratio, perplexity, accuracy, latency, energy per query and net energy per
-query (``by="device"`` swaps rows and groups). A run with several tasks gets one row per
+compression ratio, perplexity, accuracy, latency, energy per query, net energy per
+query and the energy per prefill and per decode token of generation (``by="device"`` swaps rows and groups). A run with several tasks gets one row per
 (variant, task); the perplexity of a (variant, device) is taken from whichever of its
 trials reported one, so a generation row shows the perplexity measured by the perplexity
 task of the same variant on the same device. Accuracy (``acc`` of the ``choice`` or
@@ -40,13 +40,26 @@ CELL_HEADERS = [
     "latency_s",
     "energy_j/query",
     "net_energy_j/query",
+    "j/prefill_tok",
+    "j/decode_tok",
 ]
 #: score metrics read as the accuracy of a trial, in order of preference
 ACCURACY_METRICS = ("acc",)
 #: the device quality tasks run with on=controller are stored under
 CONTROLLER_DEVICE = "controller"
 #: flags worth a note under the table (the energy source is in the JSON only)
-NOTE_FLAGS = ("failed", "incomplete", "no-meter", "under-resolved", "throttled", "few-queries")
+NOTE_FLAGS = (
+    "failed",
+    "incomplete",
+    "no-meter",
+    "under-resolved",
+    "throttled",
+    "few-queries",
+    "prefill-under-resolved",
+    "decode-under-resolved",
+    "unstable-start",
+    "idle-drift",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,10 @@ class CompareCell:
     energy_j_per_query_half_iqr: float | None
     net_energy_j_per_query_median: float | None
     net_energy_j_per_query_half_iqr: float | None
+    energy_j_per_prefill_token_median: float | None
+    energy_j_per_prefill_token_half_iqr: float | None
+    energy_j_per_decode_token_median: float | None
+    energy_j_per_decode_token_half_iqr: float | None
     n_queries: int
     flags: list[str]
     status: str
@@ -118,6 +135,10 @@ class CompareTable:
         groups = [("", len(lead))] + [(g, len(CELL_HEADERS)) for g in self.groups]
         notes.append("values: median ± half the interquartile range")
         notes.append(
+            "j/prefill_tok: energy from a query's start to its first token per prompt "
+            "token; j/decode_tok: energy after the first token per further token"
+        )
+        notes.append(
             "ratio: against float32; vs_source: against the model file's own storage of the "
             "table (format in brackets); disk_mb: the artifact's bytes on disk"
         )
@@ -138,6 +159,12 @@ def _format_cell(cell: CompareCell | None) -> list[str]:
         format_spread(cell.latency_s_median, cell.latency_s_half_iqr),
         format_spread(cell.energy_j_per_query_median, cell.energy_j_per_query_half_iqr),
         format_spread(cell.net_energy_j_per_query_median, cell.net_energy_j_per_query_half_iqr),
+        format_spread(
+            cell.energy_j_per_prefill_token_median, cell.energy_j_per_prefill_token_half_iqr
+        ),
+        format_spread(
+            cell.energy_j_per_decode_token_median, cell.energy_j_per_decode_token_half_iqr
+        ),
     ]
 
 
@@ -203,6 +230,10 @@ def compare(
             energy_j_per_query_half_iqr=_half(r.energy_j_per_query_iqr),
             net_energy_j_per_query_median=r.net_energy_j_per_query_median,
             net_energy_j_per_query_half_iqr=_half(r.net_energy_j_per_query_iqr),
+            energy_j_per_prefill_token_median=r.energy_j_per_prefill_token_median,
+            energy_j_per_prefill_token_half_iqr=_half(r.energy_j_per_prefill_token_iqr),
+            energy_j_per_decode_token_median=r.energy_j_per_decode_token_median,
+            energy_j_per_decode_token_half_iqr=_half(r.energy_j_per_decode_token_iqr),
             n_queries=r.n_queries,
             flags=list(r.flags),
             status=r.status,

@@ -3,7 +3,9 @@
 ``query`` -> a queries row, ``window`` -> a windows row (the idle window sets the
 trial's idle power), ``score`` -> scores, ``warning``/``error`` -> messages (an error
 also goes to the trial's error text), ``hello`` -> meter and version facts on the trial
-(and the board on the device when unknown), ``done`` -> the trial's final status.
+(and the board on the device when unknown) and its provenance, ``phase`` ``settled`` ->
+the trial's stability record, ``done`` -> the trial's final status, with what the
+measurement found added to its provenance and stability records.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ QUERY_COLUMNS = (
     "under_resolved",
     "throttled",
     "temp_c",
+    "decode_tokens",
+    "prefill_energy_j",
+    "decode_energy_j",
+    "prefill_fresh_samples",
+    "decode_fresh_samples",
 )
 _WINDOW_COLUMNS = (
     "kind",
@@ -61,6 +68,16 @@ _WINDOW_COLUMNS = (
     "freq_mhz_after",
     "throttled_flags_before",
     "throttled_flags_after",
+    "prefill_energy_j",
+    "decode_energy_j",
+    "prefill_tokens",
+    "decode_tokens",
+    "prefill_fresh_samples",
+    "decode_fresh_samples",
+    "prefill_under_resolved",
+    "decode_under_resolved",
+    "energy_j_per_prefill_token",
+    "energy_j_per_decode_token",
 )
 
 
@@ -125,7 +142,20 @@ def apply_event(trial: Trial, ev: dict[str, Any], rows: dict[type, list[dict[str
             device.board = ev["board"]
         if ev.get("meter_kind") and not device.meter_kind:
             device.meter_kind = ev["meter_kind"]
+        _merge(trial, "provenance", ev.get("provenance"))
+    elif kind == "phase" and ev.get("phase") == "settled":
+        record = {k: v for k, v in ev.items() if k not in ("seq", "type", "t", "wall", "phase")}
+        _merge(trial, "stability", record)
     elif kind == "done":
         trial.status = _DONE_STATUS.get(ev.get("status", ""), TrialStatus.failed)
         trial.finished_at = parse_wall(ev["wall"])
         trial.duration_s = ev.get("duration_s")
+        _merge(trial, "provenance", ev.get("provenance"))
+        _merge(trial, "stability", ev.get("stability"))
+
+
+def _merge(trial: Trial, attr: str, record: Any) -> None:
+    """Add ``record``'s keys to the trial's JSON record ``attr`` (a new dict, so that the
+    ORM sees the change)."""
+    if isinstance(record, dict) and record:
+        setattr(trial, attr, {**(getattr(trial, attr) or {}), **record})

@@ -7,7 +7,12 @@ the trial has any (they hold enough meter samples even with a slow meter), else 
 per-query figures (all of them, under-resolved ones included, to avoid favouring long
 queries); ``flags`` says which (``energy-from-windows`` /
 ``energy-from-queries``) and warns with ``throttled``, ``under-resolved``, ``no-meter``,
-``failed``, ``incomplete`` and ``few-queries``. The paper-style table is in
+``failed``, ``incomplete``, ``few-queries``, ``prefill-under-resolved`` /
+``decode-under-resolved`` (a phase too short for the meter in some windows),
+``unstable-start`` (the board never settled before the baseline) and ``idle-drift``
+(the idle power after the queries moved beyond the threshold). Energy per prefill and
+per decode token are medians over the windows that resolve the phase; each row also
+carries the trial's ``provenance`` and ``stability`` records. The paper-style table is in
 :mod:`db.compare`, the list of runs in :mod:`db.runs`, read-only SQL in :mod:`db.query`.
 """
 
@@ -93,6 +98,16 @@ class ResultRow:
     trial_id: int
     started_at: str | None
     scores: dict[str, float] = field(default_factory=dict)
+    #: per-phase energy of generation: medians (and IQR) over the windows whose phase is
+    #: resolved (``prefill-under-resolved`` / ``decode-under-resolved`` flag the rest)
+    energy_j_per_prefill_token_median: float | None = None
+    energy_j_per_prefill_token_iqr: float | None = None
+    energy_j_per_decode_token_median: float | None = None
+    energy_j_per_decode_token_iqr: float | None = None
+    #: board settings, firmware, meter facts, lag, fresh samples, the meter's error bound
+    provenance: dict[str, Any] | None = None
+    #: the stable-start wait and the idle drift after the queries
+    stability: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready dict with every field."""
@@ -188,7 +203,13 @@ _WINDOW_NAMES = (
     "duration_s",
     "under_resolved",
     "throttled",
+    "energy_j_per_prefill_token",
+    "energy_j_per_decode_token",
+    "prefill_under_resolved",
+    "decode_under_resolved",
 )
+#: the phases of generation whose energy per token is reported
+PHASES = ("prefill", "decode")
 
 
 def results(engine: Engine, filters: ResultFilter | None = None) -> list[ResultRow]:
@@ -239,6 +260,8 @@ def _aggregate(row: Any, queries: _Columns, windows: _Columns, scores: list[Any]
         flags.append("incomplete")
     if 0 < queries.n < FEW_QUERIES:
         flags.append("few-queries")
+    phases = _phases(windows, flags)
+    flags.extend(_stability_flags(trial.stability))
 
     by_metric: dict[str, list[float]] = defaultdict(list)
     for s in scores:
@@ -282,7 +305,35 @@ def _aggregate(row: Any, queries: _Columns, windows: _Columns, scores: list[Any]
         trial_id=trial.id,
         started_at=iso_utc(trial.started_at or row.run_started),
         scores=score_medians,
+        energy_j_per_prefill_token_median=phases["prefill"].median,
+        energy_j_per_prefill_token_iqr=phases["prefill"].iqr,
+        energy_j_per_decode_token_median=phases["decode"].median,
+        energy_j_per_decode_token_iqr=phases["decode"].iqr,
+        provenance=trial.provenance,
+        stability=trial.stability,
     )
+
+
+def _phases(windows: _Columns, flags: list[str]) -> dict[str, Summary]:
+    """Energy per prefill and per decode token over the windows that resolve the phase."""
+    out = {}
+    for phase in PHASES:
+        values = [v for v in getattr(windows, f"energy_j_per_{phase}_token") if v is not None]
+        if any(u is True for u in getattr(windows, f"{phase}_under_resolved")):
+            flags.append(f"{phase}-under-resolved")
+        out[phase] = summarize(values)
+    return out
+
+
+def _stability_flags(record: dict[str, Any] | None) -> list[str]:
+    """``unstable-start`` (never settled within the wait) and ``idle-drift``."""
+    record = record or {}
+    flags = []
+    if record.get("stable") is False:
+        flags.append("unstable-start")
+    if record.get("drifted") is True:
+        flags.append("idle-drift")
+    return flags
 
 
 def _energy(queries: _Columns, windows: _Columns) -> tuple[Summary, Summary, str | None, int, bool]:

@@ -195,6 +195,11 @@ class Trial(Base):
     meter_period_s: Mapped[float | None] = mapped_column()
     # median power of the idle window
     idle_power_w: Mapped[float | None] = mapped_column()
+    #: board settings, firmware and meter facts (hello) with what the measurement found
+    #: (done): lag, fresh samples, the meter family's error bound
+    provenance: Mapped[dict[str, Any] | None] = mapped_column()
+    #: the stable-start wait and the idle drift after the queries
+    stability: Mapped[dict[str, Any] | None] = mapped_column()
 
     run: Mapped[Run] = relationship(back_populates="trials")
     device: Mapped[Device] = relationship()
@@ -243,6 +248,12 @@ class Query(Base):
     under_resolved: Mapped[bool] = mapped_column(Boolean)
     throttled: Mapped[bool | None] = mapped_column(Boolean)
     temp_c: Mapped[float | None] = mapped_column()
+    #: tokens after the first (the decode phase); prefill's tokens are prompt_tokens
+    decode_tokens: Mapped[int | None] = mapped_column(Integer)
+    prefill_energy_j: Mapped[float | None] = mapped_column()
+    decode_energy_j: Mapped[float | None] = mapped_column()
+    prefill_fresh_samples: Mapped[int | None] = mapped_column(Integer)
+    decode_fresh_samples: Mapped[int | None] = mapped_column(Integer)
 
 
 class Window(Base):
@@ -278,6 +289,18 @@ class Window(Base):
     freq_mhz_after: Mapped[float | None] = mapped_column()
     throttled_flags_before: Mapped[str | None] = mapped_column(String(32))
     throttled_flags_after: Mapped[str | None] = mapped_column(String(32))
+    #: per-phase energy summed over the window's queries (``agent/phases.py``); the
+    #: per-token figures are null where the phase is under-resolved
+    prefill_energy_j: Mapped[float | None] = mapped_column()
+    decode_energy_j: Mapped[float | None] = mapped_column()
+    prefill_tokens: Mapped[int | None] = mapped_column(Integer)
+    decode_tokens: Mapped[int | None] = mapped_column(Integer)
+    prefill_fresh_samples: Mapped[int | None] = mapped_column(Integer)
+    decode_fresh_samples: Mapped[int | None] = mapped_column(Integer)
+    prefill_under_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    decode_under_resolved: Mapped[bool | None] = mapped_column(Boolean)
+    energy_j_per_prefill_token: Mapped[float | None] = mapped_column()
+    energy_j_per_decode_token: Mapped[float | None] = mapped_column()
 
 
 class Score(Base):

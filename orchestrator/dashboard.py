@@ -60,6 +60,7 @@ STATE_STYLES: dict[str, str] = {
     "starting": "cyan",
     "loading": "blue",
     "warmup": "blue",
+    "settling": "magenta",
     "idle baseline": "magenta",
     "running": "bold green",
     "reconnecting": "yellow",

@@ -18,17 +18,25 @@ Example file::
     warmup: 1
     idle_seconds: 10
     window: {min_fresh_samples: 10, min_seconds: 2, lag_steps: 6}
+    stability: {max_wait_s: 60, window_s: 3, power_tolerance: 0.05,
+                temp_tolerance_c: 1.0, drift_threshold: 0.05}
+
+``stability`` is the stable start before each trial's idle baseline (wait until the
+idle power and the temperature are stable over ``window_s``, at most ``max_wait_s``; 0:
+no wait) and the idle drift check after its queries (``agent/stability.py``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
+from agent.protocol import StabilityPolicy, stability_problem
 from tasks.errors import ConfigError
 
 DEFAULT_MODEL = "default"
@@ -57,6 +65,28 @@ class WindowModel(BaseModel):
     max_lag_s: float = Field(2.0, gt=0)
 
 
+class StabilityModel(BaseModel):
+    """``stability:``: the ranges are those of ``agent.protocol.STABILITY_RANGES``."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_wait_s: float = StabilityPolicy.max_wait_s
+    window_s: float = StabilityPolicy.window_s
+    power_tolerance: float = StabilityPolicy.power_tolerance
+    temp_tolerance_c: float = StabilityPolicy.temp_tolerance_c
+    drift_threshold: float = StabilityPolicy.drift_threshold
+
+    @field_validator("*")
+    @classmethod
+    def _in_range(cls, value: float, info: Any) -> float:
+        problem = stability_problem(info.field_name, value)
+        if problem:
+            raise PydanticCustomError("out_of_range", problem)
+        return value
+
+    def policy(self) -> StabilityPolicy:
+        return StabilityPolicy(**self.model_dump())
+
+
 class ExperimentModel(BaseModel):
     """The YAML form of an experiment, validated."""
 
@@ -71,6 +101,7 @@ class ExperimentModel(BaseModel):
     warmup: int = Field(1, ge=0)
     idle_seconds: float = Field(10.0, ge=0)
     window: WindowModel = Field(default_factory=WindowModel)
+    stability: StabilityModel = Field(default_factory=StabilityModel)
     threads: int | None = Field(None, ge=1)
     embedding_mode: str = "on-the-fly"
     max_duration_s: float = Field(3600.0, gt=0)
@@ -129,6 +160,7 @@ class Experiment:
     #: known load steps before each trial's queries to measure the meter's lag (0: none)
     lag_steps: int = 0
     max_lag_s: float = 2.0
+    stability: StabilityPolicy = field(default_factory=StabilityPolicy)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -145,6 +177,7 @@ class Experiment:
                 "lag_steps": self.lag_steps,
                 "max_lag_s": self.max_lag_s,
             },
+            "stability": self.stability.to_dict(),
             "threads": self.threads,
             "embedding_mode": self.embedding_mode,
             "max_duration_s": self.max_duration_s,
@@ -237,6 +270,7 @@ def experiment_from_dict(data: dict[str, Any], where: str) -> Experiment:
         max_duration_s=model.max_duration_s,
         lag_steps=model.window.lag_steps,
         max_lag_s=model.window.max_lag_s,
+        stability=model.stability.policy(),
     )
 
 
@@ -247,6 +281,7 @@ FLAG_FIELDS: dict[str, tuple[str, ...]] = {
     "--task": ("tasks",),
     "--queries": ("tasks",),
     "--repetitions": ("repetitions",),
+    "--stable-wait": ("stability",),
 }
 _ALL_FIELDS = (
     "model",
@@ -256,6 +291,7 @@ _ALL_FIELDS = (
     "warmup",
     "idle_seconds",
     "window",
+    "stability",
     "threads",
     "embedding_mode",
     "max_duration_s",
@@ -297,6 +333,7 @@ def build_experiment(
     tasks: list[str] | None = None,
     queries: int | None = None,
     repetitions: int | None = None,
+    stable_wait_s: float | None = None,
     demo: bool = False,
 ) -> Experiment:
     """Combine an experiment file (optional), CLI overrides and the defaults."""
@@ -321,6 +358,12 @@ def build_experiment(
         if repetitions < 1:
             raise ConfigError("--repetitions must be >= 1")
         repetitions_value = repetitions
+    stability = base.stability.policy()
+    if stable_wait_s is not None:
+        problem = stability_problem("max_wait_s", stable_wait_s)
+        if problem:
+            raise ConfigError(f"--stable-wait: {problem}")
+        stability = replace(stability, max_wait_s=float(stable_wait_s))
     return Experiment(
         name=base.name or ("demo" if demo else "experiment"),
         model=model or base.model,
@@ -336,4 +379,5 @@ def build_experiment(
         max_duration_s=base.max_duration_s,
         lag_steps=base.window.lag_steps,
         max_lag_s=base.window.max_lag_s,
+        stability=stability,
     )

@@ -5,6 +5,7 @@ x task, as returned by ``db.results.results``: objects with attributes or dicts 
 keys) and writes one figure per entry of :data:`FIGURES`:
 
 * energy per query against the embedding compression ratio, one line per device;
+* energy per prefill token and per decode token of generation against the ratio;
 * latency per device and variant, grouped bars;
 * perplexity against the compression ratio (log scale).
 
@@ -61,6 +62,8 @@ class ResultRow:
     latency_s_high: float | None = None
     energy_j_per_query_low: float | None = None
     energy_j_per_query_high: float | None = None
+    energy_j_per_prefill_token_median: float | None = None
+    energy_j_per_decode_token_median: float | None = None
 
     @property
     def ratio(self) -> float | None:
@@ -78,6 +81,8 @@ _OPTIONAL_NUMBERS = (
     "energy_j_per_query_median",
     "net_energy_j_per_query_median",
     "perplexity",
+    "energy_j_per_prefill_token_median",
+    "energy_j_per_decode_token_median",
 )
 #: quantity -> (low, high) field names a results row may give its spread in, preferred first
 _SPREAD_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -297,6 +302,50 @@ def plot_energy(rows: list[ResultRow]) -> Figure:
     return fig
 
 
+#: phase -> (panel title, what its tokens are)
+_PHASE_PANELS = {
+    "prefill": ("prefill (start to first token)", "per prompt token"),
+    "decode": ("decode (after the first token)", "per output token"),
+}
+
+
+def plot_phase_energy(rows: list[ResultRow]) -> Figure:
+    """Energy per prefill token and per decode token against the compression ratio,
+    one panel per phase, a line per device and task."""
+    fig, axes = _new_figure(
+        len(_PHASE_PANELS),
+        f"Energy per token by phase vs compression ratio — {_runs_label(rows)}\n"
+        "(medians over the windows that resolve the phase)",
+    )
+    many_models = len({r.model for r in rows}) > 1
+    notes: list[str] = []
+    for ax, (phase, (title, per)) in zip(axes, _PHASE_PANELS.items(), strict=True):
+        series: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+        for r in rows:
+            value = getattr(r, f"energy_j_per_{phase}_token_median")
+            if value is not None and r.ratio is not None:
+                series.setdefault((r.device, r.model, r.task), []).append((r.ratio, value))
+            elif r.task == "generate" and r.energy_j_per_query_median is not None:
+                notes.append(f"{r.device} {r.variant} {phase} (under-resolved)")
+        ax.set_title(title)
+        if not series:
+            _empty_panel(ax, f"no resolved {phase} energy\n(generate runs with a power meter)")
+            continue
+        for (device, model, task), points in sorted(series.items()):
+            points.sort()
+            label = _label(device, model, many_models)
+            if len({k[2] for k in series}) > 1:
+                label += f" · {task}"
+            ax.plot(*zip(*points, strict=True), marker="o", label=label)
+        ax.set_xlabel("embedding compression ratio (×)")
+        ax.set_ylabel(f"energy {per} (J), median")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    _add_notes(fig, notes)
+    return fig
+
+
 def plot_latency(rows: list[ResultRow]) -> Figure:
     """Latency per query, grouped bars: one group per device, one bar per variant.
 
@@ -449,6 +498,7 @@ def plot_perplexity(rows: list[ResultRow]) -> Figure:
 #: file stem -> function drawing that figure from the rows
 FIGURES: dict[str, Callable[[list[ResultRow]], Figure]] = {
     "energy_vs_compression": plot_energy,
+    "energy_per_token_vs_compression": plot_phase_energy,
     "latency_by_device": plot_latency,
     "perplexity_vs_compression": plot_perplexity,
 }

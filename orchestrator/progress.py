@@ -24,6 +24,7 @@ DEVICE_STATES = (
     "starting",
     "loading",
     "warmup",
+    "settling",
     "idle baseline",
     "running",
     "reconnecting",
@@ -34,7 +35,7 @@ DEVICE_STATES = (
 )
 TERMINAL_STATES = frozenset({"done", "failed", "interrupted", "skipped"})
 #: states of a device that is measuring (its model loaded, or its queries running)
-MEASURING_STATES = frozenset({"loading", "warmup", "idle baseline", "running"})
+MEASURING_STATES = frozenset({"loading", "warmup", "settling", "idle baseline", "running"})
 POWER_HISTORY = 40
 
 
@@ -69,10 +70,26 @@ _PHASE_STATE = {
     "warmup": "warmup",
     "ranging": "meter lag",
     "ranged": "meter lag",
+    "settling": "settling",
+    "settled": "settling",
     "idle": "idle baseline",
+    "idle_after": "idle baseline",
     "running": "running",
     "stopping": "running",
 }
+
+
+def _settling_message(event: Any) -> str | None:
+    """What the dashboard says about the stable-start wait (None for other phases)."""
+    phase = event.get("phase")
+    if phase == "settling":
+        return (
+            f"waiting up to {event.get('max_wait_s', 0):g} s for stable idle power and temperature"
+        )
+    if phase == "settled":
+        outcome = {True: "stable", False: "NOT stable", None: "nothing to observe"}
+        return f"{outcome.get(event.get('stable'), '?')} after {event.get('waited_s', 0):g} s"
+    return None
 
 
 class RunProgress:
@@ -161,6 +178,9 @@ class RunProgress:
             if kind == "phase":
                 self._correct_total(d, event)
                 state = _PHASE_STATE.get(event.get("phase"), d.state)
+                wait = _settling_message(event)
+                if wait is not None:
+                    d.last_message = wait
                 if state != d.state:
                     d.state = state
                     note = ("state", f"{state} {d.trial}" if d.trial else state)

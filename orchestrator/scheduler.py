@@ -279,6 +279,7 @@ class DeviceWorker:
                 lag_steps=exp.lag_steps,
                 max_lag_s=exp.max_lag_s,
             ),
+            stability=exp.stability,
             threads=exp.threads,
             meter=MeterSpec(kind=meter.kind, options=meter.options()),
             meter_roots=self.device.meter_roots,

@@ -3,7 +3,8 @@
 The emulator (``tslm-fleet meter emulate --follow-...  --trace FILE``) writes the true
 power on the machine's monotonic clock, which the agent's query and window times share;
 these helpers integrate that trace over each reported interval and give the relative
-errors that the tests hold to :data:`BOUNDS` and the ``truth`` benchmark records.
+errors that the tests hold to :data:`BOUNDS` (kept in ``agent/meters/bounds.py``, where
+every trial's provenance reads it) and the ``truth`` benchmark records.
 
 Definitions: a window's energy error is (reported - true) / true over its own
 [t_start, t_end]; its net energy error is (reported net - true net) / true energy, where
@@ -23,36 +24,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from agent.meters.bounds import BOUNDS, Bound
 from agent.meters.emulate.follow import StepTrace
 
-
-@dataclass(frozen=True)
-class Bound:
-    """The documented error bound of a meter family at a window length."""
-
-    family: str
-    window_s: float
-    energy: float  # relative error of a window's energy
-    idle: float  # relative error of the idle baseline
-
-    @property
-    def net(self) -> float:
-        """Net energy (relative to the window's energy): twice the energy bound."""
-        return 2 * self.energy
-
-
-#: meter kind -> its bound; measured on a shared 2-core machine under a load average of
-#: 10 to 15, where a busy query gets a ragged part of a core and the power jumps every few
-#: milliseconds: an instantaneous 10 Hz meter then sees ten random draws a second (the
-#: figures behind the bounds: bench/bench_truth.py). The PMIC is read about ten times
-#: a second and each reading is instantaneous, so a 1 s window can misplace up to one
-#: sample period (0.1 s) of a full busy/idle step (3 W) at each of its two edges: 0.6 J
-#: against the ~2.8 J of a window, ~20 %. Runs here reached 9.8 % and 12.5 %.
-BOUNDS: dict[str, Bound] = {
-    "hwmon": Bound("hwmon", 1.0, 0.04, 0.02),
-    "pi5-pmic": Bound("Pi 5 PMIC", 1.0, 0.20, 0.03),
-    "um25c": Bound("RDTech UM", 5.0, 0.05, 0.05),
-}
+__all__ = ["BOUNDS", "Bound", "WindowError", "errors", "idle_error", "serve_meter", "summary"]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,9 @@ class Meter(abc.ABC):
     kind: ClassVar[str]
     #: what the meter measures, e.g. "USB input power" or "PMIC output power (not wall)"
     scope: ClassVar[str] = "power"
+    #: the measurement boundary, short: "USB input", "PMIC rails", "wall", "CPU package"
+    #: (None: nothing is measured)
+    boundary: ClassVar[str | None] = None
 
     @property
     @abc.abstractmethod
@@ -46,6 +49,16 @@ class Meter(abc.ABC):
     @abc.abstractmethod
     def description(self) -> str:
         """Human-readable description: model, port or path, scope."""
+
+    @property
+    def model_name(self) -> str:
+        """The meter's make and model (the kind when the driver knows no better)."""
+        return self.kind
+
+    @property
+    def firmware(self) -> str | None:
+        """The meter's firmware version where its protocol reports one, else None."""
+        return None
 
     @property
     def poll_period_s(self) -> float | None:

@@ -119,6 +119,7 @@ class FnirsiMeter(Meter):
     """A FNIRSI USB tester; the model is chosen by the subclass."""
 
     scope = "USB power through the tester"
+    boundary = "USB input"
     usb_kind: ClassVar[str]
 
     def __init__(
@@ -156,6 +157,10 @@ class FnirsiMeter(Meter):
         if self._keepalive_override is not None:
             return self._keepalive_override
         return self._usb_id.keepalive_s
+
+    @property
+    def model_name(self) -> str:
+        return f"FNIRSI {self._usb_id.label}"
 
     @property
     def description(self) -> str:

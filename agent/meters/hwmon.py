@@ -47,6 +47,7 @@ class HwmonMeter(Meter):
 
     kind = "hwmon"
     scope = "power measured by the hwmon sensor"
+    boundary = "hwmon sensor rail"
     #: at least one of these options names the sensor (checked with the inventory)
     required_one_of: ClassVar[tuple[str, ...]] = ("hwmon_name", "path")
     #: options naming places in the file system (checked against the allow-list)

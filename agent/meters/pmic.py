@@ -59,6 +59,7 @@ class Pi5PmicMeter(Meter):
 
     kind = "pi5-pmic"
     scope = "PMIC output power (board rails, not the wall)"
+    boundary = "PMIC rails"
 
     #: options naming places in the file system (checked against the allow-list)
     path_options: ClassVar[dict[str, str]] = {"vcgencmd": "executable"}
@@ -70,6 +71,10 @@ class Pi5PmicMeter(Meter):
     @property
     def nominal_period_s(self) -> float:
         return 0.1
+
+    @property
+    def model_name(self) -> str:
+        return "Raspberry Pi 5 PMIC (vcgencmd pmic_read_adc)"
 
     @property
     def description(self) -> str:

@@ -24,6 +24,7 @@ class RaplMeter(Meter):
 
     kind = "rapl"
     scope = "CPU package power (RAPL), not the wall"
+    boundary = "CPU package"
 
     #: options naming places in the file system (checked against the allow-list)
     path_options: ClassVar[dict[str, str]] = {"sysfs_root": "root"}

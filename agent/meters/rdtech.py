@@ -126,6 +126,7 @@ class UmMeter(Meter):
 
     model: ClassVar[UmModel]
     scope = "USB power through the meter"
+    boundary = "USB input"
 
     def __init__(
         self,
@@ -151,6 +152,10 @@ class UmMeter(Meter):
     @property
     def poll_period_s(self) -> float:
         return self._poll_period_s
+
+    @property
+    def model_name(self) -> str:
+        return f"RDTech {self.model.name}"
 
     @property
     def description(self) -> str:

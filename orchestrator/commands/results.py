@@ -148,6 +148,8 @@ def results_text_table(rows: list[Any]) -> TextTable:
         "tok/s",
         "energy_j/q",
         "net_j/q",
+        "j/prefill_tok",
+        "j/decode_tok",
         "idle_w",
         "ppl",
         "status",
@@ -170,6 +172,12 @@ def results_text_table(rows: list[Any]) -> TextTable:
             format_sig(r.tokens_per_s_median),
             format_spread(r.energy_j_per_query_median, half(r.energy_j_per_query_iqr)),
             format_spread(r.net_energy_j_per_query_median, half(r.net_energy_j_per_query_iqr)),
+            format_spread(
+                r.energy_j_per_prefill_token_median, half(r.energy_j_per_prefill_token_iqr)
+            ),
+            format_spread(
+                r.energy_j_per_decode_token_median, half(r.energy_j_per_decode_token_iqr)
+            ),
             format_sig(r.idle_power_w),
             format_sig(r.perplexity),
             r.status,

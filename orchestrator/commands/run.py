@@ -63,6 +63,16 @@ RepetitionsOption = Annotated[
     int | None, typer.Option("--repetitions", "-r", help="Repetitions of every trial.")
 ]
 
+StableWaitOption = Annotated[
+    float | None,
+    typer.Option(
+        "--stable-wait",
+        metavar="SECONDS",
+        help="Longest wait for stable idle power and temperature before each trial "
+        "(0: no wait; default: the experiment's stability.max_wait_s, else 60).",
+    ),
+]
+
 NoDashboardOption = Annotated[
     bool,
     typer.Option("--no-dashboard", help="Plain log lines instead of the live dashboard."),
@@ -116,6 +126,7 @@ def run(
     task: TaskOption = None,
     queries: QueriesOption = None,
     repetitions: RepetitionsOption = None,
+    stable_wait: StableWaitOption = None,
     db: DbOption = None,
     no_dashboard: NoDashboardOption = False,
     resume: ResumeOption = None,
@@ -145,6 +156,7 @@ def run(
         tasks=task,
         queries=queries,
         repetitions=repetitions,
+        stable_wait_s=stable_wait,
         demo=demo,
     )
     store = open_store(db)
@@ -156,6 +168,7 @@ def run(
             "--task": task,
             "--queries": queries,
             "--repetitions": repetitions,
+            "--stable-wait": stable_wait,
             "--demo": demo or None,
         }
         _check_resume_flags(store, resume, exp, [f for f, v in given.items() if v is not None])

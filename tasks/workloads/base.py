@@ -25,6 +25,9 @@ class QueryResult:
     output_tokens: int
     ttft_s: float | None = None
     output_sha256: str | None = None
+    #: tokens generated after the first one (the decode phase, from ``ttft_s`` to the
+    #: end); None for tasks without a prefill/decode split
+    decode_tokens: int | None = None
     #: task-specific exact sums (e.g. ``nll_sum``, ``scored_tokens``, ``top1_hits``)
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -172,6 +172,8 @@ class PreparedGenerate:
             output_tokens=int(new_tokens.numel()),
             ttft_s=None if clock.t_first is None else clock.t_first - t_start,
             output_sha256=output_sha256(texts),
+            # the first token of each row comes out of the prefill step (inside ttft_s)
+            decode_tokens=int(new_tokens.numel()) - int(new_tokens.shape[0]),
             extra={"prompt_indices": chosen, "new_tokens_per_row": int(new_tokens.shape[1])},
         )
 

@@ -90,3 +90,55 @@ def test_a_perplexity_below_dense_reads_as_a_negative_change() -> None:
 
     assert ppl_text(19.8, 20.0, "int:bits=4") == "19.8 (-1.0 %)"
     assert ppl_text(20.4, 20.0, "int:bits=4") == "20.4 (+2.0 %)"
+
+
+def _family(name: str, trials: int, cv: float | None, bias: float, goal: bool | None) -> dict:
+    phase = {
+        "energy_error": {"n": trials, "median": 0.01, "p90": 0.02, "worst": 0.03},
+        "mean_error": 0.012,
+        "windows_resolved": 2 * trials,
+        "windows": 2 * trials,
+        "seconds_per_trial": 1.3,
+    }
+    return {
+        "kind": name,
+        "family": name,
+        "trials": trials,
+        "query_s": 1.0,
+        "energy_j_per_query": {"n": trials, "mean": 3.3456, "cv": cv},
+        "true_energy_j_per_query": {"n": trials, "mean": 3.35, "cv": 0.008},
+        "ratio_to_true": {"n": trials, "mean": 0.998, "cv": 0.0031},
+        "bias": {"mean": bias, "n": trials, "median": abs(bias), "p90": 0.01, "worst": 0.02},
+        "phases": {"prefill": {**phase, "windows_resolved": 0}, "decode": phase},
+        "settle_waits_s": [1.5] * trials,
+        "unstable_starts": 0,
+        "goal_met": goal,
+        "provenance_example": {"kernel": "6.6", "meter_error_bound": {"energy": 0.04}},
+    }
+
+
+def test_the_repeatability_table_says_where_the_goal_is_missed() -> None:
+    from bench.sections import RENDERERS
+
+    doc = {
+        "idle_w": 2.0,
+        "busy_w_per_core": 1.5,
+        "goal": {"cv": 0.03, "bias": 0.02},
+        "load_average_1min": 7.5,
+        "families": [
+            _family("hwmon", 10, 0.012, -0.004, True),
+            _family("RDTech UM", 10, 0.061, 0.03, False),
+        ],
+        "caveats": ["shared machine"],
+    }
+    section = RENDERERS["repeat"](doc)
+    assert section.lines[2] == (
+        "| hwmon | 10 | 3.35 | 1.2 % (0.80 %) | 0.31 % | -0.40 % (2.0 %) | +1.2 %, worst 3.0 % "
+        "(0/20 windows resolved) | +1.2 %, worst 3.0 % (20/20 windows resolved) | yes |"
+    )
+    assert section.lines[3].endswith("| no |")
+    assert "not met on RDTech UM" in section.readme_line
+    assert "reported / true varies by RDTech UM 0.31 %" in section.readme_line
+    assert any('"kernel": "6.6"' in note for note in section.notes)
+    one = {**doc, "families": [_family("hwmon", 1, None, -0.004, None)]}
+    assert "too few trials to judge" in RENDERERS["repeat"](one).readme_line

@@ -67,6 +67,7 @@ def test_two_devices_with_meters_into_sqlite(
     check_ledger(fleet, db, run_id)
     check_results(tmp_path, db, run_id, variants)
     check_energy(db, run_id, {"pi4": 2.5, "pi5": 4.0}, generate_queries=4)
+    check_phases_and_records(tmp_path, db, run_id)
 
 
 @pytest.mark.postgres
@@ -118,6 +119,38 @@ def check_results(cwd: Path, db: str, run_id: str, variants: tuple[str, ...]) ->
         assert row["status"] == "ok"
         if row["variant"] != "dense":
             assert row["compression_ratio"] > 1.0
+
+
+def check_phases_and_records(cwd: Path, db: str, run_id: str) -> None:
+    """Every trial has its provenance and stability record; generate's windows carry
+    per-phase energy (and its tokens) wherever the meter measured."""
+    results = json.loads(
+        cli("results", "--run", run_id, "--format", "json", "--db", db, cwd=cwd).stdout
+    )
+    boundary = {"pi4": "USB input", "pi5": "hwmon sensor rail"}
+    for row in results:
+        prov = row["provenance"]
+        assert prov["meter_boundary"] == boundary[row["device"]], prov
+        assert prov["kernel"] and prov["fresh_samples"] > 0 and "meter_lag_s" in prov, prov
+        assert "cpu_governor" in prov and "firmware" in prov
+        if row["device"] == "pi4":
+            assert prov["meter_error_bound"]["family"] == "RDTech UM"
+        assert row["stability"]["stable"] in (True, False), row["stability"]
+        assert "idle_drift" in row["stability"], row["stability"]
+    windows = db_rows(
+        db,
+        "SELECT w.prefill_tokens, w.decode_tokens, w.prefill_energy_j, w.decode_energy_j, "
+        "w.energy_j, w.queries FROM windows w JOIN trials t ON t.id = w.trial_id "
+        "WHERE t.run_id = :r AND t.task = 'generate' AND w.kind = 'queries'",
+        r=run_id,
+    )
+    assert windows
+    for w in windows:
+        assert w["decode_tokens"] == 2 * w["queries"], w  # 3 new tokens, the first in prefill
+        assert w["prefill_tokens"] > 0
+        if w["energy_j"] is not None:
+            # the phases cover the queries, not the moments between them
+            assert 0 < w["prefill_energy_j"] + w["decode_energy_j"] <= w["energy_j"] * 1.001
 
 
 def check_energy(db: str, run_id: str, watts: dict[str, float], generate_queries: int) -> None:

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from agent.protocol import make_event
 from orchestrator.dashboard import (
+    STATE_STYLES,
     LiveDisplay,
     PlainDisplay,
     make_display,
@@ -368,3 +369,19 @@ def test_dashboard_shows_a_device_waiting_for_its_place_and_a_skipped_one() -> N
     assert "waiting" in rows["pi4"] and "place pi4-03 held by" in rows["pi4"]
     assert "skipped" in rows["pi5"] and "place pi5-01 is held" in rows["pi5"]
     assert "1 waiting, 1 skipped" in render_text(progress).splitlines()[0]
+
+
+def test_the_stable_start_wait_is_shown() -> None:
+    progress = RunProgress("r", ["pi5"])
+    progress.set_state("pi5", "warmup", trial="dense/generate")
+    progress.apply_event("pi5", _event(1, "phase", phase="settling", max_wait_s=60.0))
+    (d,) = progress.snapshot()
+    assert d.state == "settling" and d.last_message == (
+        "waiting up to 60 s for stable idle power and temperature"
+    )
+    assert "settling" in STATE_STYLES
+    progress.apply_event("pi5", _event(2, "phase", phase="settled", stable=False, waited_s=60.0))
+    (d,) = progress.snapshot()
+    assert d.last_message == "NOT stable after 60 s"
+    progress.apply_event("pi5", _event(3, "phase", phase="idle"))
+    assert progress.snapshot()[0].state == "idle baseline"

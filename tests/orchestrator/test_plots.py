@@ -266,3 +266,22 @@ def test_plot_command_names_a_run_without_results(tmp_path: Path) -> None:
     )
     assert isinstance(result.exception, ConfigError)
     assert "no results for run run-a" in str(result.exception)
+
+
+def test_phase_energy_figure_has_a_panel_per_phase_and_notes_unresolved_ones() -> None:
+    from orchestrator.plots import plot_phase_energy
+
+    raw = result_rows()
+    for row in raw:
+        if row["task"] == "generate" and row["energy_j_per_query_median"] is not None:
+            row["energy_j_per_decode_token_median"] = row["energy_j_per_query_median"] / 32
+            # prefill is resolved on pi5 only
+            if row["device"] == "pi5":
+                row["energy_j_per_prefill_token_median"] = row["energy_j_per_query_median"] / 200
+    fig = plot_phase_energy([as_result_row(r) for r in raw])
+    prefill, decode = fig.axes[:2]
+    assert [t.get_text() for t in decode.get_legend().get_texts()] == ["pi4", "pi5"]
+    assert [t.get_text() for t in prefill.get_legend().get_texts()] == ["pi5"]
+    text = figure_texts(fig)
+    assert "energy per output token (J)" in text and "energy per prompt token (J)" in text
+    assert "pi4 dense prefill (under-resolved)" in text

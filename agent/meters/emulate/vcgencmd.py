@@ -40,6 +40,12 @@ DEFAULT_STATE: dict[str, Any] = {
     "no_rails": False,  # a Pi 4 / old firmware: pmic_read_adc prints nothing useful
 }
 
+#: what ``vcgencmd version`` prints on a Raspberry Pi 5 (firmware build date, copyright,
+#: firmware commit)
+FIRMWARE_VERSION = (
+    "2024/09/23 14:02:56 \nCopyright (c) 2012 Broadcom\nversion 4b019946 (release) (embedded)"
+)
+
 _SCRIPT = """#!{python} -S
 import json, os, sys, time
 STATE = os.environ.get("TSLM_FAKE_VCGENCMD_STATE") or os.path.join(
@@ -51,6 +57,7 @@ try:
 except FileNotFoundError:
     pass
 rails = {rails}
+FIRMWARE_VERSION = {firmware!r}
 time.sleep(state["delay_s"])
 if state["exit_code"]:
     print("error=1 error_msg=\\"Command not registered\\"", file=sys.stderr)
@@ -70,6 +77,8 @@ elif cmd == "get_throttled":
     print("throttled=%s" % state["throttled"])
 elif cmd == "measure_temp":
     print("temp=%.1f'C" % state["temp_c"])
+elif cmd == "version":
+    print(FIRMWARE_VERSION)
 else:
     print("error=2 error_msg=\\"Command not registered\\"")
     sys.exit(2)
@@ -81,7 +90,12 @@ def install(bin_dir: Path, state: dict[str, Any] | None = None) -> Path:
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / "vcgencmd"
     script.write_text(
-        _SCRIPT.format(python=sys.executable, defaults=repr(DEFAULT_STATE), rails=repr(PI5_RAILS))
+        _SCRIPT.format(
+            python=sys.executable,
+            defaults=repr(DEFAULT_STATE),
+            rails=repr(PI5_RAILS),
+            firmware=FIRMWARE_VERSION,
+        )
     )
     script.chmod(0o755)
     write_state(bin_dir, state or {})
