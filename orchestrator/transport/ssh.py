@@ -470,8 +470,7 @@ class SSHTransport(Transport):
             except queue.Empty:
                 kill()
                 raise ConnectError(
-                    f"{self._where}: connection stalled: nothing received for "
-                    f"{idle_timeout_s:g} s",
+                    f"{self._where}: connection stalled: nothing received for {idle_timeout_s:g} s",
                     hint="the link to the device may be down; reconnect and retry",
                 ) from None
             if chunk is None:
