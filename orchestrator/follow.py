@@ -1,9 +1,9 @@
 """Following one trial's job on its device: its events into an event sink until ``done``.
 
 :class:`TrialFollower` runs ``agent follow --from SEQ`` over an :class:`AgentLink` and
-hands every event, in order, to an :class:`EventSink`: stored in batches of at most
-:data:`INGEST_BATCH` events or at window/score/done/error/query boundaries, and shown
-one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
+hands every event, in order, to an :class:`EventSink`: stored in batches (at most
+:data:`INGEST_BATCH` events or :data:`INGEST_MAX_AGE_S` seconds, and at window, score,
+done and error events), and shown one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
 is followed by a reconnect and a ``follow --from`` the last stored seq, so nothing is
 lost or stored twice. When the stop flag is set, the follower asks the agent to stop,
 again after every reconnect until the agent acknowledges it, and follows on until its
@@ -28,13 +28,18 @@ from tasks.errors import AgentError, ConfigError, ProtocolError
 
 #: events are stored in batches of at most this many, or at window/done boundaries
 INGEST_BATCH = 32
+#: a batch is stored once its first event is this old: the database follows the dashboard
+#: within about this long, and a device costs the controller one transaction per so many
+#: seconds instead of one per query (a stored batch is a write transaction, the largest
+#: per-device cost of a run); what is not stored yet is replayed after a reconnect
+INGEST_MAX_AGE_S = 5.0
 #: a follow stream silent for this long is treated as a lost connection (the agent writes
 #: a `power` event about once a second, so silence means a dead link, not a quiet job);
 #: a false alarm costs one reconnect and a `follow --from`, never an event
 FOLLOW_STALL_S = 20.0
 FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
-#: event types that end a batch (stored at once)
-_FLUSH_TYPES = frozenset({"window", "score", "done", "error", "query"})
+#: event types that end a batch (stored at once): a trial's results and its end
+_FLUSH_TYPES = frozenset({"window", "score", "done", "error"})
 #: how long the agent's `stop` command may take
 STOP_TIMEOUT_S = 30
 #: how long a job may run on after acknowledging a stop (the agent finishes its current
@@ -119,6 +124,7 @@ class TrialFollower:
         job_id: str,
         stall_s: float,
         stop_grace_s: float = STOP_GRACE_S,
+        batch_age_s: float = INGEST_MAX_AGE_S,
     ) -> None:
         self.link = link
         self.sink = sink
@@ -128,6 +134,9 @@ class TrialFollower:
         self.stall_s = stall_s
         self.last_seq = 0
         self._batch: list[Event] = []
+        #: when the oldest event of the pending batch arrived (monotonic seconds)
+        self._batch_since = 0.0
+        self.batch_age_s = batch_age_s
         self.stop_grace_s = stop_grace_s
         #: when the agent acknowledged the stop request (None: not yet)
         self.stop_acknowledged_at: float | None = None
@@ -195,10 +204,17 @@ class TrialFollower:
 
     def _take(self, event: Event) -> None:
         """Queue ``event`` for storing (storing the batch when it is due) and show it."""
+        now = time.monotonic()
+        if not self._batch:
+            self._batch_since = now
         self._batch.append(event)
         self.last_seq = event.seq
         self.sink.show(event)
-        if len(self._batch) >= INGEST_BATCH or event.type in _FLUSH_TYPES:
+        if (
+            len(self._batch) >= INGEST_BATCH
+            or event.type in _FLUSH_TYPES
+            or now - self._batch_since >= self.batch_age_s
+        ):
             self._flush()
 
     def _flush(self) -> None:
