@@ -258,8 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                 "the meters follow the CPU use of the agent on a shared 2-core machine, so "
                 "the true energy of the same trial varies with the other work running "
                 "(its CV is given beside the reported one)",
-                "prefill on the tiny model lasts milliseconds: no meter here resolves it in "
-                "a window, and its summed energy is mostly interpolation",
+                "prefill on the tiny model lasts milliseconds per query: in the windows "
+                "that do not resolve it (see the counts) its summed energy is mostly "
+                "interpolation between samples",
             ],
         },
         quick=args.quick,
