@@ -36,7 +36,8 @@ def test_json_lines_then_a_summary(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     *samples, last = lines
-    assert len(samples) >= 40
+    # 100 Hz nominal; a loaded machine may starve the sampler for part of the 0.4 s
+    assert len(samples) >= 20
     for sample in samples:
         assert set(sample) == {"t", "volts", "amps", "watts", "fresh"}
         assert sample["watts"] == pytest.approx(2.5)

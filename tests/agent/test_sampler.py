@@ -47,7 +47,9 @@ def test_capacity_bounds_memory(tmp_path: Path) -> None:
     with FakeHwmon(tmp_path, constant(1.0)):
         meter = create_meter("hwmon", hwmon_name="ina226", sysfs_root=str(tmp_path))
         with Sampler(meter, period_s=0.002, capacity=50) as sampler:
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while sampler.stats().total <= 60 and time.monotonic() < deadline:
+                time.sleep(0.05)
     assert len(sampler.samples()) == 50
     assert sampler.stats().total > 50
 
