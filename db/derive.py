@@ -129,3 +129,6 @@ def apply_event(trial: Trial, ev: dict[str, Any], rows: dict[type, list[dict[str
         trial.status = _DONE_STATUS.get(ev.get("status", ""), TrialStatus.failed)
         trial.finished_at = parse_wall(ev["wall"])
         trial.duration_s = ev.get("duration_s")
+        for key in ("peak_rss_bytes", "peak_rss_scope", "decode_s_per_token"):
+            if ev.get(key) is not None:
+                setattr(trial, key, ev[key])

@@ -38,6 +38,14 @@ class QueryResult:
             return None
         return self.output_tokens / self.latency_s
 
+    @property
+    def decode_s_per_token(self) -> float | None:
+        """Seconds per generated token after the first (None without a time to first
+        token or with fewer than two generated tokens)."""
+        if self.ttft_s is None or self.output_tokens < 2:
+            return None
+        return max(self.latency_s - self.ttft_s, 0.0) / (self.output_tokens - 1)
+
 
 @dataclass(frozen=True)
 class Score:
