@@ -393,6 +393,21 @@ def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
                 f"`{kernel}`",
             ]
         )
+    floor = modes.get(doc.get("floor") or "")
+    if floor is not None:
+        rows.append(
+            [
+                "no head at all (floor)",
+                MISSING,
+                with_iqr(floor.get("decode_s_per_token"), 1000),
+                f"{sig(floor.get('decode_speedup_vs_dense'))}x",
+                sig(floor["head_1_token_s"]["median"] * 1000)
+                if floor.get("head_1_token_s")
+                else MISSING,
+                MISSING,
+                "zero logits, no weights read",
+            ]
+        )
     lines = [
         "",
         "Tied heads computed from the compressed table (kernel chosen by timing at load):",
@@ -421,6 +436,12 @@ def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
         if best
         else ""
     )
+    if floor is not None and floor.get("decode_speedup_vs_dense"):
+        headline += (
+            f" With no LM head at all, decode is {sig(floor['decode_speedup_vs_dense'])}x "
+            "dense: the most that any head can give on this machine, the rest of the step "
+            "being the float32 layers."
+        )
     return lines, headline
 
 
