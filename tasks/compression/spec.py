@@ -24,7 +24,10 @@ INT_BITS = tuple(range(2, 9))
 #: GGUF block formats the ``gguf`` method stores (quantised by the gguf package)
 GGUF_TYPES = ("q8_0", "q4_0", "q4_1")
 #: spellings that stand for a method with preset keys
-ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {"int8": ("int", (("bits", "8"),))}
+ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "int8": ("int", (("bits", "8"),)),
+    "nf4": ("codebook", (("book", "nf"), ("bits", "4"), ("group", "64"))),
+}
 #: how a ratio= budget is shared among rows: one error bound for all, by marginal gain in
 #: total squared error, or by marginal gain weighted by each token's expected frequency
 TT_ALLOCS = ("uniform", "adaptive", "weighted")
@@ -176,6 +179,25 @@ def _power(text: str) -> float:
     if not 0.0 <= value <= 2.0:
         raise ValueError("must be between 0 and 2")
     return value
+
+
+def _check_codebook(values: dict[str, Any]) -> str | None:
+    """``codebook`` needs a book and bits, and a group whose codebook leaves a saving."""
+    if "book" not in values or "bits" not in values:
+        return "codebook needs book= (nf or kmeans) and bits= (2 to 8), e.g. book=nf:bits=4"
+    bits, group = int(values["bits"]), values.get("group")
+    if group is None:
+        return None  # a row: checked against the hidden size when compressing
+    side = 16.0 * (1 << bits) if values["book"] == "kmeans" else 16.0
+    per_weight = bits + side / group
+    if per_weight >= 16.0:
+        smallest = int(side / (16.0 - bits)) + 1
+        return (
+            f"book={values['book']}:bits={bits}:group={group} stores {per_weight:g} bits per "
+            f"weight ({32.0 / per_weight:.3g}x float32), no smaller than float16; use "
+            f"group={smallest} or more, or fewer bits"
+        )
+    return None
 
 
 def _check_mixed(values: dict[str, Any]) -> str | None:
@@ -342,6 +364,24 @@ METHODS: dict[str, MethodInfo] = {
             "head": _HEAD,
         },
         check=_check_mixed,
+    ),
+    "codebook": MethodInfo(
+        "codebook",
+        "tasks.compression.codebook",
+        "K-bit codes into non-uniform levels per group: NormalFloat levels scaled by the "
+        "group's largest magnitude (nf; nf4 = book=nf:bits=4:group=64), or levels fitted "
+        "to the group by k-means (kmeans)",
+        {
+            "book": KeySpec(_choice(("nf", "kmeans")), "the levels: nf or kmeans"),
+            "bits": KeySpec(_int_range(INT_BITS[0], INT_BITS[-1]), "bits per code, 2 to 8"),
+            "group": KeySpec(
+                _group,
+                "values per scale (nf) or codebook (kmeans); a divisor of the hidden size "
+                "(default: a row)",
+            ),
+            "head": _HEAD,
+        },
+        check=_check_codebook,
     ),
     "fp16": MethodInfo("fp16", "tasks.compression.floats", "the table in float16", {"head": _HEAD}),
     "bf16": MethodInfo(
