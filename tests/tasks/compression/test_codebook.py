@@ -84,7 +84,7 @@ def test_bad_budgets_are_refused_at_parse_time() -> None:
         parse_variant("codebook:bits=4")
     with pytest.raises(ConfigError, match="from 2 to 8"):
         parse_variant("codebook:book=nf:bits=1")
-    with pytest.raises(ConfigError, match="no smaller than float16.*group=513"):
+    with pytest.raises(ConfigError, match=r"no smaller than float16.*group=513"):
         parse_variant("codebook:book=kmeans:bits=8:group=64")
     assert parse_variant("nf4").canonical == "codebook:book=nf:bits=4:group=64"
 
