@@ -296,6 +296,13 @@ METHODS: dict[str, MethodInfo] = {
         {
             "rank": KeySpec(_positive_int, "rank of the factorisation"),
             "ratio": KeySpec(_positive_float, "target compression ratio of the table"),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the factorisation minimises: plain squared error (l2), or as the "
+                "first layer's RMS norm sees a row: divided by the row's root mean square, "
+                "channels weighted by the norm's gain (layer0)",
+                default="l2",
+            ),
             "head": _HEAD,
         },
         exclusive=(frozenset({"ratio", "rank"}),),
@@ -447,7 +454,7 @@ class VariantSpec:
     @property
     def needs_layer0_gain(self) -> bool:
         """True when the method measures errors as the first layer's norm sees them."""
-        return self.method == "mixed" and self.get("metric") == "layer0"
+        return self.method in ("mixed", "svd") and self.get("metric") == "layer0"
 
     @property
     def needs_importance(self) -> bool:
