@@ -76,3 +76,43 @@ def peak_rss(reset_done: bool, proc: Path = PROC_SELF) -> PeakRss:
         if kib is not None:
             return PeakRss(kib * 1024, "job")
     return PeakRss(_process_peak(), "process")
+
+
+#: madvise advice that drops a range's pages from the resident set (Linux)
+_MADV_DONTNEED = 4
+
+
+def _file_mapping_of(start: int, stop: int, proc: Path) -> str | None:
+    """The file mapped at ``[start, stop)`` when one file mapping holds the whole range."""
+    try:
+        lines = (proc / "maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        low, _, high = fields[0].partition("-")
+        if int(low, 16) <= start and stop <= int(high, 16):
+            path = fields[5].strip() if len(fields) > 5 else ""
+            return path if path.startswith("/") and "r" in fields[1] else None
+    return None
+
+
+def release_file_pages(address: int, nbytes: int, proc: Path = PROC_SELF) -> int:
+    """Drop the resident pages of ``[address, address + nbytes)`` when it lies in a file
+    mapping (a safetensors file mapped by the loader): they are read back from the file
+    if touched again, so nothing is lost. Anonymous memory is never touched (dropping
+    it would zero it). Returns the bytes released (0 where nothing could be)."""
+    import ctypes
+    import mmap
+
+    page = mmap.PAGESIZE
+    start = -(-address // page) * page
+    stop = (address + nbytes) // page * page
+    if stop <= start or _file_mapping_of(start, stop, proc) is None:
+        return 0
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        done = libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(stop - start), _MADV_DONTNEED)
+    except (OSError, AttributeError):
+        return 0
+    return stop - start if done == 0 else 0

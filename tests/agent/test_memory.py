@@ -26,3 +26,27 @@ def test_without_proc_the_peak_is_the_processs(tmp_path: Path) -> None:
     assert memory.rss_bytes(tmp_path / "missing") is None
     peak = memory.peak_rss(reset_done=True, proc=tmp_path / "missing")
     assert peak.scope == "process" and peak.peak_rss_bytes > 0
+
+
+def test_pages_of_a_mapped_file_are_released_and_read_back(tmp_path: Path) -> None:
+    import torch
+
+    path = tmp_path / "weights.bin"
+    values = torch.arange(4 * 2**20, dtype=torch.float32)  # 16 MiB
+    path.write_bytes(values.numpy().tobytes())
+    mapped = torch.from_file(str(path), shared=False, size=values.numel(), dtype=torch.float32)
+    assert torch.equal(mapped, values)  # every page touched
+    held = memory.rss_bytes()
+    released = memory.release_file_pages(mapped.data_ptr(), mapped.numel() * 4)
+    assert released >= 15 * 2**20
+    assert memory.rss_bytes() < held - 8 * 2**20
+    assert torch.equal(mapped, values)  # read back from the file
+
+
+def test_anonymous_memory_is_never_released() -> None:
+    import torch
+
+    values = torch.randn(2**20)
+    copy = values.clone()
+    assert memory.release_file_pages(values.data_ptr(), values.numel() * 4) == 0
+    assert torch.equal(values, copy)
