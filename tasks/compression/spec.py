@@ -285,6 +285,13 @@ METHODS: dict[str, MethodInfo] = {
                 "token frequency (weighted)",
                 default="uniform",
             ),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the decomposition minimises: plain (l2), or with channels weighted "
+                "by the gain of the first layer's norm (layer0; a per-channel scale is "
+                "stored to undo the weighting)",
+                default="l2",
+            ),
         },
         exclusive=(frozenset({"ratio", "rank"}), frozenset({"ratio", "eps"})),
         check=_check_tt,
@@ -454,7 +461,7 @@ class VariantSpec:
     @property
     def needs_layer0_gain(self) -> bool:
         """True when the method measures errors as the first layer's norm sees them."""
-        return self.method in ("mixed", "svd") and self.get("metric") == "layer0"
+        return self.method in ("mixed", "svd", "tt") and self.get("metric") == "layer0"
 
     @property
     def needs_importance(self) -> bool:
