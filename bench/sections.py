@@ -354,7 +354,7 @@ def inference_section(doc: dict[str, Any]) -> Section:
         return Section(lines, f"**Inference**: {tied_headline}", notes[1:])
     if tied_headline:
         notes.append(tied_headline)
-    return Section(lines, f"**Inference**: {headline}.", notes)
+    return Section(lines, f"**Inference**: {headline}. {tied_headline}".rstrip(), notes)
 
 
 def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
@@ -440,7 +440,8 @@ def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
         headline += (
             f" With no LM head at all, decode is {sig(floor['decode_speedup_vs_dense'])}x "
             "dense: the most that any head can give on this machine, the rest of the step "
-            "being the float32 layers."
+            "being the float32 layers (a head within a few per cent of it is at the floor "
+            "within this run's noise)."
         )
     return lines, headline
 
