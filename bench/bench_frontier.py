@@ -72,6 +72,8 @@ VARIANTS: list[tuple[str, str, bool]] = [
     ("tt:eps=0.3:shape=8x8x9:cores=int8", "tt int cores", True),
     ("tt:eps=0.3:shape=8x8x9:cores=int6", "tt int cores", False),
     ("tt:eps=0.4:shape=8x8x9:cores=int8", "tt int cores", False),
+    ("tt:rank=8:shape=8x8x9:cores=int8:metric=layer0", "tt layer0", False),
+    ("tt:eps=0.3:shape=8x8x9:cores=int8:metric=layer0", "tt layer0", False),
     ("tt:ratio=1.5:shape=8x8x9:keep=auto:center=true:alloc=adaptive:cores=int8", IMPROVED, False),
 ]
 QUICK = {
