@@ -388,9 +388,8 @@ def mode_summary(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Latency, decode time, ratio to dense, identical outputs and lookup time of one copy."""
-    decode = [
-        (q.latency_s - q.ttft_s) / max(q.output_tokens - 1, 1) for q in rows if q.ttft_s is not None
-    ]
+    # the agent's own figure (tasks.workloads.base.QueryResult.decode_s_per_token)
+    decode = [q.decode_s_per_token for q in rows if q.decode_s_per_token is not None]
     latency = spread([q.latency_s for q in rows])
     return {
         "embedding_mode": mode or "dense",
