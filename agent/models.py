@@ -5,6 +5,13 @@ batch). :class:`LoadedModels` loads the base model for the first job, keeps it, 
 every job puts the base embedding and head back before applying that job's artifact, so
 each variant runs on exactly the model a fresh load would give. The model file's sha256
 is checked once per process as well.
+
+Kept for the next jobs, the base input table would stay resident under a variant that no
+longer reads it (its embedding and head replaced, e.g. a tied head computed from the
+compressed table), and a variant could then never take less memory than dense. Where the
+loader mapped that table from its safetensors file, its pages are released from the
+resident set while such a variant runs (read back from the file when a later job uses the
+base table again; see :func:`agent.memory.release_file_pages`).
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ class LoadedModels:
         self._verified: set[tuple[str, str]] = set()
         #: how many times a base model was loaded (1 for a batch over one model)
         self.base_loads = 0
+        #: bytes of the base input table released for the last variant applied
+        self.released_bytes = 0
 
     def is_verified(self, path: Path, sha256: str) -> bool:
         return (str(path), sha256) in self._verified
@@ -61,4 +70,18 @@ class LoadedModels:
             except BaseException:
                 self._snapshot.restore(self._model)
                 raise
+        self.released_bytes = self._release_base_table(model)
         return model, self._tokenizer
+
+    def _release_base_table(self, model: Any) -> int:
+        """Release the resident pages of the base input table when neither the input
+        embedding nor the head of ``model`` reads it any more; the bytes released."""
+        from agent.memory import release_file_pages
+
+        table = getattr(self._snapshot.input_embedding, "weight", None)
+        if table is None or model.get_input_embeddings() is self._snapshot.input_embedding:
+            return 0
+        head = model.get_output_embeddings()
+        if head is not None and getattr(head, "weight", None) is table:
+            return 0
+        return release_file_pages(table.data_ptr(), table.numel() * table.element_size())

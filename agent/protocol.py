@@ -37,6 +37,7 @@ _NUM = (int, float)
 _OPT_NUM = (int, float, type(None))
 _OPT_STR = (str, type(None))
 _OPT_BOOL = (bool, type(None))
+_OPT_INT = (int, type(None))
 
 #: Required fields per event type (beyond seq/type/t/wall) and their accepted types.
 EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
@@ -117,6 +118,19 @@ EVENT_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
     "done": {"status": (str,), "queries": (int,), "duration_s": _NUM},
 }
 
+#: Fields an event type may carry, checked for their type when present (an agent of an
+#: earlier version leaves them out).
+EVENT_OPTIONAL_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    # the job's peak resident set (scope "job": since the job started; "process": since
+    # the agent process started) and the median decode time per token of its queries
+    "done": {
+        "peak_rss_bytes": _OPT_INT,
+        "peak_rss_scope": (str,),
+        "decode_s_per_token": _OPT_NUM,
+        "decode_queries": (int,),
+    },
+}
+
 EVENT_TYPES = frozenset(EVENT_FIELDS)
 DONE_STATUSES = frozenset({"ok", "failed", "stopped"})
 WINDOW_KINDS = frozenset({"load", "idle", "queries", "idle_after"})
@@ -191,6 +205,14 @@ def validate_event(obj: Any, where: str = "event") -> None:
         value = obj[key]
         bad_bool = isinstance(value, bool) and bool not in types
         if bad_bool or not isinstance(value, types):
+            raise ProtocolError(
+                f"{where} seq {obj['seq']} ({kind}): field '{key}' has type {type(value).__name__}"
+            )
+    for key, types in EVENT_OPTIONAL_FIELDS.get(kind, {}).items():
+        value = obj.get(key)
+        if key in obj and (
+            (isinstance(value, bool) and bool not in types) or not isinstance(value, types)
+        ):
             raise ProtocolError(
                 f"{where} seq {obj['seq']} ({kind}): field '{key}' has type {type(value).__name__}"
             )

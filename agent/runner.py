@@ -19,13 +19,14 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, TextIO
 
-from agent import provenance, stability, sysinfo
+from agent import memory, provenance, stability, sysinfo
 from agent.jobs import JobPaths, Workdir, task_params_inside
 from agent.journal import EventEmitter, Journal
 from agent.models import LoadedModels
@@ -74,6 +75,10 @@ class JobRunner:
         #: the stable start and the idle drift after the queries (the done event's record)
         self.stability: dict[str, Any] = {}
         self._lag_ranged = False
+        #: whether the peak resident set was reset when the job started (see agent.memory)
+        self._peak_reset = False
+        #: decode seconds per token of every query that generated two tokens or more
+        self._decode_s: list[float] = []
 
     # ------------------------------------------------------------------ control
 
@@ -115,6 +120,7 @@ class JobRunner:
     def run(self) -> str:
         """Run the job; returns the done status (ok, stopped or failed). Never raises."""
         status = "failed"
+        self._peak_reset = memory.reset_peak()
         try:
             self._run()
             status = "ok"
@@ -464,6 +470,8 @@ class JobRunner:
             self._windows.open(name, rep)
             result = task.run_query(i)
             results.append(result)
+            if result.decode_s_per_token is not None:
+                self._decode_s.append(result.decode_s_per_token)
             self._windows.add(result)
             self.queries_done += 1
             self._windows.close_if_full()
@@ -512,6 +520,7 @@ class JobRunner:
             self._meter.close()
         extra = {"reason": self.stop_reason} if status == "stopped" else {}
         stats = self._sampler.stats() if self._sampler is not None and self._measures else None
+        peak = memory.peak_rss(self._peak_reset)
         self.emitter.emit(
             "done",
             status=status,
@@ -521,6 +530,10 @@ class JobRunner:
                 self._windows.lag_s, self._lag_ranged, self._windows.lag_problem, stats
             ),
             stability=self.stability,
+            peak_rss_bytes=peak.peak_rss_bytes,
+            peak_rss_scope=peak.scope,
+            decode_s_per_token=statistics.median(self._decode_s) if self._decode_s else None,
+            decode_queries=len(self._decode_s),
             **extra,
         )
         self.emitter.sync()

@@ -57,6 +57,12 @@ VARIANTS: list[tuple[str, str, bool]] = [
     ("int:bits=3:group=32", "int groups", False),
     ("gguf:type=q8_0", "gguf", False),
     ("gguf:type=q4_0", "gguf", False),
+    ("codebook:book=nf:bits=4:group=64", "codebook", True),
+    ("codebook:book=nf:bits=4:group=32", "codebook", False),
+    ("codebook:book=nf:bits=3:group=64", "codebook", False),
+    ("codebook:book=kmeans:bits=4", "codebook", False),
+    ("svd:ratio=2", "svd", False),
+    ("svd:ratio=2:metric=layer0", "svd", False),
     ("mixed:bits=4", "mixed", False),
     ("mixed:bits=8", "mixed", True),
     ("tt:rank=8:shape=8x8x9:cores=int8", "tt int cores", True),
@@ -66,6 +72,8 @@ VARIANTS: list[tuple[str, str, bool]] = [
     ("tt:eps=0.3:shape=8x8x9:cores=int8", "tt int cores", True),
     ("tt:eps=0.3:shape=8x8x9:cores=int6", "tt int cores", False),
     ("tt:eps=0.4:shape=8x8x9:cores=int8", "tt int cores", False),
+    ("tt:rank=8:shape=8x8x9:cores=int8:metric=layer0", "tt layer0", False),
+    ("tt:eps=0.3:shape=8x8x9:cores=int8:metric=layer0", "tt layer0", False),
     ("tt:ratio=1.5:shape=8x8x9:keep=auto:center=true:alloc=adaptive:cores=int8", IMPROVED, False),
 ]
 QUICK = {

@@ -23,6 +23,11 @@ the decode time per token against dense, the head alone per decoded token (and e
 kernel candidate's time), and peak RSS of a fresh process against dense. ``--tied-only``
 leaves out the two copies of ``--variant``.
 
+A last copy, ``no-head (floor)``, is the dense model whose LM head returns zeros at no
+cost: its decode time per token is the floor that no head, however compressed or fast,
+can go below, so ``dense / floor`` is the largest decode speed-up a head can give on this
+machine (its outputs differ from dense by design; ``--no-floor`` leaves it out).
+
     python -m bench.bench_inference [--quick] [--queries 8] [--new-tokens 32]
 
 Writes ``bench/results/inference.json``.
@@ -46,10 +51,18 @@ from tasks.cache import ARTIFACTS, MODELS, cache_path  # noqa: E402
 from tasks.numbers import MISSING  # noqa: E402
 
 NAME = "inference"
+#: the copy whose LM head costs nothing (the decode floor)
+FLOOR = "no-head (floor)"
 PROBE_PREFIX = "MEMORY "
 #: copy name -> embedding mode passed to apply_artifact (None: the dense model untouched)
 #: the tied-head copies of a run without --tied: the 16-bit float, int8 and mixed heads
-DEFAULT_TIED = ("fp16:head=tied", "bf16:head=tied", "int8:head=tied", "mixed:bits=8:head=tied")
+DEFAULT_TIED = (
+    "fp16:head=tied",
+    "bf16:head=tied",
+    "int8:head=tied",
+    "mixed:bits=8:head=tied",
+    "mixed:bits=4:head=tied",
+)
 MODES: dict[str, str | None] = {
     "dense": None,
     "tt-on-the-fly": "on-the-fly",
@@ -82,6 +95,46 @@ def load_copy(ref: Any, models_dir: Path, artifact: Any, mode: str | None) -> di
         "head_kernel": choice.to_dict() if choice is not None else None,
         "embedding_resident_bytes": resident_bytes(model.get_input_embeddings()),
         "head_resident_bytes": resident_bytes(head) if head is not None else None,
+    }
+
+
+class FreeHead:
+    """An LM head that returns zero logits without reading any weight (the decode floor)."""
+
+    def __init__(self, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+
+    def module(self) -> Any:
+        import torch
+        from torch import nn
+
+        vocab = self.vocab_size
+
+        class _Zeros(nn.Module):
+            def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+                return hidden.new_zeros(*hidden.shape[:-1], vocab)
+
+        return _Zeros()
+
+
+def floor_copy(ref: Any, models_dir: Path) -> dict[str, Any]:
+    """The dense model with an LM head that costs nothing (see :class:`FreeHead`)."""
+    from tasks.artifacts import _untie
+    from tasks.models import load_model
+
+    started = time.perf_counter()
+    model, tokenizer = load_model(ref, cache_dir=models_dir)
+    _untie(model)
+    model.set_output_embeddings(FreeHead(model.config.vocab_size).module())
+    return {
+        "model": model,
+        "tokenizer": tokenizer,
+        "load_s": time.perf_counter() - started,
+        "embedding_module": type(model.get_input_embeddings()).__name__,
+        "head_module": "zero logits (no weights read)",
+        "head_kernel": None,
+        "embedding_resident_bytes": 0,
+        "head_resident_bytes": 0,
     }
 
 
@@ -199,6 +252,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 modes["dense"]["decode_s_per_token"]["median"] / m["decode_s_per_token"]["median"]
             )
     manifest = artifact.manifest if artifact is not None else {}
+    floor = modes.get(FLOOR, {}).get("decode_speedup_vs_dense")
     return {
         "model": ref.name,
         "model_sha256": ref.sha256,
@@ -225,6 +279,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_bytes: the fresh process's peak resident set (ru_maxrss)"
         ),
         "tied_variants": list(args.tied),
+        "floor": FLOOR if args.floor else None,
+        "floor_note": (
+            "the dense model with an LM head that reads no weights (zero logits): its "
+            "decode time per token is the floor for any head; dense / floor is the largest "
+            "decode speed-up a head can give here"
+        ),
+        "decode_speedup_ceiling_from_head": floor,
         "tied_artifacts": args.tied_artifacts,
         "modes": modes,
     }
@@ -285,6 +346,8 @@ def load_copies(
     for name, mode in modes.items():
         if mode is not None:
             copies[name] = load_copy(ref, models_dir, tied.get(name, artifact), mode)
+    if args.floor:
+        copies[FLOOR], modes[FLOOR], memory[FLOOR] = floor_copy(ref, models_dir), None, {}
     return copies, artifact, memory, modes
 
 
@@ -325,9 +388,8 @@ def mode_summary(
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Latency, decode time, ratio to dense, identical outputs and lookup time of one copy."""
-    decode = [
-        (q.latency_s - q.ttft_s) / max(q.output_tokens - 1, 1) for q in rows if q.ttft_s is not None
-    ]
+    # the agent's own figure (tasks.workloads.base.QueryResult.decode_s_per_token)
+    decode = [q.decode_s_per_token for q in rows if q.decode_s_per_token is not None]
     latency = spread([q.latency_s for q in rows])
     return {
         "embedding_mode": mode or "dense",
@@ -409,6 +471,9 @@ def main(argv: list[str] | None = None) -> int:
         "--no-tied",
         action="store_true",
         help="no tied-head copies (default: " + ", ".join(DEFAULT_TIED) + ")",
+    )
+    parser.add_argument(
+        "--no-floor", dest="floor", action="store_false", help="leave out the no-head copy"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 queries x 8 new tokens")
     parser.add_argument(

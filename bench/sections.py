@@ -355,7 +355,7 @@ def inference_section(doc: dict[str, Any]) -> Section:
         return Section(lines, f"**Inference**: {tied_headline}", notes[1:])
     if tied_headline:
         notes.append(tied_headline)
-    return Section(lines, f"**Inference**: {headline}.", notes)
+    return Section(lines, f"**Inference**: {headline}. {tied_headline}".rstrip(), notes)
 
 
 def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
@@ -394,6 +394,21 @@ def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
                 f"`{kernel}`",
             ]
         )
+    floor = modes.get(doc.get("floor") or "")
+    if floor is not None:
+        rows.append(
+            [
+                "no head at all (floor)",
+                MISSING,
+                with_iqr(floor.get("decode_s_per_token"), 1000),
+                f"{sig(floor.get('decode_speedup_vs_dense'))}x",
+                sig(floor["head_1_token_s"]["median"] * 1000)
+                if floor.get("head_1_token_s")
+                else MISSING,
+                MISSING,
+                "zero logits, no weights read",
+            ]
+        )
     lines = [
         "",
         "Tied heads computed from the compressed table (kernel chosen by timing at load):",
@@ -422,6 +437,13 @@ def _tied_heads(doc: dict[str, Any]) -> tuple[list[str], str]:
         if best
         else ""
     )
+    if floor is not None and floor.get("decode_speedup_vs_dense"):
+        headline += (
+            f" With no LM head at all, decode is {sig(floor['decode_speedup_vs_dense'])}x "
+            "dense: the most that any head can give on this machine, the rest of the step "
+            "being the float32 layers (a head within a few per cent of it is at the floor "
+            "within this run's noise)."
+        )
     return lines, headline
 
 

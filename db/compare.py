@@ -1,8 +1,9 @@
 """The paper-style comparison table of one run.
 
 By default variants are rows and devices are column groups, each group holding the
-compression ratio, perplexity, accuracy, latency, energy per query, net energy per
-query and the energy per prefill and per decode token of generation (``by="device"`` swaps rows and groups). A run with several tasks gets one row per
+compression ratio, perplexity, accuracy, latency, decode time per token, peak resident
+memory, energy per query, net energy per query and the energy per prefill and per decode
+token of generation (``by="device"`` swaps rows and groups). A run with several tasks gets one row per
 (variant, task); the perplexity of a (variant, device) is taken from whichever of its
 trials reported one, so a generation row shows the perplexity measured by the perplexity
 task of the same variant on the same device. Accuracy (``acc`` of the ``choice`` or
@@ -38,6 +39,8 @@ CELL_HEADERS = [
     "ppl",
     "acc",
     "latency_s",
+    "decode_ms/tok",
+    "peak_rss_mb",
     "energy_j/query",
     "net_energy_j/query",
     "j/prefill_tok",
@@ -75,6 +78,9 @@ class CompareCell:
     accuracy: float | None
     latency_s_median: float | None
     latency_s_half_iqr: float | None
+    #: the agent's median decode time per generated token and its peak resident set
+    decode_s_per_token: float | None
+    peak_rss_bytes: int | None
     energy_j_per_query_median: float | None
     energy_j_per_query_half_iqr: float | None
     net_energy_j_per_query_median: float | None
@@ -142,6 +148,10 @@ class CompareTable:
             "ratio: against float32; vs_source: against the model file's own storage of the "
             "table (format in brackets); disk_mb: the artifact's bytes on disk"
         )
+        notes.append(
+            "decode_ms/tok: median time per generated token after the first; peak_rss_mb: "
+            "the agent process's peak resident set over the trial"
+        )
         return TextTable(
             headers=headers, rows=body, groups=groups, notes=notes, title=f"run {self.run_id}"
         )
@@ -157,6 +167,8 @@ def _format_cell(cell: CompareCell | None) -> list[str]:
         format_sig(cell.perplexity),
         format_sig(cell.accuracy),
         format_spread(cell.latency_s_median, cell.latency_s_half_iqr),
+        format_sig(None if cell.decode_s_per_token is None else cell.decode_s_per_token * 1e3),
+        format_sig(None if cell.peak_rss_bytes is None else cell.peak_rss_bytes / 1e6),
         format_spread(cell.energy_j_per_query_median, cell.energy_j_per_query_half_iqr),
         format_spread(cell.net_energy_j_per_query_median, cell.net_energy_j_per_query_half_iqr),
         format_spread(
@@ -226,6 +238,8 @@ def compare(
             ),
             latency_s_median=r.latency_s_median,
             latency_s_half_iqr=_half(r.latency_s_iqr),
+            decode_s_per_token=r.decode_s_per_token,
+            peak_rss_bytes=r.peak_rss_bytes,
             energy_j_per_query_median=r.energy_j_per_query_median,
             energy_j_per_query_half_iqr=_half(r.energy_j_per_query_iqr),
             net_energy_j_per_query_median=r.net_energy_j_per_query_median,

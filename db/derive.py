@@ -152,6 +152,9 @@ def apply_event(trial: Trial, ev: dict[str, Any], rows: dict[type, list[dict[str
         trial.duration_s = ev.get("duration_s")
         _merge(trial, "provenance", ev.get("provenance"))
         _merge(trial, "stability", ev.get("stability"))
+        for key in ("peak_rss_bytes", "peak_rss_scope", "decode_s_per_token"):
+            if ev.get(key) is not None:
+                setattr(trial, key, ev[key])
 
 
 def _merge(trial: Trial, attr: str, record: Any) -> None:

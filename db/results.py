@@ -92,6 +92,11 @@ class ResultRow:
     idle_power_w: float | None
     mean_power_w: float | None
     perplexity: float | None
+    #: the agent's peak resident set over the trial (scope "job") or over its process
+    #: (scope "process"), and the median decode seconds per generated token
+    peak_rss_bytes: int | None
+    peak_rss_scope: str | None
+    decode_s_per_token: float | None
     meter: str | None
     flags: list[str]
     status: str
@@ -299,6 +304,9 @@ def _aggregate(row: Any, queries: _Columns, windows: _Columns, scores: list[Any]
         idle_power_w=trial.idle_power_w,
         mean_power_w=_mean_power(queries, windows),
         perplexity=perplexity,
+        peak_rss_bytes=trial.peak_rss_bytes,
+        peak_rss_scope=trial.peak_rss_scope,
+        decode_s_per_token=trial.decode_s_per_token,
         meter=meter,
         flags=flags,
         status=status.value,

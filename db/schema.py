@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Double,
@@ -200,6 +201,11 @@ class Trial(Base):
     provenance: Mapped[dict[str, Any] | None] = mapped_column()
     #: the stable-start wait and the idle drift after the queries
     stability: Mapped[dict[str, Any] | None] = mapped_column()
+    # from the done event: the agent process's peak resident set over the trial ("job")
+    # or since the process started ("process"), and the median decode time per token
+    peak_rss_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    peak_rss_scope: Mapped[str | None] = mapped_column(String(16))
+    decode_s_per_token: Mapped[float | None] = mapped_column()
 
     run: Mapped[Run] = relationship(back_populates="trials")
     device: Mapped[Device] = relationship()

@@ -125,6 +125,14 @@ def _vs_source(row: Any) -> str:
     return format_vs_source(row.compression_ratio_source, row.source_format)
 
 
+def _peak_rss(row: Any) -> str:
+    """Peak resident set in MB; a peak over the whole agent process is marked ``(process)``."""
+    if row.peak_rss_bytes is None:
+        return MISSING
+    text = format_sig(row.peak_rss_bytes / 1e6)
+    return text if row.peak_rss_scope != "process" else f"{text} (process)"
+
+
 def results_text_table(rows: list[Any]) -> TextTable:
     """The results view: one line per (run, device, variant, task)."""
     from db.formatting import TextTable, format_spread
@@ -146,6 +154,8 @@ def results_text_table(rows: list[Any]) -> TextTable:
         "p90_s",
         "ttft_s",
         "tok/s",
+        "decode_ms",
+        "rss_mb",
         "energy_j/q",
         "net_j/q",
         "j/prefill_tok",
@@ -170,6 +180,8 @@ def results_text_table(rows: list[Any]) -> TextTable:
             format_sig(r.latency_s_p90),
             format_sig(r.ttft_s_median),
             format_sig(r.tokens_per_s_median),
+            format_sig(None if r.decode_s_per_token is None else r.decode_s_per_token * 1e3),
+            _peak_rss(r),
             format_spread(r.energy_j_per_query_median, half(r.energy_j_per_query_iqr)),
             format_spread(r.net_energy_j_per_query_median, half(r.net_energy_j_per_query_iqr)),
             format_spread(
@@ -188,7 +200,13 @@ def results_text_table(rows: list[Any]) -> TextTable:
     return TextTable(
         headers=headers,
         rows=body,
-        notes=["values: median ± half the interquartile range"] if rows else [],
+        notes=[
+            "values: median ± half the interquartile range",
+            "decode_ms: median time per generated token after the first; rss_mb: the agent "
+            "process's peak resident set over the trial",
+        ]
+        if rows
+        else [],
     )
 
 

@@ -278,6 +278,30 @@ class Int8Embedding(nn.Module):
         ]
 
 
+class ChannelScaledEmbedding(nn.Module):
+    """Rows of an inner embedding multiplied channel by channel by a stored scale: a table
+    decomposed with its channels weighted (``tt:metric=layer0``) is unweighted here."""
+
+    def __init__(self, inner: nn.Module, scale: torch.Tensor) -> None:
+        super().__init__()
+        if scale.shape != (int(inner.embedding_dim),):
+            raise ArtifactError(
+                f"channel_scale: {tuple(scale.shape)} does not fit rows of "
+                f"{inner.embedding_dim} values"
+            )
+        self.inner = inner
+        self.register_buffer("scale", scale.to(torch.float32).contiguous())
+        self.num_embeddings, self.embedding_dim = inner.num_embeddings, inner.embedding_dim
+        self.out_dtype = getattr(inner, "out_dtype", torch.float32)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return (self.inner(input_ids).to(torch.float32) * self.scale).to(self.out_dtype)
+
+    @torch.no_grad()
+    def materialize(self) -> torch.Tensor:
+        return (self.inner.materialize().to(torch.float32) * self.scale).to(self.out_dtype)
+
+
 def in_mode(module: nn.Module, mode: str) -> nn.Module:
     """The module for ``mode``: itself on the fly, or a dense ``nn.Embedding`` rebuilt once."""
     if mode not in MODES:

@@ -181,6 +181,24 @@ def select_kernel(
     return best[1], choice
 
 
+def release_freed_heap() -> bool:
+    """Hand the memory freed by the kernel selection's temporaries back to the system.
+
+    glibc keeps freed blocks below its (adaptive) mmap threshold in the heap, so the
+    timed candidates' chunks would otherwise stay in the resident set for the whole run;
+    ``malloc_trim`` returns them. A no-op (False) where the C library has no such call.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return False
+    return bool(trim(0)) if trim is not None else False
+
+
 class CompressedHead(nn.Module):
     """LM head reading the compressed table of a tied embedding module.
 
@@ -210,6 +228,7 @@ class CompressedHead(nn.Module):
                 self.embedding_dim,
                 only=only,
             )
+        release_freed_heap()
 
     @property
     def source(self) -> nn.Module:

@@ -22,6 +22,7 @@ kernel when that kernel is chosen for the head) and the 8-bit rows as int8.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -391,6 +392,31 @@ def int4_layout() -> int | None:
     return None
 
 
+#: rows packed at a time into torch's int4 layout (bounds the temporaries at load)
+_PACK_ROWS = 8192
+
+
+def pack_int4(
+    codes_of: Callable[[int, int], torch.Tensor], rows: int, block: int, dim: int
+) -> torch.Tensor:
+    """Codes < 16 of ``rows`` rows (``codes_of(a, b)``: rows a..b-1 as uint8) in the
+    layout of ``_convert_weight_to_int4pack_for_cpu`` with ``block`` rows per block
+    (:func:`int4_layout`), zero rows padding the last block; packed a few thousand rows
+    at a time, so that loading never holds the whole table as int32."""
+    padded = -(-rows // block) * block
+    step = max(block, _PACK_ROWS // block * block)
+    out = torch.empty(padded, dim // 2, dtype=torch.uint8)
+    for start in range(0, padded, step):
+        stop = min(start + step, padded)
+        q = torch.zeros(stop - start, dim, dtype=torch.uint8)
+        if start < rows:
+            q[: min(stop, rows) - start] = codes_of(start, min(stop, rows))
+        qb = q.reshape(-1, block, dim)
+        pair = qb[:, : block // 2, :] | (qb[:, block // 2 :, :] << 4)
+        out[start:stop] = pair.permute(0, 2, 1).reshape(stop - start, dim // 2)
+    return out
+
+
 def _nibbles(codes: torch.Tensor) -> torch.Tensor:
     """(n, d) codes < 16 -> (n, d/2) bytes, column 2j low, 2j+1 high."""
     return (codes[:, 0::2] | (codes[:, 1::2] << 4)).contiguous()
@@ -533,12 +559,9 @@ class MixedEmbedding(nn.Module):
         n = int(self.low_ids.numel())
         padded_n = -(-n // block) * block
         if self.low_block is None:
-            codes = self._low_codes(torch.arange(n)).to(torch.int32)
-            if padded_n != n:
-                codes = torch.cat(
-                    [codes, torch.zeros(padded_n - n, self.embedding_dim, dtype=torch.int32)]
-                )
-            packed = torch._convert_weight_to_int4pack_for_cpu(codes, 1)
+            packed = pack_int4(
+                lambda a, b: self._low_codes(torch.arange(a, b)), n, block, self.embedding_dim
+            )
         else:
             packed = self.low_codes
         scale = self.low_scale

@@ -24,7 +24,10 @@ INT_BITS = tuple(range(2, 9))
 #: GGUF block formats the ``gguf`` method stores (quantised by the gguf package)
 GGUF_TYPES = ("q8_0", "q4_0", "q4_1")
 #: spellings that stand for a method with preset keys
-ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {"int8": ("int", (("bits", "8"),))}
+ALIASES: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
+    "int8": ("int", (("bits", "8"),)),
+    "nf4": ("codebook", (("book", "nf"), ("bits", "4"), ("group", "64"))),
+}
 #: how a ratio= budget is shared among rows: one error bound for all, by marginal gain in
 #: total squared error, or by marginal gain weighted by each token's expected frequency
 TT_ALLOCS = ("uniform", "adaptive", "weighted")
@@ -178,6 +181,25 @@ def _power(text: str) -> float:
     return value
 
 
+def _check_codebook(values: dict[str, Any]) -> str | None:
+    """``codebook`` needs a book and bits, and a group whose codebook leaves a saving."""
+    if "book" not in values or "bits" not in values:
+        return "codebook needs book= (nf or kmeans) and bits= (2 to 8), e.g. book=nf:bits=4"
+    bits, group = int(values["bits"]), values.get("group")
+    if group is None:
+        return None  # a row: checked against the hidden size when compressing
+    side = 16.0 * (1 << bits) if values["book"] == "kmeans" else 16.0
+    per_weight = bits + side / group
+    if per_weight >= 16.0:
+        smallest = int(side / (16.0 - bits)) + 1
+        return (
+            f"book={values['book']}:bits={bits}:group={group} stores {per_weight:g} bits per "
+            f"weight ({32.0 / per_weight:.3g}x float32), no smaller than float16; use "
+            f"group={smallest} or more, or fewer bits"
+        )
+    return None
+
+
 def _check_mixed(values: dict[str, Any]) -> str | None:
     """``mixed`` needs a budget, and one the format can meet (with its smallest rows)."""
     bits = values.get("bits")
@@ -263,6 +285,13 @@ METHODS: dict[str, MethodInfo] = {
                 "token frequency (weighted)",
                 default="uniform",
             ),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the decomposition minimises: plain (l2), or with channels weighted "
+                "by the gain of the first layer's norm (layer0; a per-channel scale is "
+                "stored to undo the weighting)",
+                default="l2",
+            ),
         },
         exclusive=(frozenset({"ratio", "rank"}), frozenset({"ratio", "eps"})),
         check=_check_tt,
@@ -274,6 +303,13 @@ METHODS: dict[str, MethodInfo] = {
         {
             "rank": KeySpec(_positive_int, "rank of the factorisation"),
             "ratio": KeySpec(_positive_float, "target compression ratio of the table"),
+            "metric": KeySpec(
+                _choice(("l2", "layer0")),
+                "error the factorisation minimises: plain squared error (l2), or as the "
+                "first layer's RMS norm sees a row: divided by the row's root mean square, "
+                "channels weighted by the norm's gain (layer0)",
+                default="l2",
+            ),
             "head": _HEAD,
         },
         exclusive=(frozenset({"ratio", "rank"}),),
@@ -343,6 +379,24 @@ METHODS: dict[str, MethodInfo] = {
         },
         check=_check_mixed,
     ),
+    "codebook": MethodInfo(
+        "codebook",
+        "tasks.compression.codebook",
+        "K-bit codes into non-uniform levels per group: NormalFloat levels scaled by the "
+        "group's largest magnitude (nf; nf4 = book=nf:bits=4:group=64), or levels fitted "
+        "to the group by k-means (kmeans)",
+        {
+            "book": KeySpec(_choice(("nf", "kmeans")), "the levels: nf or kmeans"),
+            "bits": KeySpec(_int_range(INT_BITS[0], INT_BITS[-1]), "bits per code, 2 to 8"),
+            "group": KeySpec(
+                _group,
+                "values per scale (nf) or codebook (kmeans); a divisor of the hidden size "
+                "(default: a row)",
+            ),
+            "head": _HEAD,
+        },
+        check=_check_codebook,
+    ),
     "fp16": MethodInfo("fp16", "tasks.compression.floats", "the table in float16", {"head": _HEAD}),
     "bf16": MethodInfo(
         "bf16", "tasks.compression.floats", "the table in bfloat16", {"head": _HEAD}
@@ -407,7 +461,7 @@ class VariantSpec:
     @property
     def needs_layer0_gain(self) -> bool:
         """True when the method measures errors as the first layer's norm sees them."""
-        return self.method == "mixed" and self.get("metric") == "layer0"
+        return self.method in ("mixed", "svd", "tt") and self.get("metric") == "layer0"
 
     @property
     def needs_importance(self) -> bool:

@@ -3,6 +3,12 @@
 ``E ~ L R`` with ``L = U_k S_k`` (V x k) and ``R = V_k^T`` (k x d); ``k(V + d)`` parameters.
 The factorisation comes from the eigendecomposition of the small ``d x d`` Gram matrix in
 float64, which yields the same projection ``E V_k V_k^T`` as a full SVD.
+
+``metric=layer0`` minimises the error as the first layer sees it: its RMS norm divides a
+row by the row's root mean square and multiplies channel ``c`` by the gain ``g_c``. With
+row weights ``r = 1 / rms`` and channel weights ``|g|`` the weighted problem is separable,
+so its optimum is exact: ``E ~ D_r^-1 [D_r E D_g]_k D_g^-1``, folded into the two
+factors (no extra data, the same module on the device).
 """
 
 from __future__ import annotations
@@ -21,10 +27,33 @@ def rank_for_ratio(rows: int, dim: int, ratio: float) -> int:
     return max(1, int(rows * dim / (ratio * (rows + dim))))
 
 
+#: channel weights below this share of the largest gain are raised to it (a gain near
+#: zero would blow its channel up when the factor is divided by it)
+MIN_GAIN_SHARE = 1e-3
+
+
+def layer0_weights(x: torch.Tensor, gain: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row weights (1 / root mean square) and channel weights (|gain|) of float64 ``x``."""
+    if gain is None or gain.shape != (x.shape[1],):
+        raise CompressionError(
+            "metric=layer0 needs the gain of the first layer's input norm",
+            hint="this model has none that tasks.models.layer0_gain can find; use metric=l2",
+        )
+    rms = x.pow(2).mean(1).sqrt()
+    rows = torch.where(rms > 0, 1.0 / rms.clamp_min(1e-30), torch.ones_like(rms))
+    g = gain.to(torch.float64).abs()
+    return rows, g.clamp_min(float(g.max()) * MIN_GAIN_SHARE)
+
+
 def compress(
-    table: torch.Tensor, spec: VariantSpec, *, progress: Progress | None = None
+    table: torch.Tensor,
+    spec: VariantSpec,
+    *,
+    progress: Progress | None = None,
+    layer0_gain: torch.Tensor | None = None,
 ) -> CompressionResult:
-    """Truncated SVD of the whole table at ``rank=`` or at the rank ``ratio=`` allows."""
+    """Truncated SVD of the whole table at ``rank=`` or at the rank ``ratio=`` allows
+    (of the table as layer 0 sees it under ``metric=layer0``)."""
     rows, dim = table.shape
     rank, ratio = spec.get("rank"), spec.get("ratio")
     if rank is None and ratio is None:
@@ -40,9 +69,15 @@ def compress(
     if progress is not None:
         progress("truncated SVD", 0, 1)
     x = table.to(torch.float64)
+    weighted = spec.get("metric") == "layer0"
+    if weighted:
+        row_w, col_w = layer0_weights(x, layer0_gain)
+        x = x * row_w[:, None] * col_w
     lam, vecs = torch.linalg.eigh(x.mT @ x)
     right = vecs.flip(-1)[:, :k].mT.contiguous()  # (k, d)
     left = x @ right.mT  # (V, k) = U_k S_k
+    if weighted:
+        left, right = left / row_w[:, None], right / col_w
     tensors = {"left": left.to(torch.float32), "right": right.to(torch.float32)}
     approx = tensors["left"].to(torch.float64) @ tensors["right"].to(torch.float64)
     if progress is not None:
@@ -53,6 +88,7 @@ def compress(
         "rank": k,
         "target_ratio": ratio,
         "energy_kept": float(energy[:k].sum() / energy.sum()) if energy.sum() > 0 else 1.0,
+        "metric": spec.get("metric"),
     }
     return CompressionResult(
         tensors=tensors,

@@ -236,13 +236,18 @@ def compress(
     *,
     progress: Progress | None = None,
     token_counts: torch.Tensor | None = None,
+    layer0_gain: torch.Tensor | None = None,
 ) -> CompressionResult:
     """Compress every row of ``table`` into its own tensor train as ``spec`` asks.
 
     ``token_counts`` ((V,) occurrences in the calibration text, see
     :mod:`tasks.compression.calibration`) orders the tokens for ``keep=``; without them
-    the order is by token id.
+    the order is by token id. ``metric=layer0`` decomposes the table with channel ``c``
+    multiplied by ``|layer0_gain[c]|`` (errors as the first layer's norm weighs them) and
+    stores the inverse as ``channel_scale``, applied to every rebuilt row.
     """
+    if spec.get("metric") == "layer0":
+        return _compress_weighted(table, spec, progress, token_counts, layer0_gain)
     rank, eps, ratio = spec.get("rank"), spec.get("eps"), spec.get("ratio")
     impl, keep, center, alloc = (spec.get(k) for k in ("impl", "keep", "center", "alloc"))
     _check_targets(spec)
@@ -305,6 +310,34 @@ def compress(
         params=params,
         payload_bytes=tensor_bytes(tensors),
         row_errors=full_row_errors(table, split, sub, result),
+    )
+
+
+def _compress_weighted(
+    table: torch.Tensor,
+    spec: VariantSpec,
+    progress: Progress | None,
+    token_counts: torch.Tensor | None,
+    layer0_gain: torch.Tensor | None,
+) -> CompressionResult:
+    """``metric=layer0``: the decomposition of the channel-weighted table, unweighted by a
+    stored per-channel scale; row errors measured on the table itself."""
+    from tasks.compression.base import relative_row_errors
+    from tasks.compression.svd import layer0_weights
+
+    _, weights = layer0_weights(table.to(torch.float64), layer0_gain)
+    weights = weights.to(torch.float32)
+    plain = VariantSpec(spec.method, tuple((k, v) for k, v in spec.params if k != "metric"))
+    result = compress(table * weights, plain, progress=progress, token_counts=token_counts)
+    tensors = {**result.tensors, "channel_scale": (1.0 / weights).contiguous()}
+    method = {**result.method, "metric": "layer0"}
+    rebuilt = build_embedding(tensors, method).materialize()
+    return CompressionResult(
+        tensors=tensors,
+        method=method,
+        params=result.params + int(table.shape[1]),
+        payload_bytes=tensor_bytes(tensors),
+        row_errors=relative_row_errors(table, rebuilt),
     )
 
 
@@ -411,6 +444,13 @@ def build_embedding(
     or :class:`~tasks.compression.embedding.HybridTTEmbedding` when it has dense rows or a mean."""
     from tasks.compression.embedding import HybridTTEmbedding, TTEmbedding
 
+    if "channel_scale" in tensors:
+        from tasks.compression.embedding import ChannelScaledEmbedding
+
+        inner = {k: v for k, v in tensors.items() if k != "channel_scale"}
+        return ChannelScaledEmbedding(
+            build_embedding(inner, method, dtype=dtype), tensors["channel_scale"]
+        )
     shape = tuple(method["shape"])
     bits = CORE_BITS.get(method.get("cores", "fp32"))
     if bits is None:

@@ -41,6 +41,17 @@ class QueryResult:
             return None
         return self.output_tokens / self.latency_s
 
+    @property
+    def decode_s_per_token(self) -> float | None:
+        """Seconds per decoding step after the first token; a step gives every sequence
+        of a batched query its next token (``extra['new_tokens_per_row']``). None without
+        a time to first token or with fewer than two tokens per sequence."""
+        per_row = self.extra.get("new_tokens_per_row")
+        steps = (int(per_row) if per_row else self.output_tokens) - 1
+        if self.ttft_s is None or steps < 1:
+            return None
+        return max(self.latency_s - self.ttft_s, 0.0) / steps
+
 
 @dataclass(frozen=True)
 class Score:

@@ -192,3 +192,34 @@ def test_stopping_a_queued_job_stops_its_batch(workdir: Path) -> None:
     assert json.loads(stopped.stdout)["state"] == "done"
     assert job_status(wd, "job-a").done_status == "stopped"
     assert job_status(wd, "job-b").done_status == "stopped"
+
+
+def test_a_variant_that_no_longer_reads_the_base_table_releases_its_pages(
+    tiny_model_dir: Path, lossy_artifact_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from agent.memory import _file_mapping_of
+    from agent.models import LoadedModels
+    from tasks.artifacts import load_artifact
+    from tasks.models import resolve_model
+
+    ref = resolve_model(tiny_model_dir)
+    models = LoadedModels()
+    ids = torch.tensor([[1, 5, 9, 13]])
+    dense, _ = models.model_for(ref, tmp_path, None, "on-the-fly")
+    table = dense.get_input_embeddings().weight
+    start = table.data_ptr()
+    assert _file_mapping_of(start, start + 4096, Path("/proc/self")) is not None  # mapped
+    with torch.no_grad():
+        before = dense(ids).logits.clone()
+    assert models.released_bytes == 0  # dense reads its table
+    # the tiny model's head is its own weight: the variant reads the base table no more
+    variant, _ = models.model_for(ref, tmp_path, load_artifact(lossy_artifact_dir), "on-the-fly")
+    assert variant.get_input_embeddings() is not table
+    assert models.released_bytes >= 4096
+    # dense again reads the released table back from its file, unchanged
+    again, _ = models.model_for(ref, tmp_path, None, "on-the-fly")
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, before)
+    assert models.released_bytes == 0 and models.base_loads == 1

@@ -94,3 +94,15 @@ def test_reader_filters_by_seq_and_survives_a_missing_file(tmp_path: Path) -> No
         emitter.emit("phase", phase="running")
     journal.close()
     assert [e.seq for e in read_events(path, from_seq=4)] == [4, 5]
+
+
+def test_optional_fields_are_checked_when_present() -> None:
+    done = '{"seq":3,"type":"done","t":1.0,"wall":"w","status":"ok","queries":1,"duration_s":1.0'
+    assert parse_event(done + "}")["status"] == "ok"  # an earlier agent leaves them out
+    assert (
+        parse_event(done + ',"peak_rss_bytes":1024,"peak_rss_scope":"job"}')["peak_rss_bytes"]
+        == 1024
+    )
+    for bad in ('"peak_rss_bytes":"1 GB"', '"decode_s_per_token":true', '"peak_rss_scope":null'):
+        with pytest.raises(ProtocolError, match=bad.split(":")[0].strip('"')):
+            parse_event(done + "," + bad + "}")

@@ -76,6 +76,11 @@ def test_a_job_without_meter_runs_the_whole_method(workdir: Path) -> None:
     assert {s["rep"] for s in of(events, "score")} == {0, 1}
     done = events[-1]
     assert done["status"] == "ok" and done["queries"] == 12
+    # the job's own peak resident set (reset at its start) holds at least the loaded model
+    assert done["peak_rss_scope"] == "job" and done["peak_rss_bytes"] > 20 * 2**20
+    decode = sorted((q["latency_s"] - q["ttft_s"]) / (q["output_tokens"] - 1) for q in queries)
+    assert done["decode_queries"] == 12
+    assert done["decode_s_per_token"] == (decode[5] + decode[6]) / 2
     assert not (workdir / "jobs/job-1/samples.csv").exists()
 
 

@@ -457,3 +457,40 @@ def test_tied_heads_table() -> None:
     assert "`int4pack+int8pack-bf16`" in text
     assert "decode 1.40x dense, peak RSS 0.875x dense" in section.readme_line
     assert "None" not in section.readme_line
+    assert "no head at all" not in text and "floor" not in section.readme_line
+
+
+def test_tied_heads_table_shows_the_decode_floor() -> None:
+    from bench.sections import inference_section
+
+    def copy(decode: float, head: float) -> dict[str, Any]:
+        return {
+            "latency_s": spread_dict(1.0),
+            "ttft_s": spread_dict(0.1),
+            "decode_s_per_token": spread_dict(decode, 0.001),
+            "latency_ratio_vs_dense": spread_dict(1.0),
+            "outputs_identical_to_dense": 5,
+            "embedding_resident_bytes": 1 << 20,
+            "head_1_token_s": spread_dict(head),
+        }
+
+    floor = copy(0.045, 0.00001)
+    floor["decode_speedup_vs_dense"] = 1.25
+    tied = copy(0.048, 0.002)
+    tied["decode_speedup_vs_dense"] = 1.17
+    doc = {
+        "variant": None,
+        "queries": 5,
+        "max_new_tokens": 24,
+        "warmup_queries": 1,
+        "threads": 2,
+        "order": "interleaved",
+        "artifact": {},
+        "floor": "no-head (floor)",
+        "modes": {"dense": copy(0.056, 0.02), "fp16:head=tied": tied, "no-head (floor)": floor},
+        "tied_artifacts": {"fp16:head=tied": {"compression_ratio": 2.0}},
+    }
+    section = inference_section(doc)
+    text = "\n".join(section.lines)
+    assert "| no head at all (floor) | — | 45.0 (IQR 1.0) | 1.25x |" in text
+    assert "With no LM head at all, decode is 1.25x dense" in section.readme_line

@@ -33,6 +33,9 @@ class TrialShape:
     meter_kind: str | None = "pi5-pmic"
     meter_period_s: float | None = 0.1
     output_tokens: int = 16
+    #: what the agent measured over the trial (done event); None: an agent without them
+    peak_rss_bytes: int | None = 400 * 2**20
+    decode_s_per_token: float | None = 0.018
     perplexity: float | None = 7.1
     #: further task metrics, as (metric, value), e.g. a choice task's acc
     scores: tuple[tuple[str, float], ...] = ()
@@ -196,6 +199,16 @@ def trial_events(shape: TrialShape | None = None, **overrides: Any) -> list[dict
         status=shape.status,
         queries=shape.reps * shape.queries_per_rep,
         duration_s=clock["t"] - shape.t0,
+        **(
+            {
+                "peak_rss_bytes": shape.peak_rss_bytes,
+                "peak_rss_scope": "job",
+                "decode_s_per_token": shape.decode_s_per_token,
+                "decode_queries": shape.reps * shape.queries_per_rep,
+            }
+            if shape.peak_rss_bytes is not None
+            else {}
+        ),
     )
     return out
 

@@ -49,6 +49,9 @@ def test_results_table_csv_markdown(filled: str) -> None:
     rows = list(csv.DictReader(io.StringIO(cli("results", "--db", filled, "-f", "csv"))))
     assert len(rows) == 4 and rows[0]["run_id"] == "run-1"
     assert cli("results", "--db", filled, "-f", "markdown").startswith("| run |")
+    assert float(rows[0]["decode_s_per_token"]) == pytest.approx(0.018)
+    assert int(rows[0]["peak_rss_bytes"]) == 400 * 2**20
+    assert "decode_ms" in table and "rss_mb" in table and "419" in table
 
 
 def test_compare_defaults_to_the_latest_run(filled: str) -> None:
@@ -57,6 +60,10 @@ def test_compare_defaults_to_the_latest_run(filled: str) -> None:
     records = json.loads(cli("compare", "--db", filled, "--by", "device", "-f", "json"))
     assert [r["device"] for r in records] == ["pi4", "pi5"]
     assert records[0]["dense"]["compression_ratio"] == 1.0
+    assert records[0]["dense"]["peak_rss_bytes"] == 400 * 2**20
+    assert records[0]["dense"]["decode_s_per_token"] == pytest.approx(0.018)
+    table = cli("compare", "--db", filled)
+    assert "decode_ms/tok" in table and "peak_rss_mb" in table and "419" in table
 
 
 def test_runs_query_and_export(filled: str, reader_url: str, tmp_path: Path) -> None:

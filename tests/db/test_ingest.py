@@ -101,6 +101,16 @@ def test_derived_rows_and_trial_facts(store: Store) -> None:
         assert t.started_at is not None and t.finished_at is not None
         assert t.duration_s == pytest.approx(events[-1]["duration_s"])
         assert s.get(Device, t.device_id).board == "raspberrypi5"
+        assert (t.peak_rss_bytes, t.peak_rss_scope) == (400 * 2**20, "job")
+        assert t.decode_s_per_token == pytest.approx(0.018)
+
+
+def test_a_done_event_without_memory_or_decode_leaves_them_null(store: Store) -> None:
+    trial = make_trial(store)
+    store.ingest_events(trial, trial_events(peak_rss_bytes=None))
+    with store.session() as s:
+        t = s.get(Trial, trial)
+        assert (t.peak_rss_bytes, t.peak_rss_scope, t.decode_s_per_token) == (None, None, None)
 
 
 def test_trial_and_run_status(store: Store) -> None:

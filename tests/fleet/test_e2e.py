@@ -101,7 +101,7 @@ def check_results(cwd: Path, db: str, run_id: str, variants: tuple[str, ...]) ->
     table = cli("compare", "--run", run_id, "--db", db, cwd=cwd)
     assert table.returncode == 0, table.stderr
     assert "Traceback" not in table.stderr
-    for name in ("pi4", "pi5", *variants):
+    for name in ("pi4", "pi5", *variants, "decode_ms/tok", "peak_rss_mb"):
         assert name in table.stdout, table.stdout
     by_device = cli(
         "compare", "--run", run_id, "--by", "device", "--format", "json", "--db", db, cwd=cwd
@@ -119,6 +119,15 @@ def check_results(cwd: Path, db: str, run_id: str, variants: tuple[str, ...]) ->
         assert row["status"] == "ok"
         if row["variant"] != "dense":
             assert row["compression_ratio"] > 1.0
+        # measured by the agent on the device: its peak resident set over the trial, and
+        # for generation the median decode time per token
+        assert row["peak_rss_scope"] == "job" and row["peak_rss_bytes"] > 20 * 2**20, row
+        if row["task"] == "generate":
+            assert 0 < row["decode_s_per_token"] < row["latency_s_median"], row
+        else:
+            assert row["decode_s_per_token"] is None, row
+    text = cli("results", "--run", run_id, "--db", db, cwd=cwd).stdout
+    assert "decode_ms" in text and "rss_mb" in text
 
 
 def check_phases_and_records(cwd: Path, db: str, run_id: str) -> None:

@@ -104,3 +104,56 @@ def test_int8_roundtrip_error_is_small() -> None:
 def test_dense_has_nothing_to_compress() -> None:
     with pytest.raises(CompressionError):
         _compress("dense", _table())
+
+
+def test_svd_layer0_is_optimal_in_the_metric_layer0_sees() -> None:
+    table = _table(200, 32)
+    gain = torch.linspace(0.05, 3.0, 32)
+    variant = parse_variant("svd:rank=5:metric=layer0")
+    assert variant.needs_layer0_gain and not parse_variant("svd:rank=5").needs_layer0_gain
+    method = get_method("svd")
+    weighted = method.compress(table, variant, layer0_gain=gain)
+    plain = method.compress(table, parse_variant("svd:rank=5"))
+    assert weighted.method["metric"] == "layer0" and weighted.params == plain.params
+
+    def seen_by_layer0(result) -> float:
+        approx = result.tensors["left"].double() @ result.tensors["right"].double()
+        x = table.double()
+        rms = x.pow(2).mean(1, keepdim=True).sqrt()
+        return float(((x - approx) * gain.double() / rms).norm())
+
+    def plain_error(result) -> float:
+        approx = result.tensors["left"].double() @ result.tensors["right"].double()
+        return float((table.double() - approx).norm())
+
+    # each is the optimum of its own metric, so strictly better there than the other
+    assert seen_by_layer0(weighted) < seen_by_layer0(plain)
+    assert plain_error(plain) < plain_error(weighted)
+    with pytest.raises(CompressionError, match="layer0"):
+        method.compress(table, variant)  # no gain given
+
+
+@pytest.mark.parametrize("extra", ["", ":cores=int8", ":keep=20"])
+def test_tt_layer0_weights_channels_and_undoes_it(extra: str) -> None:
+    table = _table(300, 64)
+    gain = torch.linspace(0.05, 3.0, 64)
+    method = get_method("tt")
+    plain = method.compress(table, parse_variant(f"tt:rank=2:shape=4x4x4{extra}"))
+    variant = parse_variant(f"tt:rank=2:shape=4x4x4{extra}:metric=layer0")
+    assert variant.needs_layer0_gain
+    weighted = method.compress(table, variant, layer0_gain=gain)
+    assert weighted.method["metric"] == "layer0"
+    assert weighted.tensors["channel_scale"].shape == (64,)
+    module = method.build_embedding(weighted.tensors, weighted.method)
+    rebuilt = module.materialize()
+    assert torch.equal(module(torch.tensor([[7, 299]]))[0], rebuilt[[7, 299]])
+    errors = (rebuilt - table).norm(dim=1) / table.norm(dim=1)
+    assert torch.allclose(errors.double(), weighted.row_errors, atol=1e-5)
+
+    def seen_by_layer0(result) -> float:
+        approx = method.build_embedding(result.tensors, result.method).materialize().double()
+        x = table.double()
+        rms = x.pow(2).mean(1, keepdim=True).sqrt()
+        return float(((x - approx) * gain.double() / rms).norm())
+
+    assert seen_by_layer0(weighted) < seen_by_layer0(plain)

@@ -205,3 +205,18 @@ def test_power_flattens_the_importance() -> None:
     assert sharp["8"]["rows"] > flat["8"]["rows"]
     with pytest.raises(ConfigError, match="power="):
         parse_variant("mixed:bits=4:power=3")
+
+
+@pytest.mark.parametrize("rows", [64, 300, 20_000])
+def test_chunked_int4_packing_is_torchs_layout(rows: int) -> None:
+    from tasks.compression.mixed import int4_layout, pack_int4
+
+    block = int4_layout()
+    if block is None:
+        pytest.skip("torch's int4 packing is not available in this build")
+    codes = (torch.arange(rows * 64, dtype=torch.int32).reshape(rows, 64) * 7 + rows) % 16
+    padded = -(-rows // block) * block
+    whole = torch.cat([codes, torch.zeros(padded - rows, 64, dtype=torch.int32)])
+    expected = torch._convert_weight_to_int4pack_for_cpu(whole, 1)
+    got = pack_int4(lambda a, b: codes[a:b].to(torch.uint8), rows, block, 64)
+    assert torch.equal(got.reshape(-1), expected.reshape(-1))

@@ -129,3 +129,15 @@ def test_scores_and_bad_query_index(llama, tokenizer) -> None:
 def test_output_hash_of_a_batch() -> None:
     assert output_sha256(["a"]) == hashlib.sha256(b"a").hexdigest()
     assert output_sha256(["a", "b"]) != output_sha256(["ab"])
+
+
+def test_decode_time_per_token_counts_steps_of_the_batch() -> None:
+    from tasks.workloads.base import QueryResult
+
+    one = QueryResult(0, 10.0, 10.9, 5, 10, ttft_s=0.18)
+    assert one.decode_s_per_token == pytest.approx(0.08)  # 9 steps after the first token
+    # two sequences of 10 new tokens each: still 9 steps
+    two = QueryResult(0, 10.0, 10.9, 10, 20, ttft_s=0.18, extra={"new_tokens_per_row": 10})
+    assert two.decode_s_per_token == pytest.approx(0.08)
+    assert QueryResult(0, 10.0, 10.2, 5, 1, ttft_s=0.18).decode_s_per_token is None
+    assert QueryResult(0, 10.0, 10.9, 5, 10).decode_s_per_token is None
