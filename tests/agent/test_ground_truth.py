@@ -68,10 +68,12 @@ def check_against_truth(events: list[Event], trace: StepTrace, kind: str) -> Non
     windows = [w.data for w in of(events, "window", kind="queries")]
     full = [e for e in truth.errors(trace, windows, idle) if e.duration_s >= bound.window_s]
     assert full, windows
+    idle_error = truth.idle_error(trace, idle, idle["median_power_w"])
+    print(kind, "energy", truth.summary([e.energy for e in full]),
+          "net", truth.summary([e.net for e in full if e.net is not None]), "idle", idle_error)
     for error in full:
         assert abs(error.energy) <= bound.energy, (error, error.energy)
         assert error.net is not None and abs(error.net) <= bound.net, (error, error.net)
-    idle_error = truth.idle_error(trace, idle, idle["median_power_w"])
     assert abs(idle_error) <= bound.idle, (idle, idle_error)
 
 
