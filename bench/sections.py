@@ -592,11 +592,21 @@ def truth_section(doc: dict[str, Any]) -> Section:
         f"{sig(x, 2)} s" if x is not None else "not established (no shift)"
         for x in lag["with"]["found_lag_s"]
     )
+    problems = "; ".join(lag["with"].get("problems", []))
+    within = (
+        f" ({lag['with']['queries_within_bound']} of {with_['n']} queries within the "
+        f"{_pct(lag['bound_energy'])} bound with ranging, "
+        f"{lag['without']['queries_within_bound']} of {without['n']} without)"
+        if "bound_energy" in lag
+        else ""
+    )
     lag_line = (
         f"{sig(lag['injected_s'])} s of lag on a 10 Hz PMIC-style meter, "
-        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}; per-query "
+        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}"
+        f"{f' ({problems})' if problems else ''}; per-query "
         f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with "
         f"ranging, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
+        f"{within}"
     )
     worst = ", ".join(
         f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows "
@@ -609,6 +619,12 @@ def truth_section(doc: dict[str, Any]) -> Section:
         lag_line + ".",
         f"Load-following meters: {sig(doc['idle_w'])} W idle + {sig(doc['busy_w_per_core'])} W "
         f"per busy core; load average {sig(doc['load_average_1min'])} while measured.",
+        *[
+            f"{f['family']} bound ({_pct(f['bound_energy'])} on {sig(f['window_s'])} s): "
+            f"{f['basis']}"
+            for f in doc["families"]
+            if f.get("basis")
+        ],
         *[f"Caveat: {c}." for c in doc.get("caveats", [])],
     ]
     readme = f"**Energy vs ground truth**: worst window error {worst}; {lag_line}."
