@@ -631,6 +631,40 @@ def truth_section(doc: dict[str, Any]) -> Section:
     return Section(lines, readme, notes)
 
 
+def truth_bounds_lines(doc: dict[str, Any]) -> list[str]:
+    """Each family's bound, how it was established, and the worst errors measured against
+    it (the measurement section of README.md, between the ``bounds`` markers)."""
+    rows = [
+        [
+            f["family"],
+            f"{sig(f['window_s'])} s",
+            f"{_pct(f['bound_energy'])} / {_pct(f['bound_net'])} / {_pct(f['bound_idle'])}",
+            f"{_pct(f['energy']['worst'])} / {_pct(f['net']['worst'])} / "
+            f"{_pct(f['idle']['worst'])} ({f['jobs']} jobs, {f['energy']['n']} windows)",
+            f.get("basis") or MISSING,
+        ]
+        for f in doc["families"]
+    ]
+    date = (doc.get("machine") or {}).get("date", "date unknown")
+    quick = " Smoke run (--quick): one job per family." if doc.get("quick") else ""
+    return [
+        *table(
+            [
+                "meter",
+                "window",
+                "bound energy / net / idle",
+                "measured worst energy / net / idle",
+                "how the bound was established",
+            ],
+            rows,
+        ),
+        "",
+        f"_Measured by `python -m bench truth` ({date}, load average "
+        f"{sig(doc['load_average_1min'])}); the bounds live in `testbed/truth.py`, the "
+        f"FNIRSI figures come from its agent-level test only (no USB device to serve).{quick}_",
+    ]
+
+
 QUALITY_CAPTION = (
     "Smoke-set accuracy: the built-in smoke sets were written for tslm-fleet to run "
     "offline; these numbers are NOT comparable to published benchmark figures"
