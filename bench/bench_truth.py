@@ -32,6 +32,7 @@ from agent.protocol import parse_event  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from tasks.hashing import sha256_path  # noqa: E402
 from testbed import truth  # noqa: E402
+from testbed.fleet import meter_roots  # noqa: E402
 from testbed.models import save_tiny_model  # noqa: E402
 
 IDLE_W, BUSY_W = 2.0, 1.5
@@ -89,6 +90,7 @@ def run_job(
             "window": window,
             "threads": 2,
             "meter": {"kind": kind, **options},
+            "meter_roots": meter_roots([options]),
         }
         job = workdir.parent / f"{job_id}.json"
         job.write_text(json.dumps(spec))
