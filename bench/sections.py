@@ -14,6 +14,7 @@ from typing import Any
 from bench.common import sig
 from bench.sections_scale import loadonce_parts, scale_parts
 from tasks.numbers import MISSING
+from testbed.truth import BOUNDS
 
 MIB = 2**20
 
@@ -645,6 +646,18 @@ def truth_bounds_lines(doc: dict[str, Any]) -> list[str]:
         ]
         for f in doc["families"]
     ]
+    benched = {f["kind"] for f in doc["families"]}  # FNIRSI: no USB device to serve
+    rows += [
+        [
+            b.family,
+            f"{sig(b.window_s)} s",
+            f"{_pct(b.energy)} / {_pct(b.net)} / {_pct(b.idle)}",
+            "in `tests/agent/test_ground_truth.py` only",
+            b.basis,
+        ]
+        for kind, b in BOUNDS.items()
+        if kind not in benched
+    ]
     date = (doc.get("machine") or {}).get("date", "date unknown")
     quick = " Smoke run (--quick): one job per family." if doc.get("quick") else ""
     return [
@@ -660,8 +673,8 @@ def truth_bounds_lines(doc: dict[str, Any]) -> list[str]:
         ),
         "",
         f"_Measured by `python -m bench truth` ({date}, load average "
-        f"{sig(doc['load_average_1min'])}); the bounds live in `testbed/truth.py`, the "
-        f"FNIRSI figures come from its agent-level test only (no USB device to serve).{quick}_",
+        f"{sig(doc['load_average_1min'])}); the bounds live in `testbed/truth.py`; a "
+        f"FNIRSI tester has no USB device to serve, so it is checked by its test only.{quick}_",
     ]
 
 
