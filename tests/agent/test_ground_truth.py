@@ -155,9 +155,14 @@ def test_lag_of_a_ten_hertz_meter_is_measured_and_taken_out(
     assert all(abs(e) <= bound.energy for e in corrected), figures
     # without the correction the bound does not hold: 0.3 s of the neighbour's load moves
     # into each 1 s query, the heavy ones read low and the light ones high
+    # (how far depends on the load step: a heavy query that gets little of a busy
+    # machine's CPU moves less energy across its edges)
     assert figures["without"]["worst"] > bound.energy, figures
-    light_minus_heavy = sum(plain[1::2]) / 4 - sum(plain[0::2]) / 4
-    assert light_minus_heavy > bound.energy, (light_minus_heavy, plain)
+
+    def light_minus_heavy(errs: list[float]) -> float:
+        return sum(errs[1::2]) / 4 - sum(errs[0::2]) / 4
+
+    assert light_minus_heavy(plain) > 2 * abs(light_minus_heavy(corrected)), (corrected, plain)
 
 
 def test_fnirsi_through_its_fake_endpoints_holds_the_bound(
