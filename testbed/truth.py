@@ -77,9 +77,9 @@ BOUNDS: dict[str, Bound] = {
         0.08,
         "ten instantaneous readings a second of a power that changes every 20 ms: a 1 s "
         "window's energy rests on ten draws, so the issue's 2 % does not hold (that would "
-        "take many times the readings, or a steady load); the bound covers the worst 1 s "
-        "query after a 0.3 s lag is taken out, where the lagged view adds its own "
-        "sampling. The idle baseline can read high: a reading may be taken while the "
+        "take many times the readings, or a steady load). Behind 0.3 s of lag, taken out, "
+        "about one 1 s query in 24 still falls outside it (the lagged view adds a "
+        "sampling of its own). The idle baseline can read high: a reading may be taken while the "
         "vcgencmd call forked for it runs, which the emulated power counts",
     ),
     "um25c": Bound(
