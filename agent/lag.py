@@ -138,8 +138,9 @@ def estimate_lag(
         if fit is not None and fit[1] > 0 and (best is None or fit[2] < best[0] - 1e-12):
             best = (fit[2], lag, width, fit[0], fit[1], fit[3])
 
-    # a coarse grid up to half again the limit, then a fine one around the best
-    n_coarse = round((max_lag_s * 1.5 - MIN_LAG_S) / COARSE_STEP_S) + 1
+    # a coarse grid well past the limit (so that a lag beyond it is found, and refused as
+    # such rather than as a meter that does not follow the load), then a fine one
+    n_coarse = round((_search_end_s(max_lag_s) - MIN_LAG_S) / COARSE_STEP_S) + 1
     for width in widths:
         for k in range(n_coarse):
             consider(MIN_LAG_S + k * COARSE_STEP_S, width)
@@ -150,8 +151,10 @@ def estimate_lag(
             consider(centre - COARSE_STEP_S + k * LAG_STEP_S, width)
     if best is None or total <= 0:
         return LagEstimate(
-            None, None, None, None, len(usable), steps, "the readings do not rise under load"
-        )
+            None, None, None, None, len(usable), steps,
+            f"the readings do not rise under load at any lag up to "
+            f"{_search_end_s(max_lag_s):.2g} s",
+        )  # fmt: skip
     sse, lag, width, _a, rise, se = best
     r2 = 1.0 - sse / total
     problem = None
@@ -163,6 +166,11 @@ def estimate_lag(
     elif lag > max_lag_s:
         problem = f"lag {lag:.2f} s exceeds the limit of {max_lag_s:g} s"
     return LagEstimate(None if problem else lag, width, r2, rise, len(usable), steps, problem)
+
+
+def _search_end_s(max_lag_s: float) -> float:
+    """The longest lag tried: half again the limit, and at least a second past it."""
+    return max(1.5 * max_lag_s, max_lag_s + 1.0)
 
 
 def _line_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float, float] | None:

@@ -27,11 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.meters.emulate.follow import read_trace  # noqa: E402
+from agent.meters.emulate.follow import DEFAULT_RATE_HZ, read_trace  # noqa: E402
 from agent.protocol import parse_event  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from tasks.hashing import sha256_path  # noqa: E402
 from testbed import truth  # noqa: E402
+from testbed.fleet import meter_roots  # noqa: E402
 from testbed.models import save_tiny_model  # noqa: E402
 
 IDLE_W, BUSY_W = 2.0, 1.5
@@ -89,6 +90,7 @@ def run_job(
             "window": window,
             "threads": 2,
             "meter": {"kind": kind, **options},
+            "meter_roots": meter_roots([options]),
         }
         job = workdir.parent / f"{job_id}.json"
         job.write_text(json.dumps(spec))
@@ -112,6 +114,7 @@ def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:
     task, window, idle_s = CASES[kind]
     bound = truth.BOUNDS[kind]
     energy, net, idle_errors, lags = [], [], [], []
+    problems: list[str] = []
     for rep in range(reps):
         events, trace = run_job(workdir, f"{kind}-{rep}", kind, task, window, idle_s)
         (idle,) = of(events, "window", kind="idle")
@@ -123,6 +126,8 @@ def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:
         idle_errors.append(truth.idle_error(trace, idle, idle["median_power_w"]))
         (ranged,) = of(events, "phase", phase="ranged")
         lags.append(ranged["lag_s"])
+        if ranged["lag_problem"]:
+            problems.append(ranged["lag_problem"])
         print(f"{kind} rep {rep}: lag {ranged['lag_s']} s, worst window error "
               f"{truth.summary(energy)['worst']}", flush=True)  # fmt: skip
     return {
@@ -132,11 +137,14 @@ def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:
         "bound_energy": bound.energy,
         "bound_net": bound.net,
         "bound_idle": bound.idle,
+        "basis": bound.basis,
         "jobs": reps,
         "energy": truth.summary(energy),
         "net": truth.summary(net),
         "idle": truth.summary(idle_errors),
         "lag_s": lags,
+        "lag_problems": problems,
+        "follow_rate_hz": DEFAULT_RATE_HZ,
         "holds": bool(
             energy
             and truth.summary(energy)["worst"] <= bound.energy
@@ -147,10 +155,14 @@ def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:
 
 
 def lag_case(workdir: Path, reps: int) -> dict[str, Any]:
+    """Per-query energy on 1 s queries behind 0.3 s of lag, with and without ranging."""
     window = {"min_fresh_samples": 3, "min_seconds": 0.0}
-    out: dict[str, Any] = {"injected_s": LAG_INJECTED_S, "query_s": LAG_TASK["heavy_s"]}
+    bound = truth.BOUNDS["pi5-pmic"].energy
+    out: dict[str, Any] = {
+        "injected_s": LAG_INJECTED_S, "query_s": LAG_TASK["heavy_s"], "bound_energy": bound,
+    }  # fmt: skip
     for label, steps in (("with", 10), ("without", 0)):
-        errs, found = [], []
+        errs, found, problems = [], [], []
         for rep in range(reps):
             events, trace = run_job(
                 workdir, f"lag-{label}-{rep}", "pi5-pmic", LAG_TASK,
@@ -158,8 +170,15 @@ def lag_case(workdir: Path, reps: int) -> dict[str, Any]:
             )  # fmt: skip
             (idle,) = of(events, "window", kind="idle")
             errs += [e.energy for e in truth.errors(trace, of(events, "query"), idle)]
-            found += [r["lag_s"] for r in of(events, "phase", phase="ranged")]
-        out[label] = {"found_lag_s": found, "query_energy": truth.summary(errs)}
+            for ranged in of(events, "phase", phase="ranged"):
+                found.append(ranged["lag_s"])
+                problems.append(ranged["lag_problem"])
+        out[label] = {
+            "found_lag_s": found,
+            "problems": [p for p in problems if p],
+            "query_energy": truth.summary(errs),
+            "queries_within_bound": sum(abs(e) <= bound for e in errs),
+        }
         print(f"lag {label}: {out[label]}", flush=True)
     return out
 

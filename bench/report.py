@@ -24,11 +24,14 @@ from bench.sections import (
     ppl_text,
     quality_table,
     table,
+    truth_bounds_lines,
 )
 from tasks.errors import ConfigError, TslmError
 from tasks.numbers import MISSING
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+#: the measurement section's table of energy bounds (optional in a README)
+BOUNDS_START, BOUNDS_END = "<!-- bounds:start -->", "<!-- bounds:end -->"
 SUMMARY = "SUMMARY.md"
 HARNESS = "harness.json"
 
@@ -349,4 +352,10 @@ def update_readme(readme: Path, results_dir: Path) -> None:
             hint="put both markers, in that order, where the results belong",
         )
     body = readme_section(results_dir)
-    readme.write_text(text[: start + len(START)] + "\n" + body + "\n" + text[end:])
+    text = text[: start + len(START)] + "\n" + body + "\n" + text[end:]
+    start, end = text.find(BOUNDS_START), text.find(BOUNDS_END)
+    truth = load_results(results_dir).get("truth")
+    if 0 <= start < end and truth and truth.get("families"):
+        bounds = "\n".join(truth_bounds_lines(truth))
+        text = text[: start + len(BOUNDS_START)] + "\n" + bounds + "\n" + text[end:]
+    readme.write_text(text)

@@ -15,6 +15,7 @@ from bench.common import sig
 from bench.sections_repeat import repeat_parts
 from bench.sections_scale import loadonce_parts, scale_parts
 from tasks.numbers import MISSING
+from testbed.truth import BOUNDS
 
 MIB = 2**20
 
@@ -615,11 +616,21 @@ def truth_section(doc: dict[str, Any]) -> Section:
         f"{sig(x, 2)} s" if x is not None else "not established (no shift)"
         for x in lag["with"]["found_lag_s"]
     )
+    problems = "; ".join(lag["with"].get("problems", []))
+    within = (
+        f" ({lag['with']['queries_within_bound']} of {with_['n']} queries within the "
+        f"{_pct(lag['bound_energy'])} bound with ranging, "
+        f"{lag['without']['queries_within_bound']} of {without['n']} without)"
+        if "bound_energy" in lag
+        else ""
+    )
     lag_line = (
         f"{sig(lag['injected_s'])} s of lag on a 10 Hz PMIC-style meter, "
-        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}; per-query "
+        f"{sig(lag['query_s'])} s queries of alternating load: lag found {found}"
+        f"{f' ({problems})' if problems else ''}; per-query "
         f"energy error median {_pct(with_['median'])}, worst {_pct(with_['worst'])} with "
         f"ranging, median {_pct(without['median'])}, worst {_pct(without['worst'])} without"
+        f"{within}"
     )
     worst = ", ".join(
         f"{f['family']} {_pct(f['energy']['worst'])} on {sig(f['window_s'])} s windows "
@@ -632,10 +643,63 @@ def truth_section(doc: dict[str, Any]) -> Section:
         lag_line + ".",
         f"Load-following meters: {sig(doc['idle_w'])} W idle + {sig(doc['busy_w_per_core'])} W "
         f"per busy core; load average {sig(doc['load_average_1min'])} while measured.",
+        *[
+            f"{f['family']} bound ({_pct(f['bound_energy'])} on {sig(f['window_s'])} s): "
+            f"{f['basis']}"
+            for f in doc["families"]
+            if f.get("basis")
+        ],
         *[f"Caveat: {c}." for c in doc.get("caveats", [])],
     ]
     readme = f"**Energy vs ground truth**: worst window error {worst}; {lag_line}."
     return Section(lines, readme, notes)
+
+
+def truth_bounds_lines(doc: dict[str, Any]) -> list[str]:
+    """Each family's bound, how it was established, and the worst errors measured against
+    it (the measurement section of README.md, between the ``bounds`` markers)."""
+    rows = [
+        [
+            f["family"],
+            f"{sig(f['window_s'])} s",
+            f"{_pct(f['bound_energy'])} / {_pct(f['bound_net'])} / {_pct(f['bound_idle'])}",
+            f"{_pct(f['energy']['worst'])} / {_pct(f['net']['worst'])} / "
+            f"{_pct(f['idle']['worst'])} ({f['jobs']} jobs, {f['energy']['n']} windows)",
+            # the reasoning is code (agent/meters/bounds.py), stated as it stands now
+            BOUNDS[f["kind"]].basis if f["kind"] in BOUNDS else f.get("basis") or MISSING,
+        ]
+        for f in doc["families"]
+    ]
+    benched = {f["kind"] for f in doc["families"]}  # FNIRSI: no USB device to serve
+    rows += [
+        [
+            b.family,
+            f"{sig(b.window_s)} s",
+            f"{_pct(b.energy)} / {_pct(b.net)} / {_pct(b.idle)}",
+            "in `tests/agent/test_ground_truth.py` only",
+            b.basis,
+        ]
+        for kind, b in BOUNDS.items()
+        if kind not in benched
+    ]
+    date = (doc.get("machine") or {}).get("date", "date unknown")
+    quick = " Smoke run (--quick): one job per family." if doc.get("quick") else ""
+    return [
+        *table(
+            [
+                "meter",
+                "window",
+                "bound energy / net / idle",
+                "measured worst energy / net / idle",
+                "how the bound was established",
+            ],
+            rows,
+        ),
+        "",
+        f"_Measured by `python -m bench truth` ({date}, load average "
+        f"{sig(doc['load_average_1min'])}); the bounds live in `agent/meters/bounds.py`; a "
+        f"FNIRSI tester has no USB device to serve, so it is checked by its test only.{quick}_",
+    ]
 
 
 QUALITY_CAPTION = (

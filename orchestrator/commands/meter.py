@@ -121,7 +121,7 @@ def emulate(
     ] = None,
     idle_w: Annotated[float, typer.Option("--idle-w", help="Power at no CPU use.")] = 2.0,
     busy_w: Annotated[float, typer.Option("--busy-w", help="Extra power per busy core.")] = 1.5,
-    rate_hz: Annotated[float, typer.Option("--rate", help="CPU-use reads per second.")] = 100.0,
+    rate_hz: Annotated[float, typer.Option("--rate", help="CPU-use reads per second.")] = 50.0,
     lag: Annotated[float, typer.Option("--lag", help="Seconds the meter lags the power.")] = 0.0,
     root: Annotated[
         str | None, typer.Option("--root", help="Folder for sysfs trees or vcgencmd.")

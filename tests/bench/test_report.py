@@ -494,3 +494,52 @@ def test_tied_heads_table_shows_the_decode_floor() -> None:
     text = "\n".join(section.lines)
     assert "| no head at all (floor) | — | 45.0 (IQR 1.0) | 1.25x |" in text
     assert "With no LM head at all, decode is 1.25x dense" in section.readme_line
+
+
+def test_readme_bounds_table_states_each_bound_its_basis_and_the_measurement(
+    tmp_path: Path,
+) -> None:
+    def errors(worst: float) -> dict[str, object]:
+        return {"n": 4, "median": worst / 2, "p90": worst, "worst": worst}
+
+    family = {
+        "kind": "hwmon", "family": "hwmon", "window_s": 1.0, "bound_energy": 0.02,
+        "bound_net": 0.04, "bound_idle": 0.02, "basis": "polled at 100 Hz, every step read",
+        "jobs": 3, "energy": errors(0.011), "net": errors(0.013), "idle": errors(0.0),
+        "lag_s": [0.02], "lag_problems": [], "holds": True,
+    }  # fmt: skip
+    empty = {"found_lag_s": [], "problems": [], "queries_within_bound": 0, "query_energy": {}}
+    doc = {
+        "benchmark": "truth", "quick": False, "idle_w": 2.0, "busy_w_per_core": 1.5,
+        "load_average_1min": 4.2, "machine": {"date": "2026-12-02T15:00:00Z"},
+        "families": [family],
+        "lag": {"injected_s": 0.3, "query_s": 1.0, "bound_energy": 0.08,
+                "with": {**empty, "found_lag_s": [0.31],
+                         "query_energy": errors(0.05), "queries_within_bound": 4},
+                "without": {**empty, "query_energy": errors(0.4)}},
+    }  # fmt: skip
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "truth.json").write_text(json.dumps(doc))
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# P\n\n{report.BOUNDS_START}\nSTALE\n{report.BOUNDS_END}\n\n{report.START}\n{report.END}\n"
+    )
+    report.update_readme(readme, results)
+    text = readme.read_text()
+    bounds = text.split(report.BOUNDS_START)[1].split(report.BOUNDS_END)[0]
+    assert "STALE" not in bounds
+    row = (
+        "| hwmon | 1.00 s | 2.0 % / 4.0 % / 2.0 % | 1.1 % / 1.3 % / < 0.01 % (3 jobs, 4 windows) |"
+    )
+    assert row + " polled at 100 Hz, every step read |" in bounds
+    assert "2026-12-02T15:00:00Z" in bounds and "load average 4.2" in bounds
+    # a family the benchmark cannot serve is listed with its bound from agent/meters/bounds.py
+    assert (
+        "| FNIRSI | 1.00 s | 2.0 % / 4.0 % / 2.0 % | in `tests/agent/test_ground_truth.py` only |"
+        in bounds
+    )
+    assert "4 of 4 queries within the 8.0 % bound with ranging, 0 of 4 without" in text
+    assert "lag found 0.31 s" in text
+    report.update_readme(readme, results)
+    assert readme.read_text() == text

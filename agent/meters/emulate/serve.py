@@ -11,10 +11,11 @@ What is served, per family (each keeps the real meter's behaviour):
   reading refreshes every 0.5 s to the mean of that half second, each request is answered
   after a short delay. Prints the pty path (or ``link``) for ``meter: {port: ...}``.
 - ``hwmon``: a fake sysfs tree under ``root`` with an ``ina226`` sensor holding the
-  instantaneous power. Prints the root for ``meter: {sysfs_root: ...}``.
+  instantaneous power (in follow mode rewritten at each step of the follower, so that a
+  reading is a step of the true trace, one follower period late). Prints the root for ``meter: {sysfs_root: ...}``.
 - ``rapl``: a fake powercap tree under ``root`` whose counter integrates the power.
 - ``pi5-pmic``: a fake ``vcgencmd`` in ``root``, its rails scaled to the instantaneous
-  power; the driver calls it about ten times a second. Prints its path for
+  power (rewritten as for hwmon); the driver calls it about ten times a second. Prints its path for
   ``meter: {vcgencmd: ...}``.
 
 FNIRSI testers are USB devices: there is nothing this kernel can serve them on, so they
@@ -192,12 +193,33 @@ def start_emulation(
             stops.append(follower.stop)
             trace = follower.trace
         seen = LaggedTrace(trace, lag_s) if lag_s else trace
-        address, options = _serve(kind, seen, root, link, world_accessible, stops)
+        # without lag, an instantaneous meter shows each followed step when it is known
+        pushed = follower if not lag_s else None
+        address, options = _serve(kind, seen, root, link, world_accessible, stops, pushed)
     except BaseException:
         for stop in reversed(stops):
             stop()
         raise
     return Emulation(kind, address, options, trace, follower, stops)
+
+
+def _refresh_or_push(
+    update: Callable[[float], None],
+    start: Callable[[], object],
+    pushed: CpuFollower | None,
+    stops: list[Callable[[], None]],
+    stop: Callable[[], None],
+) -> None:
+    """Show the power through ``update(now)``: at each step of the ``pushed`` follower
+    (an instantaneous reading that is never a resampling of the trace), else every
+    :data:`UPDATE_PERIOD_S` from a thread (constant power, or a lagged view of it)."""
+    if pushed is None:
+        start()
+        stops.append(stop)
+        return
+    update(time.monotonic())
+    pushed.listeners.append(lambda t_end, _watts: update(t_end))
+    stops.append(lambda: pushed.listeners.clear())
 
 
 def _folder(root: str | os.PathLike[str] | None, stops: list[Callable[[], None]]) -> Path:
@@ -225,6 +247,7 @@ def _serve(
     link: str | os.PathLike[str] | None,
     world_accessible: bool,
     stops: list[Callable[[], None]],
+    pushed: CpuFollower | None = None,
 ) -> tuple[str, dict[str, str]]:
     if kind in UM_KINDS:
         from agent.meters.emulate.um import UmEmulator
@@ -238,8 +261,7 @@ def _serve(
         from agent.meters.emulate.sysfs import FakeHwmon
 
         sensor = FakeHwmon(folder, trace, name="ina226", t0=0.0, period_s=UPDATE_PERIOD_S)
-        sensor.start()
-        stops.append(sensor.stop)
+        _refresh_or_push(sensor.update, sensor.start, pushed, stops, sensor.stop)
         if world_accessible:
             _open_up(folder)
         return str(folder), {"hwmon_name": "ina226", "sysfs_root": str(folder)}
@@ -260,8 +282,8 @@ def _serve(
     def update(now: float) -> None:
         vcgencmd.write_pmic(folder, trace.power_w(now) / base)
 
-    refresher = _Refresher(update, UPDATE_PERIOD_S).start()
-    stops.append(refresher.stop)
+    refresher = _Refresher(update, UPDATE_PERIOD_S)
+    _refresh_or_push(update, refresher.start, pushed, stops, refresher.stop)
     if world_accessible:
         _open_up(folder)
     return str(script), {"vcgencmd": str(script)}

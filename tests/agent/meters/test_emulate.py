@@ -6,13 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from agent.meters import create_meter
-from agent.meters.emulate.follow import CpuFollower, StepTrace, read_trace
+from agent.meters.emulate.follow import DEFAULT_RATE_HZ, CpuFollower, StepTrace, read_trace
 from agent.meters.emulate.serve import LaggedTrace, start_emulation
 from agent.sampler import Sampler
 from tasks.errors import ConfigError
@@ -60,7 +61,28 @@ def test_follower_measures_cpu_time_of_a_process_tree(tmp_path: Path) -> None:
     assert cpu_s > 0.2
     written = read_trace(trace_path)
     assert written.energy_j(t0, t1) == pytest.approx(follower.trace.energy_j(t0, t1), rel=1e-5)
-    assert follower._ticks > 0.5 * (t1 - t0) * 100  # about 100 Hz
+    assert follower._ticks > 0.5 * (t1 - t0) * DEFAULT_RATE_HZ
+
+
+def test_served_hwmon_shows_each_step_of_the_follower_when_it_is_known(tmp_path: Path) -> None:
+    """No second sampling of the true power: the sensor file is rewritten by the
+    follower's own tick, and holds the step that tick appended."""
+    proc = subprocess.Popen([sys.executable, "-c", SPIN.format(busy=1.0)])
+    try:
+        emulation = start_emulation("hwmon", follow_pid=proc.pid, root=tmp_path / "hw")
+        with emulation:
+            follower = emulation.follower
+            assert follower is not None and len(follower.listeners) == 1
+            assert not any(t.name in ("FakeHwmon", "meter-refresh") for t in threading.enumerate())
+            time.sleep(0.5)
+            follower.stop()  # joins the thread, then one last tick
+            power = tmp_path / "hw/sys/class/hwmon/hwmon0/power1_input"
+            assert int(power.read_text()) == round(follower.trace.watts[-1] * 1e6)
+            assert max(follower.trace.watts) > 2.5  # the child's spin shows
+        assert follower.listeners == []
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_follower_rate_and_user_and_pid_errors() -> None:
