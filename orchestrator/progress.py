@@ -161,6 +161,8 @@ class RunProgress:
             if kind == "phase":
                 self._correct_total(d, event)
                 state = _PHASE_STATE.get(event.get("phase"), d.state)
+                if state in MEASURING_STATES and d.measuring_at is None:
+                    d.measuring_at = time.monotonic()  # the agent's phases say when it began
                 if state != d.state:
                     d.state = state
                     note = ("state", f"{state} {d.trial}" if d.trial else state)
