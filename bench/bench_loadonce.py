@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sqlite3
 import sys
 import tempfile
@@ -32,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from bench.common import spread, write_result  # noqa: E402
+from bench.common import load_average_note, spread, write_result  # noqa: E402
 
 NAME = "loadonce"
 #: the quick experiment's task parameters (same tasks as the default experiment)
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     pairs = args.pairs or 1
     exp = experiment(args.quick)
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="tslm-loadonce-") as tmp:
         work = Path(tmp)
         (work / "inventory.yaml").write_text(
@@ -173,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         "speedup": before.median / after.median,
         "load_window_s": {side: spread(v).to_dict() for side, v in loads.items() if v},
         "identical_outputs": identical,
-        "caveats": "2-core machine shared with other work: wall times are noisy; "
-        "model loading is a larger share on a slower board",
+        "caveats": "2-core machine shared with other work: wall times are noisy "
+        f"({load_average_note(load_start)}); model loading is a larger share on a slower "
+        "board",
     }
     path = write_result(NAME, data, quick=args.quick)
     print(

@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from bench.bench_fleet import children_cpu_s, least_squares  # noqa: E402
-from bench.common import spread, write_result  # noqa: E402
+from bench.common import load_average_note, spread, write_result  # noqa: E402
 from orchestrator.dashboard import DASHBOARD_CPU_BUDGET  # noqa: E402
 
 NAME = "scale"
@@ -160,6 +160,7 @@ def run_fleet(fleet: Any, names: list[str], work: Path) -> dict[str, Any]:
         "peak_ssh_connections": watch.peak_connections,
         "returncode": code,
         "run_id": run_id,
+        "reconnects": output.count("reconnected after"),
         **(measuring_times(fleet, names, run_id, started_wall) if run_id else {}),
         "output_tail": None if code == 0 else output[-1500:],
     }
@@ -248,6 +249,7 @@ def summarise(runs: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
                 "peak_ssh_connections": r["peak_ssh_connections"],
                 "all_measuring_s": r.get("all_measuring_s"),
                 "fell_behind": r.get("fell_behind", []),
+                "reconnects": r.get("reconnects", 0),
                 "never_measured": r.get("never_measured", []),
                 "dashboard_refresh_ms": (ms := dashboard_refresh_ms(n)),
                 "dashboard_redraw_interval_s": max(0.25, ms / 1000 / DASHBOARD_CPU_BUDGET),
@@ -319,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         write_result(NAME, {"skipped": reason}, quick=args.quick)
         print(f"skipped: {reason}")
         return 0
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="tslm-scale-") as tmp:
         work = Path(tmp)
         measured = measure(args, work)
@@ -328,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
         "task": {"name": "idle", "seconds": args.seconds},
         **measured,
         **summarise(measured["runs"], args.sizes),
-        "caveats": "controller, sshd and agents share one 2-core machine with other work: "
-        "times are noisy; memory is the controller's peak resident set",
+        "caveats": "controller, sshd and agents share one 2-core machine with other work "
+        f"({load_average_note(load_start)}): CPU and wall times are noisy; memory is the "
+        "controller's peak resident set",
     }
     path = write_result(NAME, data, quick=args.quick)
     fit = data.get("fit", {})

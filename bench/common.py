@@ -168,3 +168,10 @@ def rss_bytes() -> int | None:
     except (OSError, IndexError, ValueError):
         return None
     return resident_pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def load_average_note(start: tuple[float, float, float]) -> str:
+    """The machine's 1-minute load average at the start and end of a measurement (other
+    work on a shared machine inflates CPU and wall times)."""
+    end = os.getloadavg()
+    return f"1-minute load average {start[0]:.1f} at the start, {end[0]:.1f} at the end"

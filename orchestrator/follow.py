@@ -2,8 +2,8 @@
 
 :class:`TrialFollower` runs ``agent follow --from SEQ`` over an :class:`AgentLink` and
 hands every event, in order, to an :class:`EventSink`: stored in batches (at most
-:data:`INGEST_BATCH` events or :data:`INGEST_MAX_AGE_S` seconds, and at window, score,
-done and error events), and shown one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
+:data:`INGEST_BATCH` events or :data:`INGEST_MAX_AGE_S` seconds, and at a job's ``done``
+and at errors), and shown one by one. A dropped connection, or a stream silent for :func:`follow_stall_s` seconds,
 is followed by a reconnect and a ``follow --from`` the last stored seq, so nothing is
 lost or stored twice. When the stop flag is set, the follower asks the agent to stop,
 again after every reconnect until the agent acknowledges it, and follows on until its
@@ -38,8 +38,9 @@ INGEST_MAX_AGE_S = 5.0
 #: a false alarm costs one reconnect and a `follow --from`, never an event
 FOLLOW_STALL_S = 20.0
 FOLLOW_STALL_ENV = "TSLM_FOLLOW_STALL_S"
-#: event types that end a batch (stored at once): a trial's results and its end
-_FLUSH_TYPES = frozenset({"window", "score", "done", "error"})
+#: event types that end a batch (stored at once): a job's end and its errors (a trial's
+#: windows and scores come just before its `done`)
+_FLUSH_TYPES = frozenset({"done", "error"})
 #: how long the agent's `stop` command may take
 STOP_TIMEOUT_S = 30
 #: how long a job may run on after acknowledging a stop (the agent finishes its current

@@ -181,6 +181,8 @@ class RunProgress:
                 wait = _settling_message(event)
                 if wait is not None:
                     d.last_message = wait
+                if state in MEASURING_STATES and d.measuring_at is None:
+                    d.measuring_at = time.monotonic()  # the agent's phases say when it began
                 if state != d.state:
                     d.state = state
                     note = ("state", f"{state} {d.trial}" if d.trial else state)

@@ -166,6 +166,7 @@ def execute_run(
     place_wait_s: float = DEFAULT_PLACE_WAIT_S,
     max_parallel: int | None = None,
     batch_trials: bool = True,
+    behind_after_s: float = BEHIND_AFTER_S,
 ) -> RunSummary:
     """Run ``experiment`` on ``devices``; returns per-device outcomes, never partial-loses.
 
@@ -174,6 +175,8 @@ def execute_run(
     ``max_parallel``: at most this many devices connect and deploy at once (None: all).
     ``batch_trials``: a device runs all its trials in one agent process that loads the
     base model once (False: one process and one model load per trial).
+    ``behind_after_s``: a device not measuring so long after the first one began is
+    logged by name and listed in the summary's ``behind``.
     """
     if max_parallel is not None and max_parallel < 1:
         raise ConfigError(
@@ -185,7 +188,7 @@ def execute_run(
         return _execute(
             devices, experiment, store, progress_factory, display_factory, open_transport,
             resume, cache_dir, inventory_name, log, lab, place_wait_s, max_parallel,
-            batch_trials,
+            batch_trials, behind_after_s,
         )  # fmt: skip
     finally:
         if lab is not None:
@@ -207,6 +210,7 @@ def _execute(
     place_wait_s: float,
     max_parallel: int | None,
     batch_trials: bool,
+    behind_after_s: float,
 ) -> RunSummary:
     from orchestrator.bundle import build_bundle
 
@@ -255,7 +259,7 @@ def _execute(
             )
             for d in devices
         ]
-        reporter = BehindReporter(progress, display.log)
+        reporter = BehindReporter(progress, display.log, after_s=behind_after_s)
         outcomes = _run_workers(workers, stop_event, display.log, bookings, tick=reporter.check)
     status = run_status(outcomes, interrupted=stop_event.is_set())
     with store_lock:

@@ -1,5 +1,5 @@
 """How a followed job's events are grouped into stored batches: by age and size, and at
-a trial's results and its end, never one transaction per query.
+a job's end and its errors, never one transaction per query.
 
 The link is a stand-in that replays a realistic trial's event stream
 (``tests/db/factories.py``) in the real protocol; the follower under test is the real one.
@@ -49,7 +49,7 @@ class Link:
         raise AssertionError("the link never drops")
 
 
-def follow(events: list[dict[str, Any]], batch_age_s: float) -> Sink:
+def follow(events: list[dict[str, Any]], batch_age_s: float, status: str = "ok") -> Sink:
     sink = Sink()
     follower = TrialFollower(
         Link(events),
@@ -60,11 +60,11 @@ def follow(events: list[dict[str, Any]], batch_age_s: float) -> Sink:
         stall_s=5.0,
         batch_age_s=batch_age_s,
     )
-    assert follower.follow(0).status == "ok"
+    assert follower.follow(0).status == status
     return sink
 
 
-def test_queries_are_stored_in_batches_and_a_trials_results_at_once() -> None:
+def test_queries_are_stored_in_batches_and_a_jobs_end_at_once() -> None:
     events = trial_events(reps=2, queries_per_rep=12, window_queries=4)
     sink = follow(events, batch_age_s=3600.0)
     stored = [e.seq for batch in sink.batches for e in batch]
@@ -72,10 +72,10 @@ def test_queries_are_stored_in_batches_and_a_trials_results_at_once() -> None:
     assert sink.shown == stored  # and the dashboard saw each as it came
     for batch in sink.batches:
         assert len(batch) <= INGEST_BATCH
-        # a batch ends at a window, score, done or error, or when it is full
-        assert all(e.type not in ("window", "score", "done", "error") for e in batch[:-1])
+        # a batch ends at done or an error, or when it is full
+        assert all(e.type not in ("done", "error") for e in batch[:-1])
         if len(batch) < INGEST_BATCH:
-            assert batch[-1].type in ("window", "score", "done", "error")
+            assert batch[-1].type in ("done", "error")
     queries = sum(e["type"] == "query" for e in events)
     assert len(sink.batches) < queries / 2  # not a transaction per query
 
@@ -84,3 +84,10 @@ def test_a_batch_is_stored_once_its_first_event_is_old_enough() -> None:
     events = trial_events(reps=1, queries_per_rep=4)
     sink = follow(events, batch_age_s=0.0)
     assert [[e.seq for e in batch] for batch in sink.batches] == [[e["seq"]] for e in events]
+
+
+def test_an_error_is_stored_at_once() -> None:
+    events = trial_events(reps=1, queries_per_rep=4, status="failed")
+    sink = follow(events, batch_age_s=3600.0, status="failed")
+    ends = [batch[-1].type for batch in sink.batches]
+    assert ends == ["error", "done"]
