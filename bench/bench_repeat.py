@@ -24,10 +24,8 @@ per family, about 15 minutes on 2 cores; ``--quick``: three trials, fewer querie
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -37,8 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.meters.emulate.follow import StepTrace, read_trace  # noqa: E402
-from agent.protocol import parse_event  # noqa: E402
+from agent.meters.emulate.follow import StepTrace  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from tasks.hashing import sha256_path  # noqa: E402
 from testbed import truth  # noqa: E402
@@ -99,29 +96,14 @@ def job_spec(workdir: Path, job_id: str, kind: str, options: dict, quick: bool) 
 
 def run_trial(workdir: Path, job_id: str, kind: str, quick: bool) -> tuple[list[Any], StepTrace]:
     """One job behind a load-following ``kind`` meter; returns its events and the trace."""
-    trace_path = workdir.parent / f"{job_id}.trace"
-    with truth.serve_meter(
-        kind,
-        "--follow-pid", str(os.getpid()),
+    return truth.followed_job(
+        workdir, job_id, kind,
+        lambda options: job_spec(workdir, job_id, kind, options, quick),
         "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W),
-        "--trace", str(trace_path), "--root", str(workdir.parent / f"meter-{job_id}"),
-    ) as options:  # fmt: skip
-        job = workdir.parent / f"{job_id}.json"
-        job.write_text(json.dumps(job_spec(workdir, job_id, kind, options, quick)))
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", "--workdir", str(workdir), "run", str(job)],
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
-    events = [parse_event(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0:
-        raise RuntimeError(f"job {job_id} ({kind}) failed: {done.stderr[-2000:]}")
-    return events, read_trace(trace_path)
+    )  # fmt: skip
 
 
-def of(events: list[Any], type_: str, **match: Any) -> list[dict[str, Any]]:
-    return [
-        e.data for e in events if e.type == type_ and all(e.get(k) == v for k, v in match.items())
-    ]
+of = truth.events_of
 
 
 def per_query(events: list[Any], trace: StepTrace) -> tuple[float, float]:

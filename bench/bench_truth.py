@@ -15,9 +15,7 @@ minutes on 2 cores; ``--quick``: one job per case, about 4 minutes).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,8 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from agent.meters.emulate.follow import DEFAULT_RATE_HZ, read_trace  # noqa: E402
-from agent.protocol import parse_event  # noqa: E402
+from agent.meters.emulate.follow import DEFAULT_RATE_HZ  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from tasks.hashing import sha256_path  # noqa: E402
 from testbed import truth  # noqa: E402
@@ -64,15 +61,9 @@ def run_job(
     idle_s: float, lag_s: float = 0.0,
 ) -> tuple[list[Any], Any]:  # fmt: skip
     """One job behind a load-following ``kind`` meter; returns its events and the trace."""
-    folder = workdir.parent / f"meter-{job_id}"
-    trace_path = workdir.parent / f"{job_id}.trace"
-    with truth.serve_meter(
-        kind,
-        "--follow-pid", str(os.getpid()),
-        "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W),
-        "--trace", str(trace_path), "--root", str(folder), "--lag", str(lag_s),
-    ) as options:  # fmt: skip
-        spec = {
+
+    def spec(options: dict[str, str]) -> dict[str, Any]:
+        return {
             "spec_version": 1,
             "job_id": job_id,
             "run_id": "bench-truth",
@@ -92,22 +83,15 @@ def run_job(
             "meter": {"kind": kind, **options},
             "meter_roots": meter_roots([options]),
         }
-        job = workdir.parent / f"{job_id}.json"
-        job.write_text(json.dumps(spec))
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", "--workdir", str(workdir), "run", str(job)],
-            capture_output=True, text=True, timeout=600, check=False,
-        )  # fmt: skip
-    events = [parse_event(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    if done.returncode != 0:
-        raise RuntimeError(f"job {job_id} ({kind}) failed: {done.stderr[-2000:]}")
-    return events, read_trace(trace_path)
+
+    return truth.followed_job(
+        workdir, job_id, kind, spec,
+        "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W), "--lag", str(lag_s),
+        timeout_s=600,
+    )  # fmt: skip
 
 
-def of(events: list[Any], type_: str, **match: Any) -> list[dict[str, Any]]:
-    return [
-        e.data for e in events if e.type == type_ and all(e.get(k) == v for k, v in match.items())
-    ]
+of = truth.events_of
 
 
 def family(workdir: Path, kind: str, reps: int) -> dict[str, Any]:

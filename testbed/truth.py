@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from agent.meters.bounds import BOUNDS, Bound
 from agent.meters.emulate.follow import StepTrace
 
-__all__ = ["BOUNDS", "Bound", "WindowError", "errors", "idle_error", "serve_meter", "summary"]
+__all__ = [
+    "BOUNDS",
+    "Bound",
+    "WindowError",
+    "errors",
+    "events_of",
+    "followed_job",
+    "idle_error",
+    "serve_meter",
+    "summary",
+]
 
 
 @dataclass(frozen=True)
@@ -122,3 +134,46 @@ def serve_meter(kind: str, *args: str) -> Iterator[dict[str, str]]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def followed_job(
+    workdir: Path,
+    job_id: str,
+    kind: str,
+    spec: Callable[[dict[str, str]], dict[str, Any]],
+    *emulate_args: str,
+    timeout_s: float = 900,
+) -> tuple[list[Any], StepTrace]:
+    """One ``agent run`` job behind a ``kind`` meter that follows this process.
+
+    ``spec(options)`` builds the job spec from the driver options the emulator prints;
+    ``emulate_args`` go to ``meter emulate`` (``--idle-w``, ``--busy-w``, ``--lag``, ...).
+    Returns the job's events and the emulator's true trace.
+    """
+    from agent.meters.emulate.follow import read_trace
+    from agent.protocol import parse_event
+
+    trace_path = workdir.parent / f"{job_id}.trace"
+    with serve_meter(
+        kind,
+        "--follow-pid", str(os.getpid()),
+        "--trace", str(trace_path), "--root", str(workdir.parent / f"meter-{job_id}"),
+        *emulate_args,
+    ) as options:  # fmt: skip
+        job = workdir.parent / f"{job_id}.json"
+        job.write_text(json.dumps(spec(options)))
+        done = subprocess.run(
+            [sys.executable, "-m", "agent", "--workdir", str(workdir), "run", str(job)],
+            capture_output=True, text=True, timeout=timeout_s, check=False,
+        )  # fmt: skip
+    events = [parse_event(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode != 0:
+        raise RuntimeError(f"job {job_id} ({kind}) failed: {done.stderr[-2000:]}")
+    return events, read_trace(trace_path)
+
+
+def events_of(events: list[Any], type_: str, **match: Any) -> list[dict[str, Any]]:
+    """The data of the events of ``type_`` whose fields equal ``match``."""
+    return [
+        e.data for e in events if e.type == type_ and all(e.get(k) == v for k, v in match.items())
+    ]
