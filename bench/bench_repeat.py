@@ -41,7 +41,6 @@ from tasks.hashing import sha256_path  # noqa: E402
 from testbed import truth  # noqa: E402
 from testbed.models import save_tiny_model  # noqa: E402
 
-IDLE_W, BUSY_W = 2.0, 1.5
 MODEL_REL = "models/tiny-llama"
 #: meter kind -> window policy (the ground-truth benchmark's, so the bounds apply)
 FAMILIES: dict[str, dict[str, Any]] = {
@@ -99,7 +98,6 @@ def run_trial(workdir: Path, job_id: str, kind: str, quick: bool) -> tuple[list[
     return truth.followed_job(
         workdir, job_id, kind,
         lambda options: job_spec(workdir, job_id, kind, options, quick),
-        "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W),
     )  # fmt: skip
 
 
@@ -231,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(
         "repeat",
         {
-            "idle_w": IDLE_W,
-            "busy_w_per_core": BUSY_W,
+            "idle_w": truth.IDLE_W,
+            "busy_w_per_core": truth.BUSY_W,
             "goal": {"cv": GOAL_CV, "bias": GOAL_BIAS},
             "load_average_1min": round(os.getloadavg()[0], 2),
             "families": families,

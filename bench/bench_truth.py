@@ -32,7 +32,6 @@ from testbed import truth  # noqa: E402
 from testbed.fleet import meter_roots  # noqa: E402
 from testbed.models import save_tiny_model  # noqa: E402
 
-IDLE_W, BUSY_W = 2.0, 1.5
 MODEL_REL = "models/tiny-llama"
 #: meter kind -> (task parameters, window policy, idle seconds)
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], float]] = {
@@ -86,7 +85,7 @@ def run_job(
 
     return truth.followed_job(
         workdir, job_id, kind, spec,
-        "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W), "--lag", str(lag_s),
+        "--lag", str(lag_s),
         timeout_s=600,
     )  # fmt: skip
 
@@ -182,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     path = write_result(
         "truth",
         {
-            "idle_w": IDLE_W,
-            "busy_w_per_core": BUSY_W,
+            "idle_w": truth.IDLE_W,
+            "busy_w_per_core": truth.BUSY_W,
             "load_average_1min": round(load[0], 2),
             "families": families,
             "lag": lag,

@@ -31,6 +31,8 @@ from agent.meters.emulate.follow import StepTrace
 
 __all__ = [
     "BOUNDS",
+    "BUSY_W",
+    "IDLE_W",
     "Bound",
     "WindowError",
     "errors",
@@ -136,6 +138,10 @@ def serve_meter(kind: str, *args: str) -> Iterator[dict[str, str]]:
             proc.wait()
 
 
+#: the emulated board of the benchmarks' followed jobs: idle watts, watts per busy core
+IDLE_W, BUSY_W = 2.0, 1.5
+
+
 def followed_job(
     workdir: Path,
     job_id: str,
@@ -147,7 +153,8 @@ def followed_job(
     """One ``agent run`` job behind a ``kind`` meter that follows this process.
 
     ``spec(options)`` builds the job spec from the driver options the emulator prints;
-    ``emulate_args`` go to ``meter emulate`` (``--idle-w``, ``--busy-w``, ``--lag``, ...).
+    the emulated power is ``IDLE_W`` + ``BUSY_W`` per busy core, and ``emulate_args`` go
+    to ``meter emulate`` as well (``--lag``, ...).
     Returns the job's events and the emulator's true trace.
     """
     from agent.meters.emulate.follow import read_trace
@@ -157,6 +164,7 @@ def followed_job(
     with serve_meter(
         kind,
         "--follow-pid", str(os.getpid()),
+        "--idle-w", str(IDLE_W), "--busy-w", str(BUSY_W),
         "--trace", str(trace_path), "--root", str(workdir.parent / f"meter-{job_id}"),
         *emulate_args,
     ) as options:  # fmt: skip
